@@ -1,0 +1,63 @@
+"""The ``gpt2`` entry point: build the Typer app, let every plugin add its commands, run it."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from gpt2_core.errors import UserError
+from gpt2_core.plugins import get_plugin_manager
+
+
+def _version(value: bool) -> None:
+    if value:
+        from gpt2_core.plugins import plugin_versions
+
+        from gpt2_cli import __version__
+
+        typer.echo(f"gpt2 {__version__}")
+        for name, version in sorted(plugin_versions().items()):
+            typer.echo(f"  {name} {version}")
+        raise typer.Exit()
+
+
+def build_app() -> typer.Typer:
+    """The root app with every plugin's commands registered."""
+    app = typer.Typer(
+        name="gpt2",
+        help="Train, fine-tune, chat with and export GPT-2 models.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_show_locals=False,
+        rich_markup_mode="rich",
+    )
+
+    @app.callback()
+    def root(
+        version: bool = typer.Option(
+            False, "--version", callback=_version, is_eager=True, help="Show versions and exit."
+        ),
+    ) -> None:
+        """Train, fine-tune, chat with and export GPT-2 models."""
+
+    get_plugin_manager().hook.register_commands(app=app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run ``gpt2``; a UserError becomes one line on stderr and exit status 2."""
+    command = typer.main.get_command(build_app())
+    try:
+        command.main(args=argv, prog_name="gpt2", standalone_mode=False)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)

@@ -1,0 +1,107 @@
+"""Typer options from config dataclasses: one flag per field, its attribute docstring as the help.
+
+Commands take a config object instead of a long parameter list::
+
+    @app.command()
+    @dataclass_options(SamplingConfig, into="sampling", flags={"max_new_tokens": "--max-tokens"})
+    def generate(sampling: SamplingConfig, model: Path = typer.Option(...)) -> None: ...
+
+The parameter named ``into`` receives the built dataclass; the function's other parameters stay
+ordinary Typer parameters, so decorators stack (one per config). Validation stays in the dataclass's
+``__post_init__``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
+
+import typer
+from gpt2_core.config import field_docs
+
+SUPPORTED = (int, float, str, bool)
+
+
+def _cli_type(tp: Any) -> Any | None:
+    """The type Typer should parse for a field, or None when the field cannot be a flag (dicts...)."""
+    origin = typing.get_origin(tp)
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if tp in SUPPORTED:
+        return tp
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+        inner = _cli_type(args[0])
+        return inner if inner is None else typing.Optional[inner]  # noqa: UP045 (Typer needs Optional)
+    if origin is list and args and args[0] in SUPPORTED:
+        return list[args[0]]
+    return None
+
+
+def dataclass_options(
+    cls: type,
+    *,
+    into: str,
+    flags: dict[str, str] | None = None,
+    exclude: Sequence[str] = (),
+    panel: str | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator adding one Typer option per field of ``cls`` (renamed by ``flags``, minus ``exclude``)."""
+    flags = flags or {}
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        sig = inspect.signature(func)
+        resolved = typing.get_type_hints(func, include_extras=True)
+        own = [
+            p.replace(annotation=resolved.get(p.name, p.annotation))
+            for p in sig.parameters.values()
+            if p.name != into
+        ]
+        taken = {p.name for p in own}
+        extra: list[inspect.Parameter] = []
+        names: list[str] = []
+        for f in dataclasses.fields(cls):
+            tp = _cli_type(hints[f.name])
+            if f.name in exclude or tp is None or f.name in taken:
+                continue
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                default = f.default_factory()  # type: ignore[misc]
+                default = None if default == [] else default
+            else:
+                default = ...
+            flag = flags.get(f.name, "--" + f.name.replace("_", "-"))
+            decls = [flag] if tp is not bool else [f"{flag}/--no-{flag[2:]}"]
+            option = typer.Option(*decls, help=docs.get(f.name, ""), rich_help_panel=panel, show_default=True)
+            extra.append(
+                inspect.Parameter(
+                    f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[tp, option]
+                )
+            )
+            names.append(f.name)
+
+        @functools.wraps(func)
+        def wrapper(**kwargs: Any) -> Any:
+            values = {n: kwargs.pop(n) for n in names}
+            for f in dataclasses.fields(cls):
+                if (
+                    f.name in values
+                    and values[f.name] is None
+                    and f.default_factory is not dataclasses.MISSING
+                ):  # type: ignore[misc]
+                    values[f.name] = f.default_factory()  # type: ignore[misc]
+            return func(**kwargs, **{into: cls(**values)})
+
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + extra
+        wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        # Typer resolves annotations in the wrapper's module: hand it resolved ones.
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        del wrapper.__wrapped__  # Typer must see the new signature, not the original
+        return wrapper
+
+    return decorate

@@ -1,0 +1,72 @@
+"""gpt2-cli's own commands, registered like any plugin's: ``generate`` and ``plugins``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from gpt2_core.generate import SamplingConfig
+from gpt2_core.hookspecs import hookimpl
+
+from gpt2_cli.options import dataclass_options
+
+
+def generate(
+    sampling: SamplingConfig,
+    model: Path = typer.Option(
+        ..., "--model", "-m", help="Model directory (ours, a checkpoint, or Hugging Face GPT-2)."
+    ),
+    prompt: str = typer.Option(
+        "", "--prompt", "-p", help="Text to continue; empty starts from <|endoftext|>."
+    ),
+    stream: bool = typer.Option(False, "--stream", help="Print tokens as they are generated (one sequence)."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, mps, or auto."),
+) -> None:
+    """Generate text from a model."""
+    from gpt2_core.device import pick_device
+    from gpt2_core.generate import generate as run_generate
+    from gpt2_core.generate import stream as run_stream
+    from gpt2_core.tokenizer import Tokenizer
+    from gpt2_core.weights import load_model
+
+    gpt = load_model(model, device=pick_device(device))
+    tokenizer = Tokenizer.for_config(gpt.config)
+    if stream:
+        typer.echo(prompt, nl=False)
+        for piece in run_stream(gpt, tokenizer, prompt, sampling):
+            typer.echo(piece, nl=False)
+        typer.echo()
+        return
+    for i, text in enumerate(run_generate(gpt, tokenizer, prompt, sampling)):
+        if sampling.num_return_sequences > 1:
+            typer.secho(f"--- sample {i + 1}", fg="cyan")
+        typer.echo(prompt + text)
+
+
+def plugins() -> None:
+    """List the installed plugins, their versions and the hooks they implement."""
+    from gpt2_core.plugins import get_plugin_manager, plugin_versions
+    from rich.console import Console
+    from rich.table import Table
+
+    pm = get_plugin_manager()
+    versions = plugin_versions()
+    table = Table("plugin", "version", "hooks")
+    for name, plugin in sorted(pm.list_name_plugin()):
+        hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+        table.add_row(name, versions.get(name, "?"), ", ".join(hooks))
+    Console(width=200).print(table)
+
+
+@hookimpl
+def register_commands(app: Any) -> None:
+    app.command("generate")(
+        dataclass_options(
+            SamplingConfig,
+            into="sampling",
+            flags={"max_new_tokens": "--max-tokens", "num_return_sequences": "--num-seq"},
+            exclude=("stop_at_eot",),
+        )(generate)
+    )
+    app.command("plugins")(plugins)

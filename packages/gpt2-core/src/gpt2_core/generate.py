@@ -1,0 +1,195 @@
+"""Sampling from a GPT: KV-cached decoding, greedy/temperature/top-k/top-p, stop conditions, streaming."""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from gpt2_core.errors import UserError
+from gpt2_core.model import GPT, KVCache
+from gpt2_core.tokenizer import Tokenizer
+
+
+@dataclass
+class SamplingConfig:
+    """How to pick each new token and when to stop."""
+
+    max_new_tokens: int = 50
+    """Number of tokens to generate at most (per sequence)."""
+    temperature: float = 1.0
+    """Softmax temperature; 0 means greedy (always the most likely token)."""
+    top_k: int = 50
+    """Sample only among the k most likely tokens (0: no limit)."""
+    top_p: float = 1.0
+    """Nucleus sampling: the smallest set of tokens whose probability adds up to top_p (1: no limit)."""
+    seed: int | None = None
+    """Random seed, for reproducible samples."""
+    num_return_sequences: int = 1
+    """Number of sequences to generate from the prompt, as one batch."""
+    stop: list[str] = field(default_factory=list)
+    """Stop a sequence when it produces one of these strings (the string itself is cut)."""
+    stop_at_eot: bool = True
+    """Stop a sequence at <|endoftext|>."""
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 0:
+            raise UserError(f"--max-tokens must be >= 0, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise UserError(f"--temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise UserError(f"--top-k must be >= 0, got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise UserError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.num_return_sequences < 1:
+            raise UserError(f"--num-seq must be >= 1, got {self.num_return_sequences}")
+
+
+def sample_next(
+    logits: torch.Tensor, cfg: SamplingConfig, vocab_size: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Pick one token per row of ``logits`` (B, V). Ids >= ``vocab_size`` (vocab padding) are never picked."""
+    logits = logits[:, :vocab_size].float()
+    if cfg.temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / cfg.temperature
+    if cfg.top_k and cfg.top_k < logits.size(-1):
+        kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if cfg.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # Drop a token when the tokens before it already reach top_p (the first one always stays).
+        drop = probs.cumsum(dim=-1) - probs >= cfg.top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+def _device_of(model: GPT) -> torch.device:
+    return next(model.parameters()).device
+
+
+def generate_ids(
+    model: GPT,
+    prompt_ids: Sequence[int],
+    cfg: SamplingConfig,
+    *,
+    eot_id: int = 50256,
+    use_cache: bool = True,
+) -> Iterator[torch.Tensor]:
+    """Yield the next token of each of ``cfg.num_return_sequences`` sequences, one (B,) tensor per step.
+
+    Finished sequences (after <|endoftext|>) keep yielding ``eot_id``; the iterator ends when every
+    sequence is finished or ``max_new_tokens`` is reached. When the text outgrows the context window the
+    window slides: the cache is rebuilt from the most recent 7/8 of a window, so it rarely happens.
+    """
+    device = _device_of(model)
+    window = model.config.block_size
+    keep = window - max(1, window // 8)
+    B = cfg.num_return_sequences
+    generator = torch.Generator(device=device)
+    if cfg.seed is not None:
+        generator.manual_seed(cfg.seed)
+    else:
+        generator.seed()
+
+    seq = torch.tensor(list(prompt_ids) or [eot_id], dtype=torch.long, device=device).expand(B, -1)
+    pending = seq
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    cache: KVCache | None = None
+    dtype = model.transformer.wte.weight.dtype
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for _ in range(cfg.max_new_tokens):
+                if not use_cache:
+                    logits, _ = model(seq[:, -window:])
+                elif cache is None or cache.length + pending.size(1) > window:
+                    context = seq[:, -window:] if cache is None else seq[:, -keep:]
+                    cache = KVCache(model.config, B, device, dtype)
+                    logits, _ = model(context, kv_cache=cache)
+                else:
+                    logits, _ = model(pending, kv_cache=cache)
+                nxt = sample_next(logits[:, -1, :], cfg, model.config.vocab_size, generator)
+                nxt = torch.where(done, torch.full_like(nxt, eot_id), nxt)
+                yield nxt
+                if cfg.stop_at_eot:
+                    done |= nxt == eot_id
+                    if bool(done.all()):
+                        return
+                pending = nxt[:, None]
+                seq = torch.cat([seq, pending], dim=1)
+    finally:
+        model.train(was_training)
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def generate(
+    model: GPT, tokenizer: Tokenizer, prompt: str, cfg: SamplingConfig, *, use_cache: bool = True
+) -> list[str]:
+    """The completions (new text only) of ``prompt``, one per ``cfg.num_return_sequences``."""
+    B = cfg.num_return_sequences
+    tokens: list[list[int]] = [[] for _ in range(B)]
+    finished = [False] * B
+    for step in generate_ids(
+        model, tokenizer.encode(prompt), cfg, eot_id=tokenizer.eot_id, use_cache=use_cache
+    ):
+        for i, t in enumerate(step.tolist()):
+            if finished[i]:
+                continue
+            if cfg.stop_at_eot and t == tokenizer.eot_id:
+                finished[i] = True
+                continue
+            tokens[i].append(t)
+            if cfg.stop and _cut_at_stop(tokenizer.decode(tokens[i][-64:]), cfg.stop)[1]:
+                finished[i] = True
+        if all(finished):
+            break
+    return [_cut_at_stop(tokenizer.decode(t), cfg.stop)[0] for t in tokens]
+
+
+def stream(
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompt: str,
+    cfg: SamplingConfig,
+    *,
+    prompt_ids: Sequence[int] | None = None,
+) -> Iterator[str]:
+    """Yield the completion of ``prompt`` piece by piece as it is generated (one sequence).
+
+    Bytes of a character split across tokens are held back until the character is complete, and text
+    that might be the start of a stop string is held back until it is known not to be one.
+    """
+    if cfg.num_return_sequences != 1:
+        raise UserError("streaming produces one sequence: use --num-seq 1 with --stream")
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    ids = tokenizer.encode(prompt) if prompt_ids is None else prompt_ids
+    held = ""
+    longest_stop = max((len(s) for s in cfg.stop), default=0)
+    for step in generate_ids(model, ids, cfg, eot_id=tokenizer.eot_id):
+        t = int(step[0])
+        if cfg.stop_at_eot and t == tokenizer.eot_id:
+            break
+        held += decoder.decode(tokenizer.decode_bytes([t]))
+        held, stopped = _cut_at_stop(held, cfg.stop)
+        if stopped:
+            yield held
+            return
+        # Emit all but a tail that could still grow into a stop string.
+        safe = len(held) - max(0, longest_stop - 1)
+        if safe > 0:
+            yield held[:safe]
+            held = held[safe:]
+    held += decoder.decode(b"", final=True)
+    if held:
+        yield held

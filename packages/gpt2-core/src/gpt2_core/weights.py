@@ -1,0 +1,179 @@
+"""Model directories on disk: ours (``model.safetensors`` + ``config.json``) and Hugging Face GPT-2's.
+
+Nothing on the loading path unpickles: safetensors for weights, JSON for configs, and a Hugging Face
+``pytorch_model.bin`` only through ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from gpt2_core.errors import UserError
+from gpt2_core.model import GPT, GPTConfig
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+FORMAT = "gpt2-core/1"
+
+# Hugging Face stores these four as Conv1D weights, shaped (in, out): ours are nn.Linear, (out, in).
+CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def save_state_dict(
+    state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> None:
+    """Write tensors to a safetensors file through a temporary name, so ``path`` is never half-written."""
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def model_state_dict(model: GPT) -> dict[str, torch.Tensor]:
+    """The model's tensors to save: the tied ``lm_head.weight`` is the embedding, stored once."""
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    return {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+
+
+def save_model(model: GPT, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
+    """Save ``model`` as a directory: weights in safetensors, config (tokenizer included) in JSON.
+
+    ``extra`` is stored in config.json under ``"info"`` (training facts for model cards and so on).
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "_orig_mod", model)
+    save_state_dict(model_state_dict(model), out / WEIGHTS_FILE, metadata={"format": "pt"})
+    cfg = {"format": FORMAT, **model.config.to_dict(), "info": extra or {}}
+    write_json_atomic(out / CONFIG_FILE, cfg)
+    return out
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise UserError(f"{path}: not found; a model directory needs {CONFIG_FILE} and {WEIGHTS_FILE}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return data
+
+
+def is_hf_config(cfg: dict[str, Any]) -> bool:
+    return "model_type" in cfg or "n_positions" in cfg
+
+
+def config_from_hf(cfg: dict[str, Any], source: str = CONFIG_FILE) -> GPTConfig:
+    """Our config for a Hugging Face ``GPT2Config`` dict."""
+    if cfg.get("model_type", "gpt2") != "gpt2":
+        raise UserError(f"{source}: model_type is {cfg['model_type']!r}, only 'gpt2' can be imported")
+    if cfg.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise UserError(f"{source}: activation {cfg['activation_function']!r} is not GPT-2's tanh GELU")
+    try:
+        return GPTConfig(
+            block_size=cfg["n_positions"],
+            vocab_size=cfg["vocab_size"],
+            n_layer=cfg["n_layer"],
+            n_head=cfg["n_head"],
+            n_embd=cfg["n_embd"],
+        )
+    except KeyError as e:
+        raise UserError(f"{source}: missing key {e.args[0]!r} of a GPT-2 config") from e
+
+
+def state_dict_from_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face GPT-2 tensors renamed/transposed into ours (drops the cached attention masks)."""
+    out = {}
+    for key, value in sd.items():
+        if key.endswith((".attn.bias", ".attn.masked_bias")):
+            continue
+        if not key.startswith(("transformer.", "lm_head.")):
+            key = "transformer." + key  # OpenAI's original checkpoints have no prefix
+        out[key] = value.t() if key.endswith(CONV1D_SUFFIXES) else value
+    return out
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as e:
+        raise UserError(
+            f"{path}: cannot read weights ({str(e).splitlines()[0]}); the file may be truncated"
+        ) from e
+
+
+def load_model(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> GPT:
+    """Load a model directory: ours, or a Hugging Face GPT-2 one (config.json + safetensors or .bin)."""
+    root = Path(path)
+    if not root.exists():
+        raise UserError(f"{root}: no such model directory")
+    if not root.is_dir():
+        raise UserError(
+            f"{root}: not a directory; a model is a directory holding {CONFIG_FILE} and {WEIGHTS_FILE}"
+        )
+    raw = read_json(root / CONFIG_FILE)
+    hf = is_hf_config(raw)
+    if hf:
+        config = config_from_hf(raw, str(root / CONFIG_FILE))
+    else:
+        raw = {k: v for k, v in raw.items() if k not in ("format", "info")}
+        try:
+            config = GPTConfig.from_dict(raw, str(root / CONFIG_FILE))
+        except TypeError as e:
+            raise UserError(f"{root / CONFIG_FILE}: {e}") from e
+
+    weights = root / WEIGHTS_FILE
+    if not weights.exists() and hf and (root / "pytorch_model.bin").exists():
+        weights = root / "pytorch_model.bin"
+    if not weights.exists():
+        raise UserError(f"{weights}: not found")
+    sd = _read_weights(weights)
+    if hf:
+        sd = state_dict_from_hf(sd)
+
+    model = GPT(config)
+    load_weights(model, sd, str(weights))
+    return model.to(device=device, dtype=dtype) if dtype else model.to(device)
+
+
+def load_weights(model: GPT, sd: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``sd`` into ``model``, refusing missing, unexpected or wrongly shaped tensors by name."""
+    own = model.state_dict()
+    sd = {k: v for k, v in sd.items() if k != "lm_head.weight"}  # tied to wte
+    missing = sorted(set(own) - set(sd) - {"lm_head.weight"})
+    unexpected = sorted(set(sd) - set(own))
+    if missing or unexpected:
+        raise UserError(
+            f"{source}: does not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    for k, v in sd.items():
+        if v.shape != own[k].shape:
+            raise UserError(
+                f"{source}: {k} has shape {tuple(v.shape)}, the config needs {tuple(own[k].shape)}"
+            )
+    model.load_state_dict(sd, strict=False)
+
+
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The raw config.json of a model directory (ours: includes ``info``)."""
+    return read_json(Path(path) / CONFIG_FILE)

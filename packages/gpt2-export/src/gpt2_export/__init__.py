@@ -1,0 +1,5 @@
+"""gpt2-export."""
+
+from importlib.metadata import version
+
+__version__ = version("gpt2-export")

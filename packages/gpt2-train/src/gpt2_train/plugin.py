@@ -1,0 +1,3 @@
+"""gpt2-train's implementations of the gpt2 hooks."""
+
+from gpt2_core.hookspecs import hookimpl  # noqa: F401
