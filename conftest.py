@@ -1,8 +1,69 @@
-"""Test-wide setup: no test may touch the network (Hugging Face hub, datasets)."""
+"""Test-wide setup: no test may touch the network, and fixture plugin packages can be put on the path.
 
+The ``fixture_plugin`` fixture makes a package under ``tests/fixtures/<name>/`` importable *with its
+entry-point metadata* (a ``.dist-info`` written from its ``pyproject.toml``), which is exactly what
+``pip install`` would give importlib.metadata, without building or downloading anything.
+"""
+
+from __future__ import annotations
+
+import importlib
 import os
+import shutil
+import sys
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+FIXTURES = Path(__file__).parent / "tests" / "fixtures"
+
+
+def install_on_path(package_dir: Path, target: Path) -> Path:
+    """Copy a src-layout package into ``target`` and write its dist-info (METADATA, entry_points.txt)."""
+    meta = tomllib.loads((package_dir / "pyproject.toml").read_text())["project"]
+    for module in (package_dir / "src").iterdir():
+        shutil.copytree(module, target / module.name, dirs_exist_ok=True)
+    dist = target / f"{meta['name'].replace('-', '_')}-{meta['version']}.dist-info"
+    dist.mkdir(parents=True, exist_ok=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n")
+    lines = []
+    for group, entries in meta.get("entry-points", {}).items():
+        lines.append(f"[{group}]")
+        lines += [f"{k} = {v}" for k, v in entries.items()]
+    (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    return target
+
+
+@pytest.fixture
+def fixture_plugin(tmp_path: Path) -> Iterator[Callable[[str], dict[str, str]]]:
+    """``fixture_plugin("gpt2-example-logger")`` installs tests/fixtures/<name> for this test.
+
+    In-process: on ``sys.path`` with the plugin manager cache cleared. Returns an environment for
+    subprocesses (``PYTHONPATH`` including it).
+    """
+    from gpt2_core.plugins import get_plugin_manager
+
+    added: list[str] = []
+
+    def install(name: str) -> dict[str, str]:
+        site = install_on_path(FIXTURES / name, tmp_path / f"site-{name}")
+        sys.path.insert(0, str(site))
+        added.append(str(site))
+        importlib.invalidate_caches()
+        get_plugin_manager.cache_clear()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(added + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        return env
+
+    yield install
+    for site in added:
+        sys.path.remove(site)
+    importlib.invalidate_caches()
+    get_plugin_manager.cache_clear()
