@@ -12,11 +12,12 @@ from gpt2_core.plugins import get_plugin_manager
 
 def _version(value: bool) -> None:
     if value:
+        from gpt2_core import __version__ as core_version
         from gpt2_core.plugins import plugin_versions
 
         from gpt2_cli import __version__
 
-        typer.echo(f"gpt2 {__version__}")
+        typer.echo(f"gpt2 {__version__} (gpt2-core {core_version})")
         for name, version in sorted(plugin_versions().items()):
             typer.echo(f"  {name} {version}")
         raise typer.Exit()

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from gpt2_core.generate import SamplingConfig
 from gpt2_core.hookspecs import hookimpl
+from gpt2_core.sampling import SamplingConfig
 
 from gpt2_cli.options import dataclass_options
 

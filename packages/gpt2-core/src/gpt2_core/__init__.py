@@ -1,13 +1,29 @@
 """gpt2-core: the GPT-2 model, its presets, tokenizer, generation and weight files.
 
-Importing this package is cheap and side-effect free; nothing is downloaded, ever.
+Importing this package is cheap and side-effect free; nothing is downloaded, ever. The names below
+are loaded on first use, so ``gpt2_core.errors`` or ``gpt2_core.hookspecs`` (what ``gpt2 --help``
+needs) do not pull in torch.
 """
 
+from __future__ import annotations
+
+import importlib
 from importlib.metadata import version
+from typing import TYPE_CHECKING, Any
 
 from gpt2_core.errors import UserError
-from gpt2_core.model import GPT, GPTConfig
-from gpt2_core.presets import PRESETS, get_preset
+
+if TYPE_CHECKING:
+    from gpt2_core.model import GPT, GPTConfig
+    from gpt2_core.presets import PRESETS, get_preset
 
 __version__ = version("gpt2-core")
 __all__ = ["GPT", "GPTConfig", "PRESETS", "UserError", "get_preset", "__version__"]
+
+_LAZY = {"GPT": "model", "GPTConfig": "model", "PRESETS": "presets", "get_preset": "presets"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"gpt2_core.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'gpt2_core' has no attribute {name!r}")
