@@ -46,12 +46,20 @@ def generate_ids(
     *,
     eot_id: int = 50256,
     use_cache: bool = True,
+    kv_cache: KVCache | None = None,
+    stop_ids: Sequence[int] = (),
 ) -> Iterator[torch.Tensor]:
     """Yield the next token of each of ``cfg.num_return_sequences`` sequences, one (B,) tensor per step.
 
     Finished sequences (after <|endoftext|>) keep yielding ``eot_id``; the iterator ends when every
     sequence is finished or ``max_new_tokens`` is reached. When the text outgrows the context window the
     window slides: the cache is rebuilt from the most recent 7/8 of a window, so it rarely happens.
+
+    ``kv_cache`` (a cache for the whole window, batch size B) lets a caller reuse keys and values across
+    calls, as a chat does across turns: it must hold the first ``kv_cache.length`` ids of ``prompt_ids``,
+    only the rest are fed, and afterwards it holds the prompt and every new token but the last (also when
+    the caller stops early or is interrupted). ``stop_ids`` end a sequence as ``eot_id`` does (e.g. an
+    end-of-turn token).
     """
     device = _device_of(model)
     window = model.config.block_size
@@ -64,9 +72,13 @@ def generate_ids(
         generator.seed()
 
     seq = torch.tensor(list(prompt_ids) or [eot_id], dtype=torch.long, device=device).expand(B, -1)
-    pending = seq
+    cache = kv_cache
+    if cache is not None:
+        # Feed at least the last prompt token: its logits pick the first new token.
+        cache.truncate(min(cache.length, seq.size(1) - 1))
+    pending = seq if cache is None else seq[:, cache.length :]
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    cache: KVCache | None = None
+    stop = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
     dtype = model.transformer.wte.weight.dtype
     was_training = model.training
     model.eval()
@@ -77,7 +89,9 @@ def generate_ids(
                     logits, _ = model(seq[:, -window:])
                 elif cache is None or cache.length + pending.size(1) > window:
                     context = seq[:, -window:] if cache is None else seq[:, -keep:]
-                    cache = KVCache(model.config, B, device, dtype)
+                    if cache is None:
+                        cache = KVCache(model.config, B, device, dtype)
+                    cache.truncate(0)
                     logits, _ = model(context, kv_cache=cache)
                 else:
                     logits, _ = model(pending, kv_cache=cache)
@@ -86,12 +100,17 @@ def generate_ids(
                 yield nxt
                 if cfg.stop_at_eot:
                     done |= nxt == eot_id
-                    if bool(done.all()):
-                        return
+                if len(stop):
+                    done |= torch.isin(nxt, stop)
+                if bool(done.all()):
+                    return
                 pending = nxt[:, None]
                 seq = torch.cat([seq, pending], dim=1)
     finally:
         model.train(was_training)
+        if kv_cache is not None:
+            # An interrupt between two blocks leaves later layers one step short: keep what all hold.
+            kv_cache.truncate(min(layer.length for layer in kv_cache.layers))
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
@@ -130,11 +149,14 @@ def stream(
     cfg: SamplingConfig,
     *,
     prompt_ids: Sequence[int] | None = None,
+    kv_cache: KVCache | None = None,
+    stop_ids: Sequence[int] = (),
 ) -> Iterator[str]:
     """Yield the completion of ``prompt`` piece by piece as it is generated (one sequence).
 
     Bytes of a character split across tokens are held back until the character is complete, and text
     that might be the start of a stop string is held back until it is known not to be one.
+    ``kv_cache`` and ``stop_ids`` are as in :func:`generate_ids`.
     """
     if cfg.num_return_sequences != 1:
         raise UserError("streaming produces one sequence: use --num-seq 1 with --stream")
@@ -142,9 +164,10 @@ def stream(
     ids = tokenizer.encode(prompt) if prompt_ids is None else prompt_ids
     held = ""
     longest_stop = max((len(s) for s in cfg.stop), default=0)
-    for step in generate_ids(model, ids, cfg, eot_id=tokenizer.eot_id):
+    steps = generate_ids(model, ids, cfg, eot_id=tokenizer.eot_id, kv_cache=kv_cache, stop_ids=stop_ids)
+    for step in steps:
         t = int(step[0])
-        if cfg.stop_at_eot and t == tokenizer.eot_id:
+        if (cfg.stop_at_eot and t == tokenizer.eot_id) or t in stop_ids:
             break
         held += decoder.decode(tokenizer.decode_bytes([t]))
         held, stopped = _cut_at_stop(held, cfg.stop)
