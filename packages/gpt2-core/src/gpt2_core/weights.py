@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gpt2_core.errors import UserError
-from gpt2_core.model import GPT, GPTConfig
+from gpt2_core.model import EOT_ID, GPT, GPTConfig
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -106,6 +106,63 @@ def state_dict_from_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if not key.startswith(("transformer.", "lm_head.")):
             key = "transformer." + key  # OpenAI's original checkpoints have no prefix
         out[key] = value.t() if key.endswith(CONV1D_SUFFIXES) else value
+    return out
+
+
+def config_to_hf(config: GPTConfig, dtype: str = "float32") -> dict[str, Any]:
+    """A Hugging Face ``GPT2Config`` dict (config.json of a ``GPT2LMHeadModel``) for our config.
+
+    The inverse of :func:`config_from_hf`. Vocabulary padding is not part of it (the exported embedding
+    has ``vocab_size`` rows); dropout is recorded as configured; special tokens live in the tokenizer files.
+    """
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": config.vocab_size,
+        "n_positions": config.block_size,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "resid_pdrop": config.dropout,
+        "embd_pdrop": config.dropout,
+        "attn_pdrop": config.dropout,
+        "layer_norm_epsilon": 1e-5,
+        "initializer_range": 0.02,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "use_cache": True,
+        "bos_token_id": EOT_ID,
+        "eos_token_id": EOT_ID,
+        "tie_word_embeddings": True,
+        "torch_dtype": dtype,
+    }
+
+
+def state_dict_to_hf(sd: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
+    """Our tensors as a Hugging Face ``GPT2LMHeadModel``'s: the inverse of :func:`state_dict_from_hf`.
+
+    The four Conv1D weights are transposed, the embedding's padding rows (ids >= ``vocab_size``) are cut,
+    the tied ``lm_head.weight`` is left out (transformers ties it to ``wte``), and a model without biases
+    gets zero biases, which compute exactly the same function in GPT-2's biased layers.
+    """
+    out = {}
+    for key, value in sd.items():
+        if key == "lm_head.weight":
+            continue
+        if key == "transformer.wte.weight":
+            value = value[: config.vocab_size]
+        out[key] = value.t().contiguous() if key.endswith(CONV1D_SUFFIXES) else value
+    if not config.bias:
+        for key in [
+            k for k in out if k.endswith(".weight") and not k.endswith((".wte.weight", ".wpe.weight"))
+        ]:
+            bias = key[: -len("weight")] + "bias"
+            if bias not in out:
+                # Conv1D weights are (in, out) after the transpose; LayerNorm weights are (n_embd,).
+                out[bias] = torch.zeros(out[key].shape[-1], dtype=out[key].dtype)
     return out
 
 
