@@ -1,0 +1,496 @@
+"""Tokenize a dataset into llm.c-format shards, resumably, with all cores and bounded memory.
+
+Three stages overlap: a reader thread pulls documents from the dataset in batches, an encoder thread runs
+tiktoken's ``encode_ordinary_batch`` on them with ``workers`` threads (tiktoken releases the GIL), and the
+calling thread routes the tokens to the validation and training shard writers. Queues between the stages are
+short, and each writer holds one shard buffer, so memory stays bounded whatever the corpus size.
+
+Every document is preceded by ``<|endoftext|>`` (50256), as in GPT-2 and llm.c. Documents are consumed in the
+dataset's deterministic order; after each shard, ``manifest.json`` records where to resume, so an interrupted
+``prepare`` picks up after its last complete shard and ends with exactly the shards an uninterrupted run writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gpt2_core.errors import UserError
+
+from gpt2_data.shards import TMP_SUFFIX, write_shard
+
+MANIFEST = "manifest.json"
+FORMAT = "gpt2-data/1"
+SMALL_CORPUS_VAL_FRACTION = 0.05
+"""Where the default one-shard validation split would swallow the whole corpus, every 20th document is val."""
+BATCH_CHARS = 4_000_000
+"""Text per tokenizer batch: big enough to keep every thread busy, small enough to bound memory."""
+
+Position = tuple[int, int]
+"""(document index, token offset within that document, counting its leading <|endoftext|>)."""
+
+
+@dataclass
+class PrepareConfig:
+    """How ``gpt2 data prepare`` tokenizes a dataset into shards."""
+
+    dataset: str = "python-stdlib"
+    """Dataset to tokenize; `gpt2 data list` shows every dataset and its options."""
+    shard_tokens: int = 100_000_000
+    """Tokens per shard file (the last shard of each split may be shorter)."""
+    val_tokens: float | None = None
+    """Validation split: N >= 1 takes the first N tokens; 0 < N < 1 takes that fraction of documents (every k-th); 0 none. Default: one shard, or 5% of documents when the corpus is smaller than that."""
+    max_tokens: int | None = None
+    """Stop after this many tokens in all (validation included); default: the whole dataset."""
+    workers: int = 0
+    """Tokenizer threads; 0 uses every core."""
+
+    def __post_init__(self) -> None:
+        if self.shard_tokens < 1:
+            raise UserError(f"--shard-tokens must be >= 1 (got {self.shard_tokens})")
+        if self.val_tokens is not None and (
+            self.val_tokens < 0 or (self.val_tokens > 1 and self.val_tokens != int(self.val_tokens))
+        ):
+            raise UserError(
+                f"--val-tokens must be a token count (>= 1), a fraction in (0, 1), or 0 (got {self.val_tokens})"
+            )
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise UserError(f"--max-tokens must be >= 1 (got {self.max_tokens})")
+        if self.workers < 0:
+            raise UserError(f"--workers must be >= 0 (got {self.workers})")
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+class _Writer:
+    """Fills one split's shards in order; on resume, drops the tokens its complete shards already hold."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        prefix: str,
+        split: str,
+        shard_tokens: int,
+        shards: list[dict[str, Any]],
+        skip_before: Position,
+        on_flush: Callable[[Position], None],
+    ) -> None:
+        self.out_dir, self.prefix, self.split = out_dir, prefix, split
+        self.shard_tokens = shard_tokens
+        self.shards = shards
+        self.skip_before = skip_before
+        self.on_flush = on_flush
+        self.buffer: np.ndarray | None = None  # allocated on first use: a val-less run never holds one
+        self.fill = 0
+        self.pending_start: Position = (0, 0)
+        self.pending_emitted = 0  # stream token count at pending_start (resuming restarts counting there)
+
+    @property
+    def flushed_tokens(self) -> int:
+        return sum(s["tokens"] for s in self.shards)
+
+    def add(self, doc: int, offset: int, tokens: np.ndarray, emitted: int) -> None:
+        """Append ``tokens`` found at (``doc``, ``offset``), the ``emitted``-th token of the stream onwards."""
+        n = len(tokens)
+        if (doc, offset + n) <= self.skip_before:
+            return
+        if (doc, offset) < self.skip_before:  # a document split by the last complete shard
+            cut = self.skip_before[1] - offset
+            tokens, offset, emitted = tokens[cut:], offset + cut, emitted + cut
+        while len(tokens):
+            if self.fill == 0:
+                self.pending_start, self.pending_emitted = (doc, offset), emitted
+            if self.buffer is None:
+                self.buffer = np.empty(self.shard_tokens, dtype=np.uint16)
+            take = min(len(tokens), self.shard_tokens - self.fill)
+            self.buffer[self.fill : self.fill + take] = tokens[:take]
+            self.fill += take
+            tokens, offset, emitted = tokens[take:], offset + take, emitted + take
+            if self.fill == self.shard_tokens:
+                self.flush((doc, offset))
+
+    def flush(self, end: Position) -> None:
+        if self.fill == 0:
+            return
+        assert self.buffer is not None
+        name = f"{self.prefix}_{self.split}_{len(self.shards):06d}.bin"
+        sha = write_shard(self.out_dir / name, self.buffer[: self.fill])
+        self.shards.append({"name": name, "split": self.split, "tokens": self.fill, "sha256": sha})
+        self.fill = 0
+        self.skip_before = end
+        self.on_flush(end)
+
+    def take_pending(self) -> np.ndarray:
+        """Hand over (and forget) the unflushed tokens."""
+        out = self.buffer[: self.fill].copy() if self.buffer is not None else np.empty(0, np.uint16)
+        self.fill = 0
+        return out
+
+
+def _batches(docs: Iterator[str], start_doc: int, stop: threading.Event) -> Iterator[tuple[int, list[str]]]:
+    """(index of first document, texts) batches of about BATCH_CHARS, skipping the first ``start_doc``."""
+    batch: list[str] = []
+    first, chars = start_doc, 0
+    for i, text in enumerate(docs):
+        if stop.is_set():
+            return
+        if i < start_doc:
+            continue
+        if not batch:
+            first = i
+        batch.append(text)
+        chars += len(text)
+        if chars >= BATCH_CHARS:
+            yield first, batch
+            batch, chars = [], 0
+    if batch:
+        yield first, batch
+
+
+def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
+    """Put ``item`` unless ``stop`` is set first (the consumer has gone); False when stopped."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _stage(fn: Callable[[], Iterator[Any]], out: queue.Queue, stop: threading.Event) -> threading.Thread:
+    """Run generator ``fn`` on a daemon thread, feeding ``out``; errors and the end travel through the queue."""
+
+    def run() -> None:
+        try:
+            for item in fn():
+                if not _put(out, item, stop):
+                    return
+            _put(out, StopIteration(), stop)
+        except BaseException as e:  # re-raised in the consumer, which owns error reporting
+            _put(out, e, stop)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _drain(q: queue.Queue, stop: threading.Event) -> Iterator[Any]:
+    """Items of ``q`` until its end marker (or ``stop``); an exception from the producer is raised here."""
+    while True:
+        try:
+            item = q.get(timeout=0.1)
+        except queue.Empty:
+            if stop.is_set():
+                return
+            continue
+        if isinstance(item, StopIteration):
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def _to_array(docs: list[list[int]], eot: int) -> tuple[np.ndarray, np.ndarray]:
+    """One uint16 array of the documents, each preceded by ``eot``, and the documents' start offsets."""
+    lengths = np.fromiter((len(d) + 1 for d in docs), dtype=np.int64, count=len(docs))
+    starts = np.zeros(len(docs) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    flat = np.empty(int(starts[-1]), dtype=np.uint16)
+    flat[starts[:-1]] = eot
+    for d, s in zip(docs, starts[:-1].tolist()):
+        flat[s + 1 : s + 1 + len(d)] = d
+    return flat, starts
+
+
+def _is_val_doc(doc: int, fraction: float) -> bool:
+    # Every (1/fraction)-th document: spread over the whole corpus, decided by index alone (resumable).
+    return int((doc + 1) * fraction) > int(doc * fraction)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_manifest(data_dir: str | Path) -> dict[str, Any] | None:
+    """``DIR/manifest.json`` as a dict, or None when the directory has none."""
+    path = Path(data_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e}); delete it and prepare again") from e
+
+
+def prepare(
+    dataset: str,
+    out_dir: str | Path,
+    *,
+    options: dict[str, Any] | None = None,
+    shard_tokens: int = 100_000_000,
+    val_tokens: float | None = None,
+    max_tokens: int | None = None,
+    workers: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Tokenize dataset ``dataset`` into shards in ``out_dir`` and return the manifest (also in manifest.json).
+
+    ``prepare(dataset="python-stdlib", out_dir="data/stdlib", shard_tokens=1_000_000, val_tokens=0.05)``
+
+    - ``options``: the dataset's options by field name (``{"include_tests": True}``), checked against its
+      ``Options`` dataclass.
+    - ``shard_tokens``, ``val_tokens``, ``max_tokens``, ``workers``: as in :class:`PrepareConfig`.
+    - Calling it again on a complete directory with the same arguments returns at once; on an interrupted one it
+      resumes; with different arguments it raises ``UserError`` unless ``overwrite`` (which deletes the old shards).
+    - ``progress``: show a rich progress bar on stderr.
+    """
+    from gpt2_core.tokenizer import Tokenizer
+
+    from gpt2_data.datasets import build_dataset
+
+    config = PrepareConfig(dataset, shard_tokens, val_tokens, max_tokens, workers)
+    ds = build_dataset(dataset, options)
+    out = Path(out_dir)
+    tokenizer = Tokenizer()
+    identity = {
+        "format": FORMAT,
+        "dataset": dataset,
+        "options": asdict(ds.options),
+        "tokenizer": {
+            "name": tokenizer.name,
+            "sha256": tokenizer.sha256,
+            "vocab_size": tokenizer.n_vocab,
+            "eot_id": tokenizer.eot_id,
+        },
+        "shard_tokens": shard_tokens,
+        "val_tokens": val_tokens,
+        "max_tokens": max_tokens,
+    }
+    manifest = _start(out, identity, overwrite)
+    if manifest.get("complete"):
+        return manifest
+    return _run(config, ds.documents(), out, manifest, tokenizer, progress)
+
+
+def _start(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[str, Any]:
+    """The manifest to continue from: a fresh one, an interrupted one to resume, or a complete one."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory (--out)")
+    out.mkdir(parents=True, exist_ok=True)
+    old = read_manifest(out)
+    ours = sorted(out.glob("*.bin")) + sorted(out.glob("*" + TMP_SUFFIX))
+    if overwrite:
+        for path in ours + [out / MANIFEST]:
+            path.unlink(missing_ok=True)
+        old = None
+    elif old is None and ours:
+        raise UserError(
+            f"{out}: holds .bin shards but no {MANIFEST}; choose an empty --out or pass --overwrite"
+        )
+    if old is not None:
+        differs = sorted(k for k in identity if old.get(k) != identity[k])
+        if differs:
+            raise UserError(
+                f"{out}: was prepared with other settings ({', '.join(differs)} differ); "
+                "choose another --out or pass --overwrite"
+            )
+        for tmp in out.glob("*" + TMP_SUFFIX):  # half-written shards of the interrupted run
+            tmp.unlink()
+        return old
+    fresh = {**identity, "complete": False, "shards": []}
+    _write_json(
+        out / MANIFEST, fresh
+    )  # from now on the directory is ours to resume, even before a first shard
+    return fresh
+
+
+def _run(
+    config: PrepareConfig,
+    docs: Iterator[str],
+    out: Path,
+    manifest: dict[str, Any],
+    tokenizer: Any,
+    progress: bool,
+) -> dict[str, Any]:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    resume = manifest.get("resume", {"doc": 0, "emitted": 0, "skip": {}})
+    prefix = manifest["dataset"].replace("/", "-")
+    fraction = config.val_tokens if config.val_tokens is not None and 0 < config.val_tokens < 1 else None
+    val_quota = (
+        0 if fraction else int(config.shard_tokens if config.val_tokens is None else config.val_tokens)
+    )
+    workers = config.workers or default_workers()
+    eot = tokenizer.eot_id
+    # emitted: stream tokens so far; doc_start: stream tokens before the current document (for resume records)
+    state = {"emitted": resume["emitted"], "doc": resume["doc"], "doc_start": resume["emitted"]}
+
+    def save(end: Position) -> None:
+        pending = [w for w in writers.values() if w.fill]
+        start = min(pending, key=lambda w: w.pending_start) if pending else None
+        manifest["shards"] = writers["val"].shards + writers["train"].shards
+        manifest["resume"] = {
+            "doc": start.pending_start[0] if start else end[0],
+            "emitted": (start.pending_emitted - start.pending_start[1]) if start else state["doc_start"],
+            "skip": {name: list(w.skip_before) for name, w in writers.items()},
+        }
+        _write_json(out / MANIFEST, manifest)
+
+    old_shards = manifest.get("shards", [])
+    writers = {
+        split: _Writer(
+            out,
+            prefix,
+            split,
+            config.shard_tokens,
+            [s for s in old_shards if s["split"] == split],
+            tuple(resume["skip"].get(split, (0, 0))),  # type: ignore[arg-type]
+            save,
+        )
+        for split in ("val", "train")
+    }
+
+    stop = threading.Event()
+    texts: queue.Queue = queue.Queue(maxsize=2)
+    encoded: queue.Queue = queue.Queue(maxsize=2)
+
+    def encode() -> Iterator[tuple[int, list[list[int]]]]:
+        for first, batch in _drain(texts, stop):
+            yield first, tokenizer.encode_batch(batch, num_threads=workers)
+
+    _stage(lambda: _batches(docs, resume["doc"], stop), texts, stop)
+    _stage(encode, encoded, stop)
+
+    columns = [
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        TextColumn(
+            "{task.fields[docs]:,} docs  {task.completed:,.0f} tokens  {task.fields[rate]}  {task.fields[shards]} shards"
+        ),
+        TimeElapsedColumn(),
+    ]
+    t0, done_at_start = time.perf_counter(), state["emitted"]
+    last_doc = resume["doc"] - 1
+    try:
+        with Progress(*columns, disable=not progress, transient=False) as bar:
+            task = bar.add_task(
+                f"prepare {manifest['dataset']}", total=config.max_tokens, docs=0, rate="", shards=0
+            )
+            for first, batch in _drain(encoded, stop):
+                flat, starts = _to_array(batch, eot)
+                finished = _route(config, writers, flat, starts, first, state, val_quota, fraction)
+                last_doc = state["doc"]
+                rate = (state["emitted"] - done_at_start) / max(time.perf_counter() - t0, 1e-9)
+                bar.update(
+                    task,
+                    completed=state["emitted"],
+                    docs=last_doc + 1,
+                    rate=f"{rate / 1e6:.2f}M tok/s",
+                    shards=len(writers["val"].shards) + len(writers["train"].shards),
+                )
+                if finished:
+                    break
+    finally:
+        stop.set()  # let the reader and encoder threads end (they are daemons: never wait on a stuck dataset)
+    return _finish(out, manifest, writers, fraction, state, last_doc, eot)
+
+
+def _route(
+    config: PrepareConfig,
+    writers: dict[str, _Writer],
+    flat: np.ndarray,
+    starts: np.ndarray,
+    first: int,
+    state: dict[str, int],
+    val_quota: int,
+    fraction: float | None,
+) -> bool:
+    """Send one batch's documents to the writers; True once ``max_tokens`` is reached."""
+    val, train = writers["val"], writers["train"]
+    for j in range(len(starts) - 1):
+        doc = first + j
+        tokens = flat[starts[j] : starts[j + 1]]
+        emitted = state["emitted"]
+        if config.max_tokens is not None:
+            tokens = tokens[: max(config.max_tokens - emitted, 0)]
+        state["doc"], state["doc_start"] = doc, emitted
+        if fraction is not None:
+            (val if _is_val_doc(doc, fraction) else train).add(doc, 0, tokens, emitted)
+        else:
+            head = min(max(val_quota - emitted, 0), len(tokens))
+            if head:
+                val.add(doc, 0, tokens[:head], emitted)
+                if emitted + head == val_quota:  # the validation split ends here: close its last shard
+                    val.flush((doc, head))
+            train.add(doc, head, tokens[head:], emitted + head)
+        state["emitted"] = emitted + len(tokens)
+        if config.max_tokens is not None and state["emitted"] >= config.max_tokens:
+            return True
+    return False
+
+
+def _finish(
+    out: Path,
+    manifest: dict[str, Any],
+    writers: dict[str, _Writer],
+    fraction: float | None,
+    state: dict[str, int],
+    last_doc: int,
+    eot: int,
+) -> dict[str, Any]:
+    val, train = writers["val"], writers["train"]
+    if (
+        not val.shards
+        and not train.shards
+        and train.fill == 0
+        and val.fill
+        and manifest["val_tokens"] is None
+    ):
+        # The default one-shard validation split holds the whole corpus: re-split it by documents instead.
+        tokens = val.take_pending()
+        bounds = np.append(np.flatnonzero(tokens == eot), len(tokens))
+        parts: dict[str, list[np.ndarray]] = {"val": [], "train": []}
+        for i in range(len(bounds) - 1):
+            split = "val" if _is_val_doc(i, SMALL_CORPUS_VAL_FRACTION) else "train"
+            parts[split].append(tokens[bounds[i] : bounds[i + 1]])
+        for split, chunks in parts.items():
+            if chunks:
+                writers[split].add(0, 0, np.concatenate(chunks), 0)
+        manifest["val_split"] = (
+            f"every {round(1 / SMALL_CORPUS_VAL_FRACTION)}th document (corpus < one shard)"
+        )
+    end = (last_doc + 1, 0)
+    for w in (val, train):
+        w.on_flush = lambda _end: None  # the final manifest below replaces the resume records
+        w.flush(end)
+    manifest["shards"] = val.shards + train.shards
+    totals = {split: w.flushed_tokens for split, w in writers.items()}
+    if not totals["train"] and not totals["val"]:
+        raise UserError(
+            f"dataset {manifest['dataset']!r} produced no documents; check its options (gpt2 data list)"
+        )
+    if not totals["train"]:
+        raise UserError(
+            f"dataset {manifest['dataset']!r}: all {totals['val']} tokens went to validation; lower --val-tokens"
+        )
+    manifest.pop("resume", None)
+    manifest.update(complete=True, documents=last_doc + 1, tokens=totals)
+    _write_json(out / MANIFEST, manifest)
+    return manifest

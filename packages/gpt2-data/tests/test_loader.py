@@ -1,0 +1,135 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gpt2_core.errors import UserError
+from gpt2_data.loader import ShardLoader
+from gpt2_data.shards import open_shard, write_shard
+
+B, T = 2, 16
+
+
+def batches(loader: ShardLoader, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [tuple(t.clone() for t in loader.next_batch()) for _ in range(n)]
+
+
+def test_batch_shape_and_shift(prepared: Path) -> None:
+    loader = ShardLoader(prepared, "train", batch_size=B, seq_len=T, shuffle=False)
+    x, y = loader.next_batch()
+    assert x.shape == y.shape == (B, T) and x.dtype == y.dtype == torch.int64 and x.device.type == "cpu"
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    first = open_shard(prepared / next(s["name"] for s in manifest["shards"] if s["split"] == "train"))
+    stream = torch.from_numpy(first[: B * T + 1].astype(np.int64))
+    assert torch.equal(x.flatten(), stream[:-1]) and torch.equal(y.flatten(), stream[1:])
+    assert loader.tokens_seen == B * T and loader.epoch == 0
+
+
+def test_ranks_are_disjoint_and_cover_the_stream(prepared: Path) -> None:
+    ranks = [ShardLoader(prepared, batch_size=B, seq_len=T, rank=r, world_size=2, seed=3) for r in range(2)]
+    single = ShardLoader(prepared, batch_size=2 * B, seq_len=T, seed=3)  # same step, one rank
+    for _ in range(20):
+        x0, _ = ranks[0].next_batch()
+        x1, _ = ranks[1].next_batch()
+        xs, _ = single.next_batch()
+        assert torch.equal(torch.cat([x0.flatten(), x1.flatten()]), xs.flatten())
+
+
+def test_epochs_reshuffle_shard_order(prepared: Path) -> None:
+    loader = ShardLoader(prepared, batch_size=B, seq_len=T, seed=1)
+    orders = []
+    while loader.epoch < 4:
+        if not orders or orders[-1] != loader.order:
+            orders.append(list(loader.order))
+        loader.next_batch()
+    assert loader.epoch == 4 and len({tuple(o) for o in orders}) > 1
+    assert loader.tokens_seen > 0
+    again = ShardLoader(prepared, batch_size=B, seq_len=T, seed=1)
+    assert again.order == orders[0]
+    other_seed = ShardLoader(prepared, batch_size=B, seq_len=T, seed=2)
+    assert [other_seed._order(e) for e in range(4)] != [again._order(e) for e in range(4)]
+
+
+def test_resume_two_ranks_bit_for_bit(prepared: Path) -> None:
+    def make(rank: int) -> ShardLoader:
+        return ShardLoader(prepared, batch_size=B, seq_len=T, rank=rank, world_size=2, seed=7)
+
+    ranks = [make(0), make(1)]
+    for loader in ranks:  # run into the second epoch so epoch and shuffled order matter
+        while loader.epoch < 1 or loader.shard_index < 2:
+            loader.next_batch()
+    states = [json.loads(json.dumps(loader.state_dict())) for loader in ranks]  # as a checkpoint would
+    expected = [batches(loader, 40) for loader in ranks]
+    resumed = [make(0), make(1)]
+    for loader, state in zip(resumed, states):
+        loader.load_state_dict(state)
+    for r, loader in enumerate(resumed):
+        got = batches(loader, 40)
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, expected[r]))
+        assert loader.epoch == ranks[r].epoch and loader.tokens_seen == ranks[r].tokens_seen
+    # The position is shared: rank 0's state resumes rank 1 just as well, and ranks never read the same batch.
+    swapped = make(1)
+    swapped.load_state_dict(states[0])
+    assert torch.equal(swapped.next_batch()[0], expected[1][0][0])
+    assert not torch.equal(expected[0][0][0], expected[1][0][0])
+
+
+def test_resume_with_other_world_size_resplits(prepared: Path) -> None:
+    two = [ShardLoader(prepared, batch_size=B, seq_len=T, rank=r, world_size=2, seed=5) for r in range(2)]
+    for _ in range(3):
+        for loader in two:
+            loader.next_batch()
+    one = ShardLoader(prepared, batch_size=2 * B, seq_len=T, seed=5)
+    one.load_state_dict(two[1].state_dict())
+    x0, x1 = two[0].next_batch()[0], two[1].next_batch()[0]
+    assert torch.equal(one.next_batch()[0].flatten(), torch.cat([x0.flatten(), x1.flatten()]))
+
+
+def test_reset_repeats_val(prepared: Path) -> None:
+    val = ShardLoader(prepared, "val", batch_size=B, seq_len=T, shuffle=False)
+    first = batches(val, 5)
+    val.reset()
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, batches(val, 5)))
+
+
+def test_llmc_directory_without_manifest(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for name in ("fineweb_val_000000.bin", "fineweb_train_000001.bin", "fineweb_train_000002.bin"):
+        write_shard(tmp_path / name, rng.integers(0, 50257, 5000, dtype=np.uint16))
+    loader = ShardLoader(tmp_path, "train", batch_size=B, seq_len=T, shuffle=False)
+    assert loader.names == ["fineweb_train_000001.bin", "fineweb_train_000002.bin"]
+    assert ShardLoader(tmp_path, "val", batch_size=B, seq_len=T).names == ["fineweb_val_000000.bin"]
+    with pytest.raises(UserError, match="no manifest.json"):
+        ShardLoader(tmp_path, batch_size=B, seq_len=T, verify=True)
+
+
+def test_errors(prepared: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"missing: data directory not found"):
+        ShardLoader(tmp_path / "missing", batch_size=B, seq_len=T)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"empty: no train shards"):
+        ShardLoader(tmp_path / "empty", batch_size=B, seq_len=T)
+    with pytest.raises(UserError, match="fewer than one step"):
+        ShardLoader(prepared, batch_size=64, seq_len=1024)
+    with pytest.raises(UserError, match="rank 2 is outside world size 2"):
+        ShardLoader(prepared, rank=2, world_size=2)
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    victim = prepared / next(s["name"] for s in manifest["shards"] if s["split"] == "train")
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 1
+    victim.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=rf"{victim.name}: sha256 mismatch"):
+        ShardLoader(prepared, batch_size=B, seq_len=T, verify=True)
+    loader = ShardLoader(prepared, batch_size=B, seq_len=T)
+    state = loader.state_dict()
+    state["shards"] = ["other.bin"]
+    with pytest.raises(UserError, match="shards differ"):
+        loader.load_state_dict(state)
+
+
+def test_bad_token_id_names_the_file(tmp_path: Path) -> None:
+    write_shard(tmp_path / "x_train_0.bin", np.full(100, 65000, dtype=np.uint16))
+    loader = ShardLoader(tmp_path, batch_size=1, seq_len=8)
+    with pytest.raises(UserError, match=r"x_train_0\.bin: token id 65000 >= vocab size 50257"):
+        loader.next_batch()

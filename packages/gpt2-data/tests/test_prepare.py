@@ -1,0 +1,142 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gpt2_core.errors import UserError
+from gpt2_core.tokenizer import Tokenizer
+from gpt2_data import prepare as prepare_module
+from gpt2_data.datasets import build_dataset
+from gpt2_data.prepare import PrepareConfig, prepare
+from gpt2_data.shards import open_shard
+
+
+def shard_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.glob("*.bin"))}
+
+
+def all_tokens(out: Path, split: str) -> np.ndarray:
+    manifest = json.loads((out / "manifest.json").read_text())
+    parts = [open_shard(out / s["name"]) for s in manifest["shards"] if s["split"] == split]
+    return np.concatenate(parts) if parts else np.empty(0, np.uint16)
+
+
+def test_tokens_are_documents_after_eot(synthetic: str, tmp_path: Path) -> None:
+    m = prepare(
+        synthetic, tmp_path / "d", options={"docs": 50}, shard_tokens=500, val_tokens=0, progress=False
+    )
+    tok = Tokenizer()
+    texts = list(build_dataset(synthetic, {"docs": 50}).documents())
+    expected = np.concatenate([np.array([50256] + tok.encode(t), np.uint16) for t in texts])
+    assert np.array_equal(all_tokens(tmp_path / "d", "train"), expected)
+    assert m["complete"] and m["documents"] == 50 and m["tokens"] == {"train": len(expected), "val": 0}
+    assert all(s["tokens"] == 500 for s in m["shards"][:-1])
+    assert m["tokenizer"]["name"] == "gpt2" and m["options"] == {"docs": 50, "seed": 0}
+
+
+def test_val_head_and_max_tokens(synthetic: str, tmp_path: Path) -> None:
+    m = prepare(
+        synthetic, tmp_path / "d", shard_tokens=1000, val_tokens=1500, max_tokens=5000, progress=False
+    )
+    assert m["tokens"] == {"val": 1500, "train": 3500}
+    assert [s["tokens"] for s in m["shards"] if s["split"] == "val"] == [1000, 500]
+    both = np.concatenate([all_tokens(tmp_path / "d", "val"), all_tokens(tmp_path / "d", "train")])
+    full = prepare(synthetic, tmp_path / "full", shard_tokens=10**6, val_tokens=0, progress=False)
+    assert np.array_equal(both, all_tokens(tmp_path / "full", "train")[:5000])
+    assert full["tokens"]["train"] > 5000
+
+
+def test_val_fraction_by_documents(synthetic: str, tmp_path: Path) -> None:
+    prepare(synthetic, tmp_path / "d", shard_tokens=700, val_tokens=0.1, progress=False)
+    val = all_tokens(tmp_path / "d", "val")
+    assert (val == 50256).sum() == 20  # every 10th of 200 documents
+    tok = Tokenizer()
+    assert tok.decode(val[1:8].tolist()).startswith("doc 9:")
+
+
+def test_small_corpus_default_val(synthetic: str, tmp_path: Path) -> None:
+    m = prepare(synthetic, tmp_path / "d", progress=False)  # 100M-token default shard: corpus is smaller
+    assert m["tokens"]["train"] > 0 and 0 < m["tokens"]["val"] < m["tokens"]["train"] / 10
+    assert "every 20th document" in m["val_split"]
+
+
+def test_deterministic_and_idempotent(synthetic: str, tmp_path: Path) -> None:
+    a = prepare(synthetic, tmp_path / "a", shard_tokens=999, val_tokens=0.2, workers=1, progress=False)
+    b = prepare(synthetic, tmp_path / "b", shard_tokens=999, val_tokens=0.2, workers=2, progress=False)
+    assert shard_bytes(tmp_path / "a") == shard_bytes(tmp_path / "b") and a["shards"] == b["shards"]
+    again = prepare(synthetic, tmp_path / "a", shard_tokens=999, val_tokens=0.2, progress=False)
+    assert again == a
+    with pytest.raises(UserError, match=r"a: was prepared with other settings \(shard_tokens differ\)"):
+        prepare(synthetic, tmp_path / "a", shard_tokens=1000, val_tokens=0.2, progress=False)
+    c = prepare(synthetic, tmp_path / "a", shard_tokens=1000, val_tokens=0.2, overwrite=True, progress=False)
+    assert c["shard_tokens"] == 1000
+
+
+@pytest.mark.parametrize("val_tokens", [1700, 0.15])
+@pytest.mark.parametrize("where", ["write_shard", "_write_json"])
+def test_resume_after_interruption(
+    synthetic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, val_tokens: float, where: str
+) -> None:
+    kwargs = dict(
+        options={"docs": 300}, shard_tokens=800, val_tokens=val_tokens, max_tokens=15_000, progress=False
+    )
+    ref = prepare(synthetic, tmp_path / "ref", **kwargs)
+    original = getattr(prepare_module, where)
+    for k in (1, 3, 6, 11):
+        out = tmp_path / f"run{k}"
+        calls = {"n": 0}
+
+        def crash(*args, _k=k, calls=calls, **kw):
+            calls["n"] += 1
+            if calls["n"] == _k:
+                raise KeyboardInterrupt
+            return original(*args, **kw)
+
+        monkeypatch.setattr(prepare_module, where, crash)
+        with pytest.raises(KeyboardInterrupt):
+            prepare(synthetic, out, **kwargs)
+        monkeypatch.setattr(prepare_module, where, original)
+        if (out / "manifest.json").exists():  # absent only when the very first write was interrupted
+            assert not json.loads((out / "manifest.json").read_text())["complete"]
+        got = prepare(synthetic, out, **kwargs)
+        assert got == ref, k
+        assert shard_bytes(out) == shard_bytes(tmp_path / "ref"), k
+
+
+def test_config_validation() -> None:
+    with pytest.raises(UserError, match="--shard-tokens"):
+        PrepareConfig(shard_tokens=0)
+    with pytest.raises(UserError, match="--val-tokens"):
+        PrepareConfig(val_tokens=2.5)
+
+
+def test_empty_and_unknown(synthetic: str, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="produced no documents"):
+        prepare(synthetic, tmp_path / "e", options={"docs": 0}, progress=False)
+    with pytest.raises(UserError, match="unknown dataset 'nope'"):
+        prepare("nope", tmp_path / "n", progress=False)
+    with pytest.raises(UserError, match=r"dataset 'synthetic': unknown option\(s\) colour"):
+        prepare(synthetic, tmp_path / "n", options={"colour": 1}, progress=False)
+    with pytest.raises(UserError, match="all .* tokens went to validation"):
+        prepare(synthetic, tmp_path / "v", shard_tokens=100, val_tokens=10**7, progress=False)
+
+
+def test_python_stdlib_is_deterministic_and_big_enough() -> None:
+    ds = build_dataset("python-stdlib")
+    files = ds.files()
+    assert len(files) > 500 and files == build_dataset("python-stdlib").files()
+    assert not any("test" in p.parts for p in files)
+    assert sum(p.stat().st_size for p in files) > 10_000_000  # a few million tokens at ~3.5 bytes per token
+    first = next(iter(ds.documents()))
+    assert first == files[0].read_text(encoding="utf-8", errors="replace")
+
+
+def test_stdlib_prepare_small(tmp_path: Path) -> None:
+    m = prepare(
+        "python-stdlib", tmp_path, shard_tokens=20_000, val_tokens=5_000, max_tokens=50_000, progress=False
+    )
+    assert m["tokens"] == {"val": 5000, "train": 45000}
+    assert [s["name"] for s in m["shards"]][:2] == [
+        "python-stdlib_val_000000.bin",
+        "python-stdlib_train_000000.bin",
+    ]
