@@ -156,3 +156,12 @@ def test_save_refuses_a_file(nano: GPT, tmp_path: Path) -> None:
     (tmp_path / "f").write_text("")
     with pytest.raises(UserError, match="not a directory"):
         nano.save_pretrained(tmp_path / "f")
+
+
+def test_unsupported_hugging_face_variants_are_refused(hf_model, tmp_path: Path) -> None:  # noqa: ANN001
+    hf_model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "scale_attn_by_inverse_layer_idx": True}))
+    with pytest.raises(UserError, match="scale_attn_by_inverse_layer_idx") as err:
+        load_model(tmp_path)
+    assert_one_line_naming(err, tmp_path / "config.json")

@@ -85,6 +85,18 @@ def config_from_hf(cfg: dict[str, Any], source: str = CONFIG_FILE) -> GPTConfig:
         raise UserError(f"{source}: model_type is {cfg['model_type']!r}, only 'gpt2' can be imported")
     if cfg.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
         raise UserError(f"{source}: activation {cfg['activation_function']!r} is not GPT-2's tanh GELU")
+    # Variants our model does not compute: refuse them rather than load weights that behave differently.
+    unsupported = {
+        "n_inner": (None, 4 * cfg.get("n_embd", 0)),
+        "layer_norm_epsilon": (1e-5,),
+        "scale_attn_weights": (True,),
+        "scale_attn_by_inverse_layer_idx": (False,),
+        "reorder_and_upcast_attn": (False,),
+        "tie_word_embeddings": (True,),
+    }
+    for key, allowed in unsupported.items():
+        if key in cfg and cfg[key] not in allowed:
+            raise UserError(f"{source}: {key}={cfg[key]!r} is not supported (GPT-2 uses {allowed[0]!r})")
     try:
         return GPTConfig(
             block_size=cfg["n_positions"],
