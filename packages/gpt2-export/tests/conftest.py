@@ -30,7 +30,7 @@ def make_model(seed: int = 0, **overrides: Any) -> GPT:
     return model.eval()
 
 
-@pytest.fixture(name="make_model")
+@pytest.fixture(name="make_model", scope="session")
 def make_model_fixture() -> Callable[..., GPT]:
     """``make_model(seed=0, **config)``: see :func:`make_model` (test modules cannot import conftest)."""
     return make_model

@@ -12,10 +12,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from gpt2_core.errors import UserError
 from gpt2_core.model import EOT_ID, EOT_TOKEN, GPT, GPTConfig
 
 from gpt2_export.exporters import DTYPES, ExportJob
+
+ROUND_TRIP_KEY = "gpt2_export"
+"""Key of the exported config.json holding our config's fields that GPT2Config lacks."""
 
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json")
 
@@ -38,15 +42,12 @@ def chat_template_jinja(config: GPTConfig) -> str | None:
 
 
 def stop_token_ids(config: GPTConfig) -> list[int]:
-    """Ids that end a reply: <|endoftext|>, plus the end-of-turn marker a chat template names."""
+    """Ids that end a reply: <|endoftext|>, and the end-of-turn token a chat template names (``"end"``)."""
     ids = [EOT_ID]
     template = config.chat_template
-    if isinstance(template, dict):
-        for key in ("stop_tokens", "eos_tokens", "end_of_turn", "eot"):
-            names = template.get(key)
-            for name in [names] if isinstance(names, str) else names or []:
-                if name in config.special_tokens and config.special_tokens[name] not in ids:
-                    ids.append(config.special_tokens[name])
+    end = template.get("end") if isinstance(template, dict) else None
+    if end in config.special_tokens and config.special_tokens[end] not in ids:
+        ids.append(config.special_tokens[end])
     return ids
 
 
@@ -238,6 +239,11 @@ class HFExporter:
         hf_config = config_to_hf(config, job.dtype)
         stops = stop_token_ids(config)
         hf_config["eos_token_id"] = stops[0] if len(stops) == 1 else stops
+        # What the Hugging Face config cannot say, kept for `gpt2 import` (transformers keeps unknown keys).
+        hf_config[ROUND_TRIP_KEY] = {
+            "padded_vocab_size": config.padded_vocab_size,
+            "chat_template": config.chat_template,
+        }
         write_json_atomic(job.out / "config.json", hf_config)
         write_json_atomic(
             job.out / "generation_config.json",
@@ -268,35 +274,40 @@ def special_tokens_from_hf(hf_dir: Path) -> dict[str, int]:
     return special
 
 
-def chat_template_from_hf(hf_dir: Path) -> str | None:
-    """The chat template of a Hugging Face directory (chat_template.jinja or tokenizer_config.json)."""
-    jinja = hf_dir / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
-    path = hf_dir / "tokenizer_config.json"
-    if path.is_file():
-        template = json.loads(path.read_text(encoding="utf-8")).get("chat_template")
-        return template if isinstance(template, str) else None
-    return None
-
-
 def import_from_hf(hf_dir: Path) -> GPT:
-    """A Hugging Face GPT-2 directory as our model, its special tokens and chat template included."""
+    """A Hugging Face GPT-2 directory as our model.
+
+    Special tokens come from its tokenizer_config.json. A directory we exported also gets back its chat
+    template and its vocabulary padding (as zero rows: padding rows are never read); a foreign Jinja chat
+    template is not imported, since ``gpt2 chat`` needs its own kind of template.
+    """
     from gpt2_core.weights import CONFIG_FILE, is_hf_config, load_config, load_model
 
     if not hf_dir.is_dir():
         raise UserError(f"--from-hf {hf_dir}: no such directory")
-    if not is_hf_config(load_config(hf_dir)):
+    raw = load_config(hf_dir)
+    if not is_hf_config(raw):
         raise UserError(
             f"--from-hf {hf_dir}: {CONFIG_FILE} is not a Hugging Face GPT-2 config (no model_type); "
             "it already is a gpt2 model directory"
         )
     model = load_model(hf_dir)
+    ours = raw.get(ROUND_TRIP_KEY) if isinstance(raw.get(ROUND_TRIP_KEY), dict) else {}
     special = {k: v for k, v in special_tokens_from_hf(hf_dir).items() if v < model.config.vocab_size}
-    template = chat_template_from_hf(hf_dir)
-    if special != model.config.special_tokens or template is not None:
-        fields = {**model.config.to_dict(), "special_tokens": special}
-        if template is not None:
-            fields["chat_template"] = template
-        model.config = GPTConfig.from_dict(fields)
-    return model
+    fields = {
+        **model.config.to_dict(),
+        "special_tokens": special,
+        "chat_template": ours.get("chat_template"),
+        "padded_vocab_size": max(int(ours.get("padded_vocab_size") or 0), model.config.vocab_size),
+    }
+    if fields == model.config.to_dict():
+        return model
+    padded = GPT(GPTConfig.from_dict(fields, str(hf_dir / CONFIG_FILE)))
+    with torch.no_grad():
+        sd = model.state_dict()
+        wte = sd["transformer.wte.weight"]
+        sd["transformer.wte.weight"] = torch.cat(
+            [wte, wte.new_zeros(padded.config.padded_vocab_size - wte.size(0), wte.size(1))]
+        )
+        padded.load_state_dict({k: v for k, v in sd.items() if k != "lm_head.weight"}, strict=False)
+    return padded.eval()
