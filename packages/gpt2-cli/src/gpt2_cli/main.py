@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 from gpt2_core.errors import UserError
 from gpt2_core.plugins import get_plugin_manager
@@ -47,18 +46,15 @@ def build_app() -> typer.Typer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run ``gpt2``; a UserError becomes one line on stderr and exit status 2."""
+    """Run ``gpt2``; a UserError becomes one line on stderr and exit status 2.
+
+    Usage errors, ``--help``, ``--version`` and Ctrl-C are left to Typer's standalone mode (which exits
+    itself); we only add the UserError case. Typer vendors its own copy of click, so catching
+    ``click.ClickException`` here would miss its exceptions.
+    """
     command = typer.main.get_command(build_app())
     try:
-        command.main(args=argv, prog_name="gpt2", standalone_mode=False)
+        command.main(args=argv, prog_name="gpt2", standalone_mode=True)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        print("aborted", file=sys.stderr)
-        sys.exit(130)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
