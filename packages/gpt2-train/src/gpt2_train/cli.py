@@ -1,0 +1,121 @@
+"""The commands gpt2-train adds: ``gpt2 train``, ``gpt2 eval hellaswag`` and ``gpt2 tensorboard``.
+
+Only the config module (torch-free) is imported here; torch and the trainer load inside the commands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+# gpt2-cli is the only caller of register_commands, so it is installed whenever this module is imported.
+from gpt2_cli.options import dataclass_options
+
+from gpt2_train.config import PRESETS, TrainConfig, build_config
+
+TRAIN_HELP = f"""Train a GPT-2 model (under torchrun: DDP across its processes).
+
+Presets: {", ".join(PRESETS)}. Flags override --config, which overrides --preset.
+Multi-node: torchrun --nnodes=N --node-rank=I --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT
+--nproc-per-node=G -m gpt2_cli train ...
+"""
+
+
+def given_flags(cls: type, ctx: typer.Context) -> dict[str, Any]:
+    """The fields of ``cls`` whose flags the user typed (not left at their defaults)."""
+    given = {}
+    for f in dataclasses.fields(cls):
+        source = ctx.get_parameter_source(f.name)
+        # By name: Typer may ship its own copy of click, with its own ParameterSource enum.
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            given[f.name] = ctx.params[f.name]
+    return given
+
+
+def train_command(
+    ctx: typer.Context,
+    config: TrainConfig,
+    preset: str | None = typer.Option(None, "--preset", help=f"Named recipe: {', '.join(PRESETS)}."),
+    config_file: Path | None = typer.Option(None, "--config", help="TOML file of TrainConfig fields."),
+) -> None:
+    cfg = build_config(preset, str(config_file) if config_file else None, given_flags(TrainConfig, ctx))
+    from gpt2_train.trainer import train
+
+    result = train(cfg)
+    if result.stopped_by is not None:
+        sys.exit(128 + result.stopped_by)
+
+
+def hellaswag_command(
+    model: Path = typer.Option(
+        ..., "--model", "-m", help="Model directory (ours, a checkpoint, or HF GPT-2)."
+    ),
+    file: Path | None = typer.Option(
+        None, "--hellaswag-file", help="HellaSwag jsonl (default: download val)."
+    ),
+    limit: int = typer.Option(0, "--limit", help="Only the first N examples (0: all)."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, mps, or auto."),
+) -> None:
+    """HellaSwag accuracy of a model (acc and acc_norm, as build-nanogpt and lm-eval report them)."""
+    import torch
+    from gpt2_core.weights import load_model
+
+    from gpt2_train import hellaswag
+    from gpt2_train.distributed import setup_distributed, teardown_distributed
+    from gpt2_train.evals import autocast_for
+
+    env = setup_distributed(device)
+    try:
+        gpt = load_model(model, device=env.device)
+        examples = hellaswag.load_examples(file, limit)
+        dtype = torch.bfloat16 if env.device.type == "cuda" else None
+        with autocast_for(env.device, dtype):
+            res = hellaswag.evaluate(gpt, examples, env)
+        if env.is_main:
+            typer.echo(f"hellaswag: acc {res.acc:.4f}  acc_norm {res.acc_norm:.4f}  ({res.n} examples)")
+    finally:
+        teardown_distributed(env)
+
+
+def tensorboard_command(
+    run_dir: Path = typer.Argument(Path("runs"), help="A run directory, or the folder holding runs."),
+    port: int = typer.Option(6006, "--port", help="Port to serve on."),
+    host: str = typer.Option("localhost", "--host", help="Interface to bind (0.0.0.0 for all)."),
+) -> None:
+    """Start TensorBoard on a run directory (or on the folder of runs to compare them)."""
+    import subprocess
+
+    from gpt2_core.errors import UserError
+
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory")
+    cmd = [
+        sys.executable,
+        "-m",
+        "tensorboard.main",
+        "--logdir",
+        str(run_dir),
+        "--port",
+        str(port),
+        "--host",
+        host,
+    ]
+    typer.echo(f"TensorBoard on http://{host}:{port}  (Ctrl-C to stop)")
+    try:
+        sys.exit(subprocess.call(cmd))
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+def register(app: Any) -> None:
+    app.command("train", help=TRAIN_HELP)(
+        dataclass_options(TrainConfig, into="config", flags={"loggers": "--logger"})(train_command)
+    )
+    eval_app = typer.Typer(help="Evaluate a model.", no_args_is_help=True)
+    eval_app.command("hellaswag")(hellaswag_command)
+    app.add_typer(eval_app, name="eval")
+    app.command("tensorboard")(tensorboard_command)

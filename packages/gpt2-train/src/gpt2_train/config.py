@@ -1,0 +1,226 @@
+"""``TrainConfig``: everything ``gpt2 train`` can be told, one flag per field, and its named presets.
+
+Layering, lowest first: the dataclass defaults, a named preset (``--preset``), a TOML file (``--config``),
+then the flags given on the command line. Torch-free, so ``gpt2 --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpt2_core.config import from_dict, read_toml
+from gpt2_core.errors import UserError
+
+
+@dataclass
+class TrainConfig:
+    """How to train: model, data, batch, optimizer, schedule, evaluation, checkpoints and logging.
+
+    SFT and other trainers reuse it by subclassing with different defaults.
+    """
+
+    # --- model ---
+    model: str = "gpt2"
+    """Model preset to train from scratch (gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, nano)."""
+    init_from: str | None = None
+    """Model directory to start from instead (ours, a checkpoint, or Hugging Face GPT-2); overrides --model."""
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    """GPTConfig fields to change in the preset, e.g. {n_layer = 6, dropout = 0.1} (TOML only)."""
+    vocab_multiple: int = 64
+    """Round the embedding rows up to a multiple of this (64: 50257 -> 50304, faster kernels; 1: none)."""
+
+    # --- data ---
+    data_dir: str | None = None
+    """Directory of prepared shards (from gpt2 data prepare)."""
+    dataset: str | None = None
+    """Without --data-dir: a dataset to prepare automatically into the cache (the tiny preset: python-stdlib)."""
+
+    # --- batch and length ---
+    total_batch_tokens: int = 524288
+    """Tokens per optimizer step over all ranks; gradient accumulation makes up the difference."""
+    micro_batch: int = 64
+    """Sequences per forward/backward pass on each rank."""
+    seq_len: int = 1024
+    """Tokens per training sequence (at most the model's context window)."""
+    max_steps: int = 0
+    """Optimizer steps to train (0: derive from --epochs)."""
+    epochs: float = 1.0
+    """Passes over the training tokens, used when --max-steps is 0."""
+
+    # --- optimizer and schedule ---
+    lr: float = 6e-4
+    """Peak learning rate."""
+    min_lr_ratio: float = 0.1
+    """The cosine decay ends at lr * min_lr_ratio."""
+    warmup_steps: int = 715
+    """Steps of linear warm-up from 0 to lr."""
+    decay_steps: int = 0
+    """Steps over which the cosine decays, warm-up included (0: all steps of the run)."""
+    weight_decay: float = 0.1
+    """AdamW weight decay, applied to 2-D weights only (not biases, LayerNorms)."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.95
+    """AdamW beta2."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0: no clipping)."""
+
+    # --- runtime ---
+    device: str = "auto"
+    """cpu, cuda, mps or auto (under torchrun each rank takes cuda:LOCAL_RANK)."""
+    precision: str = "auto"
+    """auto (bf16 autocast on CUDA, fp32 elsewhere), bf16 or fp32."""
+    compile: bool = False
+    """torch.compile the model (worth it on GPUs for long runs)."""
+    seed: int = 1337
+    """Seed for initialisation and data order."""
+    run_dir: str = "runs/gpt2"
+    """Directory for checkpoints and logs; RUN_DIR/latest is the newest checkpoint."""
+    resume: str | None = None
+    """Continue a run: latest (the newest good checkpoint in --run-dir) or a checkpoint directory."""
+    overwrite: bool = False
+    """Start afresh in a --run-dir that already holds checkpoints, deleting them."""
+
+    # --- logging and evaluation ---
+    loggers: list[str] = field(default_factory=lambda: ["console", "jsonl", "tensorboard"])
+    """Loggers to use (repeatable): console, jsonl, tensorboard, or one from a plugin."""
+    log_every: int = 1
+    """Read loss and grad norm back and log them every this many steps."""
+    eval_every: int = 250
+    """Val loss every this many steps, and at the end (0: never)."""
+    eval_batches: int = 20
+    """Micro-batches of val data per val loss (the same ones every time)."""
+    hellaswag_every: int = 0
+    """HellaSwag accuracy every this many steps, and at the end (0: never)."""
+    hellaswag_file: str | None = None
+    """HellaSwag jsonl (official format); default: the validation set, downloaded once to the cache."""
+    hellaswag_limit: int = 0
+    """Evaluate only the first N HellaSwag examples (0: all)."""
+    sample_every: int = 0
+    """Log a text sample every this many steps, and at the end (0: never)."""
+    sample_prompt: str = "Hello, I'm a language model,"
+    """Prompt of the logged text samples."""
+    sample_tokens: int = 48
+    """Length of each logged text sample in tokens."""
+
+    # --- checkpoints and failures ---
+    checkpoint_every_seconds: float = 60.0
+    """Save a checkpoint when this many seconds passed since the last one (0: off)."""
+    checkpoint_every_steps: int = 0
+    """Also save one every this many steps (0: off)."""
+    keep: int = 3
+    """Keep the newest K checkpoints, plus the one with the best val loss."""
+    max_nonfinite: int = 5
+    """Stop the run after this many non-finite (NaN/inf) steps in a row; such steps are skipped."""
+
+    def __post_init__(self) -> None:
+        positive = ("total_batch_tokens", "micro_batch", "seq_len", "log_every", "keep", "max_nonfinite")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")
+        non_negative = (
+            "max_steps",
+            "epochs",
+            "warmup_steps",
+            "decay_steps",
+            "weight_decay",
+            "grad_clip",
+            "eval_every",
+            "hellaswag_every",
+            "hellaswag_limit",
+            "sample_every",
+            "checkpoint_every_seconds",
+            "checkpoint_every_steps",
+        )
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise UserError(f"--lr must be positive, got {self.lr}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise UserError(f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.max_steps == 0 and self.epochs == 0:
+            raise UserError("give --max-steps or --epochs (both are 0)")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise UserError(f"--precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.vocab_multiple < 1:
+            raise UserError(f"--vocab-multiple must be >= 1, got {self.vocab_multiple}")
+        if not self.loggers:
+            raise UserError("--logger: give at least one logger (console, jsonl, tensorboard, ...)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+# Named run recipes. Only the fields that differ from the defaults are listed.
+PRESETS: dict[str, dict[str, Any]] = {
+    # build-nanogpt's GPT-2 124M on FineWeb-Edu 10B: 524,288 tokens per step, 19,073 steps per epoch.
+    "gpt2-124m-fineweb": dict(
+        model="gpt2",
+        data_dir="data/fineweb-edu-10b",
+        total_batch_tokens=524288,
+        micro_batch=64,
+        seq_len=1024,
+        epochs=1.0,
+        lr=6e-4,
+        warmup_steps=715,
+        log_every=10,
+        eval_every=250,
+        hellaswag_every=250,
+        sample_every=250,
+        run_dir="runs/gpt2-124m-fineweb",
+    ),
+    # A few minutes on 2 CPU cores, on a corpus every Python installation ships (its standard library).
+    "tiny": dict(
+        model="tiny",
+        dataset="python-stdlib",
+        total_batch_tokens=4096,
+        micro_batch=16,
+        seq_len=128,
+        max_steps=150,
+        lr=3e-3,
+        warmup_steps=15,
+        weight_decay=0.1,
+        eval_every=50,
+        eval_batches=8,
+        sample_every=50,
+        sample_prompt="def ",
+        sample_tokens=48,
+        checkpoint_every_seconds=60.0,
+        run_dir="runs/tiny",
+    ),
+}
+
+
+def train_presets() -> list[str]:
+    return list(PRESETS)
+
+
+def build_config(
+    preset: str | None = None,
+    toml_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    cls: type[TrainConfig] = TrainConfig,
+) -> TrainConfig:
+    """Defaults < ``preset`` < ``toml_file`` < ``overrides`` (the flags the user typed), as ``cls``."""
+    values: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise UserError(
+                f"--preset: unknown training preset {preset!r}; choose one of: {', '.join(PRESETS)}"
+            )
+        values.update(PRESETS[preset])
+    if toml_file is not None:
+        data = read_toml(toml_file)
+        # Allow both a flat file and one with a [train] table.
+        values.update(data.get("train", data))
+    values.update(overrides or {})
+    return from_dict(cls, values, toml_file or "config")

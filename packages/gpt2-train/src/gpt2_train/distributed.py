@@ -1,0 +1,118 @@
+"""DDP set-up from torchrun's environment, and the few collectives the trainer needs.
+
+Under ``torchrun`` the variables RANK, LOCAL_RANK and WORLD_SIZE are set; without them this is a
+single process and every helper is a no-op. NCCL on GPUs, gloo on CPU. Control flags (stop, save a
+checkpoint now) travel over a separate gloo group so deciding them never waits on the GPU stream.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from gpt2_core.device import pick_device
+from gpt2_core.errors import UserError
+
+
+@dataclass
+class DistEnv:
+    """Where this process sits: its rank, the world size and its device."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+    control_group: Any = None
+    """A gloo group for CPU flags (None in a single process)."""
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed(device: str = "auto") -> DistEnv:
+    """Join torchrun's process group when there is one; pick this rank's device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistEnv(device=pick_device(device))
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = pick_device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+    elif dev.type == "mps":
+        raise UserError("--device mps: DDP over MPS is not supported; run one process, or use --device cpu")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    control = dist.new_group(backend="gloo") if dev.type == "cuda" else dist.group.WORLD
+    return DistEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=dev, control_group=control)
+
+
+def teardown_distributed(env: DistEnv) -> None:
+    if env.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def any_rank(env: DistEnv, flag: bool) -> bool:
+    """True when ``flag`` is true on any rank (a CPU all-reduce; no GPU sync)."""
+    if not env.enabled:
+        return flag
+    t = torch.tensor([int(flag)], dtype=torch.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=env.control_group)
+    return bool(t.item())
+
+
+def max_over_ranks(env: DistEnv, value: int) -> int:
+    if not env.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=env.control_group)
+    return int(t.item())
+
+
+def mean_over_ranks(env: DistEnv, t: torch.Tensor) -> torch.Tensor:
+    """The mean of tensor ``t`` over ranks (gloo has no AVG: sum, then divide)."""
+    if not env.enabled:
+        return t
+    t = t.clone()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t / env.world_size
+
+
+def sum_over_ranks(env: DistEnv, t: torch.Tensor) -> torch.Tensor:
+    if not env.enabled:
+        return t
+    t = t.clone()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def gather_objects(env: DistEnv, obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order (on every rank)."""
+    if not env.enabled:
+        return [obj]
+    out: list[Any] = [None] * env.world_size
+    dist.all_gather_object(out, obj, group=env.control_group)
+    return out
+
+
+def broadcast_object(env: DistEnv, obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank."""
+    if not env.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, group=env.control_group)
+    return box[0]
+
+
+def barrier(env: DistEnv) -> None:
+    if env.enabled:
+        dist.barrier(group=env.control_group)

@@ -1,0 +1,55 @@
+"""What the trainer measures besides the training loss: val loss and text samples (HellaSwag: hellaswag.py)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from gpt2_core.model import GPT
+
+from gpt2_train.distributed import DistEnv, mean_over_ranks
+from gpt2_train.step import BatchSource
+
+
+def autocast_for(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def val_loss(
+    model: torch.nn.Module,
+    source: BatchSource,
+    batches: int,
+    env: DistEnv,
+    autocast_dtype: torch.dtype | None = None,
+) -> float:
+    """Mean loss over the first ``batches`` micro-batches of ``source`` (reset first: the same ones each
+    time), averaged over ranks, each rank reading its own part of the val stream."""
+    reset = getattr(source, "reset", None)
+    if reset is not None:
+        reset()
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), device=env.device)
+    try:
+        for _ in range(batches):
+            x, y = source.next_batch()
+            with autocast_for(env.device, autocast_dtype):
+                _, loss = model(x.to(env.device), y.to(env.device))
+            total += loss.float()
+    finally:
+        model.train(was_training)
+    return float(mean_over_ranks(env, total / batches))
+
+
+def sample_text(model: GPT, prompt: str, max_tokens: int, seed: int = 0) -> str:
+    """A seeded sample from ``prompt`` (its own generator: the training RNG is untouched)."""
+    from gpt2_core.generate import generate
+    from gpt2_core.sampling import SamplingConfig
+    from gpt2_core.tokenizer import Tokenizer
+
+    tok = Tokenizer.for_config(model.config)
+    cfg = SamplingConfig(max_new_tokens=max_tokens, seed=seed, top_k=50, temperature=0.8)
+    return prompt + generate(model, tok, prompt, cfg)[0]

@@ -1,0 +1,51 @@
+"""Model FLOPs utilisation: training FLOPs per token, and the peak of the device they run on."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from gpt2_core.model import GPT
+
+# Dense bf16 tensor-core peaks (no sparsity), FLOP/s, matched against the CUDA device name.
+CUDA_PEAKS = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "A10": 125e12,
+    "L4": 121e12,
+    "L40": 181e12,
+    "4090": 165e12,
+    "3090": 71e12,
+    "V100": 125e12,
+    "T4": 65e12,
+}
+PEAK_ENV = "GPT2_PEAK_FLOPS"
+"""Set to the device's peak FLOP/s to override the table (and the CPU estimate)."""
+
+
+def flops_per_token(model: GPT, seq_len: int) -> float:
+    """Forward + backward FLOPs per trained token: 6N for the weights plus 12 * L * C * T for attention.
+
+    N counts every parameter once (the tied embedding too, since it is also the output matmul).
+    """
+    cfg = model.config
+    return 6.0 * model.num_params() + 12.0 * cfg.n_layer * cfg.n_embd * seq_len
+
+
+def peak_flops(device: torch.device) -> tuple[float, str]:
+    """The device's peak FLOP/s and a description (CPU: an estimate from the core count, fp32 FMA)."""
+    if os.environ.get(PEAK_ENV):
+        return float(os.environ[PEAK_ENV]), f"{PEAK_ENV}={os.environ[PEAK_ENV]}"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, peak in CUDA_PEAKS.items():
+            if key in name:
+                return peak, f"{name} (bf16 peak {peak / 1e12:.0f} TFLOP/s)"
+        return 0.0, f"{name} (peak unknown: set {PEAK_ENV})"
+    if device.type == "cpu":
+        # An estimate: 2 AVX2 FMA units x 8 fp32 lanes x 2 FLOPs at ~2.5 GHz per core.
+        cores = torch.get_num_threads()
+        peak = cores * 2.5e9 * 32
+        return peak, f"cpu x{cores} threads (estimated fp32 peak {peak / 1e9:.0f} GFLOP/s)"
+    return 0.0, f"{device.type} (peak unknown: set {PEAK_ENV})"

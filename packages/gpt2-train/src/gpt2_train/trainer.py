@@ -1,0 +1,459 @@
+"""The training loop, wiring small components: model, batch sources, optimizer and schedule, the step
+function, the checkpointer, loggers and evaluators.
+
+``Trainer(cfg).fit()`` is ``gpt2 train``. Other trainers (SFT) reuse it by passing their own pieces:
+``Trainer(cfg, model=..., train_source=..., val_source=...)``; anything not passed is built from ``cfg``.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from gpt2_core.errors import UserError
+from gpt2_core.model import GPT
+from torch.nn.parallel import DistributedDataParallel
+
+from gpt2_train.checkpoint import Checkpointer, LoadedCheckpoint, apply_checkpoint, capture_rng, restore_rng
+from gpt2_train.config import TrainConfig
+from gpt2_train.distributed import (
+    DistEnv,
+    any_rank,
+    barrier,
+    broadcast_object,
+    gather_objects,
+    setup_distributed,
+)
+from gpt2_train.evals import autocast_for, sample_text, val_loss
+from gpt2_train.loggers import MultiLogger, NullLogger, build_loggers
+from gpt2_train.mfu import flops_per_token, peak_flops
+from gpt2_train.optim import build_optimizer, lr_at
+from gpt2_train.paths import cache_dir
+from gpt2_train.step import BatchSource, StepResult, TrainStep
+
+
+class NonFiniteLoss(UserError):
+    """Too many NaN/inf steps in a row: the run stopped, its last checkpoint untouched."""
+
+
+@dataclass
+class TrainResult:
+    step: int
+    """Optimizer steps done (including those of resumed-from checkpoints)."""
+    tokens_seen: int
+    last_loss: float | None
+    best_val_loss: float | None
+    checkpoint: Path | None
+    """The checkpoint written last (None when none was written)."""
+    stopped_by: int | None = None
+    """The signal number that stopped the run early, if any."""
+
+
+# --- building the parts -----------------------------------------------------------------------------
+
+
+def build_model(cfg: TrainConfig) -> GPT:
+    """A fresh model from preset ``cfg.model`` (with overrides, vocab padded), or ``cfg.init_from``'s."""
+    from gpt2_core.presets import get_preset
+    from gpt2_core.weights import load_model
+
+    if cfg.init_from:
+        shape_changes = set(cfg.model_overrides) - {"dropout"}
+        if shape_changes:
+            raise UserError(
+                f"--init-from: cannot change {sorted(shape_changes)} of an existing model (only dropout)"
+            )
+        model = load_model(cfg.init_from)
+        if "dropout" in cfg.model_overrides:
+            model = _with_dropout(model, float(cfg.model_overrides["dropout"]))
+        return model
+    try:
+        config = get_preset(cfg.model, **cfg.model_overrides)
+    except TypeError as e:
+        raise UserError(f"model_overrides: {e}") from e
+    if cfg.vocab_multiple > 1:
+        config = config.padded(cfg.vocab_multiple)
+    return GPT(config)
+
+
+def _with_dropout(model: GPT, p: float) -> GPT:
+    model.config = replace(model.config, dropout=p)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = p
+    for block in model.transformer.h:
+        block.attn.dropout = p
+    return model
+
+
+def prepare_data(cfg: TrainConfig, env: DistEnv) -> Path:
+    """The data directory: ``cfg.data_dir``, or ``cfg.dataset`` prepared once into the cache (rank 0)."""
+    if cfg.data_dir:
+        return Path(cfg.data_dir)
+    if not cfg.dataset:
+        raise UserError("give --data-dir (a directory from `gpt2 data prepare`) or --dataset NAME")
+    out = cache_dir() / "data" / cfg.dataset
+    if env.is_main:
+        from gpt2_data.prepare import prepare
+
+        print(f"preparing dataset {cfg.dataset!r} in {out} (once)", file=sys.stderr)
+        prepare(cfg.dataset, out, progress=sys.stderr.isatty())
+    barrier(env)
+    return out
+
+
+def batches_per_epoch(source: Any) -> int | None:
+    """``next_batch`` calls in one pass over ``source``, when it can tell (ShardLoader can)."""
+    n = getattr(source, "batches_per_epoch", None)
+    if n is not None:
+        return int(n() if callable(n) else n)
+    lengths = getattr(source, "lengths", None)
+    if lengths is None:
+        return None
+    per_batch = source.world_size * source.batch_size * source.seq_len
+    return sum((length - 1) // per_batch for length in lengths)
+
+
+class _Signals:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps (a second one interrupts hard)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after this step with a checkpoint", file=sys.stderr)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+# --- the trainer ------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Builds every component from ``cfg`` unless given, restores ``cfg.resume``, and runs ``fit()``."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        model: GPT | None = None,
+        train_source: BatchSource | None = None,
+        val_source: BatchSource | None = None,
+        env: DistEnv | None = None,
+        logger: Any = None,
+        logger_registry: dict[str, Any] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.env = env or setup_distributed(cfg.device)
+        dev = self.env.device
+        world = self.env.world_size
+        per_micro = cfg.micro_batch * cfg.seq_len * world
+        if cfg.total_batch_tokens % per_micro:
+            raise UserError(
+                f"--total-batch-tokens {cfg.total_batch_tokens} is not a multiple of --micro-batch x --seq-len x "
+                f"ranks = {cfg.micro_batch} x {cfg.seq_len} x {world} = {per_micro}"
+            )
+        self.grad_accum = cfg.total_batch_tokens // per_micro
+
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+        self.model = model if model is not None else build_model(cfg)
+        if cfg.seq_len > self.model.config.block_size:
+            raise UserError(
+                f"--seq-len {cfg.seq_len} exceeds the model's context window ({self.model.config.block_size})"
+            )
+        self.model.to(dev)
+        if dev.type == "cuda":
+            torch.set_float32_matmul_precision("high")  # TF32 matmuls
+        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")
+        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+
+        if train_source is None or (val_source is None and cfg.eval_every):
+            from gpt2_data.loader import ShardLoader
+
+            data_dir = prepare_data(cfg, self.env)
+            common = dict(
+                batch_size=cfg.micro_batch, seq_len=cfg.seq_len, rank=self.env.rank, world_size=world
+            )
+            if train_source is None:
+                train_source = ShardLoader(data_dir, split="train", seed=cfg.seed, shuffle=True, **common)
+            if val_source is None and cfg.eval_every:
+                val_source = ShardLoader(data_dir, split="val", shuffle=False, **common)
+        self.train_source: BatchSource = train_source
+        self.val_source = val_source
+
+        self.total_steps = cfg.max_steps or self._steps_for_epochs()
+        self.optimizer = build_optimizer(self.model, cfg, dev)
+        self.checkpointer = Checkpointer(cfg.run_dir, keep=cfg.keep)
+        self.step = 0
+        self.tokens_seen = 0
+        self.best_val_loss: float | None = None
+        self.tokens_per_step = cfg.total_batch_tokens
+        if cfg.resume:
+            self._resume(cfg.resume)
+        else:
+            self._check_fresh_run_dir()
+
+        # Wrap after loading: DDP broadcasts rank 0's weights, compile traces the final module.
+        wrapped: torch.nn.Module = self.model
+        if cfg.compile:
+            wrapped = torch.compile(wrapped)
+        if self.env.enabled:
+            ids = [dev.index] if dev.type == "cuda" else None
+            wrapped = DistributedDataParallel(wrapped, device_ids=ids)
+        self.wrapped = wrapped
+        self.train_step = TrainStep(
+            wrapped,
+            self.optimizer,
+            grad_accum=self.grad_accum,
+            grad_clip=cfg.grad_clip,
+            device=dev,
+            autocast_dtype=self.autocast_dtype,
+        )
+
+        self.flops_per_token = flops_per_token(self.model, cfg.seq_len)
+        self.peak, self.device_desc = peak_flops(dev)
+        resolved = replace(cfg, max_steps=self.total_steps)
+        if logger is not None:
+            self.logger = logger
+        elif self.env.is_main:
+            self.logger = build_loggers(cfg.loggers, Path(cfg.run_dir), resolved, logger_registry)
+        else:
+            self.logger = NullLogger()
+        self._hellaswag: list[Any] | None = None
+
+    # --- set-up helpers ---
+
+    def _steps_for_epochs(self) -> int:
+        n = batches_per_epoch(self.train_source)
+        if n is None:
+            raise UserError("--epochs needs a batch source that knows its length; give --max-steps instead")
+        steps = math.floor(self.cfg.epochs * n / self.grad_accum)
+        if steps < 1:
+            raise UserError(
+                f"--epochs {self.cfg.epochs}: one epoch is only {n} micro-batches, less than one step of "
+                f"{self.grad_accum}; lower --total-batch-tokens or give --max-steps"
+            )
+        return steps
+
+    def _check_fresh_run_dir(self) -> None:
+        if self.checkpointer.checkpoints():
+            if not self.cfg.overwrite:
+                raise UserError(
+                    f"--run-dir {self.cfg.run_dir} already holds checkpoints: pass --resume latest to continue, "
+                    "--overwrite to start afresh, or another --run-dir"
+                )
+            if self.env.is_main:
+                self.checkpointer.clear()
+            barrier(self.env)
+
+    def _resume(self, spec: str) -> None:
+        # Rank 0 picks the checkpoint (falling back past unreadable ones); the others read the same one.
+        chosen: Any
+        ckpt: LoadedCheckpoint | None = None
+        if self.env.is_main:
+            try:
+                ckpt = self.checkpointer.load_first_good(spec, self.model.config)
+                chosen = str(ckpt.path)
+            except UserError as e:
+                chosen = e
+        else:
+            chosen = None
+        chosen = broadcast_object(self.env, chosen)
+        if isinstance(chosen, UserError):
+            raise chosen
+        if ckpt is None:
+            ckpt = self.checkpointer.read(Path(chosen))
+        apply_checkpoint(ckpt, self.model, self.optimizer)
+        state = ckpt.state
+        self.step = int(state["step"])
+        self.tokens_seen = int(state["tokens_seen"])
+        self.best_val_loss = state.get("best_val_loss")
+        ranks = ckpt.rank_states
+        if len(ranks) != self.env.world_size and self.env.is_main:
+            print(
+                f"warning: resuming {self.env.world_size} rank(s) from a checkpoint of {len(ranks)}: the data "
+                "stream is re-split from the same position, and the result is no longer bit-identical",
+                file=sys.stderr,
+            )
+        mine = ranks[min(self.env.rank, len(ranks) - 1)]
+        self.train_source.load_state_dict(mine["source"])
+        restore_rng(mine["rng"])
+        if self.env.is_main:
+            print(f"resumed from {ckpt.path} at step {self.step}", file=sys.stderr)
+
+    # --- the loop ---
+
+    def fit(self) -> TrainResult:
+        cfg, env = self.cfg, self.env
+        last_ckpt_time = time.monotonic()
+        last_log_time, last_log_step = time.perf_counter(), self.step
+        last_loss: float | None = None
+        written: Path | None = None
+        streak = torch.zeros((), dtype=torch.int64, device=env.device)
+        worst = torch.zeros((), dtype=torch.int64, device=env.device)
+        if env.is_main and self.step == 0:
+            import json
+
+            self.logger.log_text("config", json.dumps(cfg.to_dict(), indent=2), 0)
+        self._print_start()
+        with _Signals() as signals:
+            while self.step < self.total_steps:
+                result = self.train_step(self.train_source, lr_at(self.step, cfg, self.total_steps))
+                self.step += 1
+                self.tokens_seen += self.tokens_per_step
+                streak = torch.where(result.finite, 0, streak + 1)
+                worst = torch.maximum(worst, streak)
+                final = self.step == self.total_steps
+                # On CUDA the step never syncs: read results back only on logged steps.
+                read_now = not self.train_step.device_skip or self.step % cfg.log_every == 0 or final
+                if read_now:
+                    if not bool(result.finite):
+                        self._report_nonfinite(result)
+                    if int(worst) >= cfg.max_nonfinite:
+                        raise NonFiniteLoss(
+                            f"{int(worst)} non-finite steps in a row by step {self.step}: stopped; the last good "
+                            f"checkpoint is {cfg.run_dir}/latest; try a lower --lr or --grad-clip"
+                        )
+                if self.step % cfg.log_every == 0 or final:
+                    now = time.perf_counter()
+                    last_loss = self._log_step(result, now - last_log_time, self.step - last_log_step)
+                    last_log_time, last_log_step = now, self.step
+
+                val = None
+                if (
+                    self.val_source is not None
+                    and cfg.eval_every
+                    and (self.step % cfg.eval_every == 0 or final)
+                ):
+                    val = self._eval_val()
+                if cfg.hellaswag_every and (self.step % cfg.hellaswag_every == 0 or final):
+                    self._eval_hellaswag()
+                if cfg.sample_every and (self.step % cfg.sample_every == 0 or final) and env.is_main:
+                    self.logger.log_text(
+                        "samples", sample_text(self.model, cfg.sample_prompt, cfg.sample_tokens), self.step
+                    )
+
+                improved = val is not None and (self.best_val_loss is None or val < self.best_val_loss)
+                if improved:
+                    self.best_val_loss = val
+                due = (cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0) or (
+                    cfg.checkpoint_every_seconds
+                    and time.monotonic() - last_ckpt_time >= cfg.checkpoint_every_seconds
+                )
+                # Every rank must agree, or they would stop (or gather states) at different steps.
+                stop = any_rank(env, signals.received is not None)
+                due = any_rank(env, bool(due))
+                if due or improved or final or stop:
+                    written = self.save_checkpoint(val_loss=val)
+                    last_ckpt_time = time.monotonic()
+                if val is not None or due or improved:
+                    last_log_time = time.perf_counter()  # tokens/s measures training, not evals and saves
+                if stop:
+                    break
+        self.logger.close()
+        return TrainResult(
+            step=self.step,
+            tokens_seen=self.tokens_seen,
+            last_loss=last_loss,
+            best_val_loss=self.best_val_loss,
+            checkpoint=written,
+            stopped_by=signals.received,
+        )
+
+    def _print_start(self) -> None:
+        if not self.env.is_main:
+            return
+        n = self.model.num_params()
+        print(
+            f"training {n / 1e6:.1f}M parameters on {self.device_desc}, {self.env.world_size} rank(s): "
+            f"steps {self.step}..{self.total_steps}, {self.tokens_per_step:,} tokens/step "
+            f"(micro-batch {self.cfg.micro_batch} x {self.cfg.seq_len}, accumulation {self.grad_accum})",
+            file=sys.stderr,
+        )
+
+    def _log_step(self, result: StepResult, seconds: float, steps: int) -> float:
+        loss = float(result.loss)
+        tps = steps * self.tokens_per_step / max(seconds, 1e-9)
+        metrics = {
+            "train/loss": loss,
+            "train/lr": lr_at(self.step - 1, self.cfg, self.total_steps),
+            "train/grad_norm": float(result.grad_norm),
+            "train/tokens_per_sec": tps,
+        }
+        if self.peak:
+            metrics["train/mfu"] = tps * self.flops_per_token / (self.peak * self.env.world_size)
+        self.logger.log(metrics, self.step)
+        return loss
+
+    def _report_nonfinite(self, result: StepResult) -> None:
+        msg = f"step {self.step}: non-finite loss/gradient (loss {float(result.loss)}), update skipped"
+        self.logger.log({"train/nonfinite": 1.0}, self.step)
+        self.logger.log_text("warnings", msg, self.step)
+        if self.env.is_main and "console" not in self.cfg.loggers:
+            print(f"warning: {msg}", file=sys.stderr)
+
+    def _eval_val(self) -> float:
+        assert self.val_source is not None
+        loss = val_loss(self.model, self.val_source, self.cfg.eval_batches, self.env, self.autocast_dtype)
+        self.logger.log({"val/loss": loss}, self.step)
+        return loss
+
+    def _eval_hellaswag(self) -> None:
+        from gpt2_train import hellaswag
+
+        if self._hellaswag is None:
+            self._hellaswag = hellaswag.load_examples(self.cfg.hellaswag_file, self.cfg.hellaswag_limit)
+        with autocast_for(self.env.device, self.autocast_dtype):
+            res = hellaswag.evaluate(self.model, self._hellaswag, self.env)
+        self.logger.log({"eval/hellaswag_acc_norm": res.acc_norm, "eval/hellaswag_acc": res.acc}, self.step)
+
+    def save_checkpoint(self, val_loss: float | None = None) -> Path | None:
+        """Gather every rank's position and RNG, and write a checkpoint on rank 0 (others get None)."""
+        rank_state = {"source": self.train_source.state_dict(), "rng": capture_rng()}
+        ranks = gather_objects(self.env, rank_state)
+        path = None
+        if self.env.is_main:
+            state = {
+                "step": self.step,
+                "tokens_seen": self.tokens_seen,
+                "val_loss": val_loss,
+                "best_val_loss": self.best_val_loss,
+                "world_size": self.env.world_size,
+                "config": self.cfg.to_dict(),
+            }
+            path = self.checkpointer.save(self.model, self.optimizer, state, ranks)
+        barrier(self.env)  # nobody races ahead (or exits) while rank 0 writes
+        return path
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run ``gpt2 train`` with ``cfg`` (under torchrun: this rank's share), tearing DDP down after."""
+    from gpt2_train.distributed import teardown_distributed
+
+    env = setup_distributed(cfg.device)
+    try:
+        return Trainer(cfg, env=env).fit()
+    finally:
+        teardown_distributed(env)
+
+
+__all__ = ["MultiLogger", "NonFiniteLoss", "TrainResult", "Trainer", "build_model", "train"]
