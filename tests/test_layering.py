@@ -1,0 +1,134 @@
+"""gpt2-core stands alone: it imports no CLI, data, logging or HF library and no other gpt2 package."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CORE_SRC = ROOT / "packages" / "gpt2-core" / "src" / "gpt2_core"
+FORBIDDEN = {"typer", "click", "rich", "datasets", "tensorboard", "transformers", "onnx", "onnxruntime"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Top-level names of every module a file imports, including imports inside functions."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_core_sources_import_nothing_forbidden() -> None:
+    files = sorted(CORE_SRC.rglob("*.py"))
+    assert len(files) > 5
+    for path in files:
+        bad = {
+            m
+            for m in imported_modules(path)
+            if m in FORBIDDEN or (m.startswith("gpt2_") and m != "gpt2_core")
+        }
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def test_importing_all_of_core_loads_nothing_forbidden() -> None:
+    code = textwrap.dedent(
+        """
+        import importlib, pkgutil, sys
+        import gpt2_core
+        for mod in pkgutil.walk_packages(gpt2_core.__path__, "gpt2_core."):
+            importlib.import_module(mod.name)
+        from gpt2_core import GPT, PRESETS  # the lazy names too
+        loaded = {m.split(".")[0] for m in sys.modules}
+        print(sorted(m for m in loaded if m in FORBIDDEN or (m.startswith("gpt2_") and m != "gpt2_core")))
+        """
+    )
+    env = {**os.environ, "GPT2_LOAD_PLUGINS": ""}
+    out = subprocess.run(
+        [sys.executable, "-c", f"FORBIDDEN = {sorted(FORBIDDEN)!r}\n{code}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+GENERATE = """
+import importlib.util, sys, tempfile
+import torch
+from gpt2_core import GPT, get_preset
+from gpt2_core.generate import generate
+from gpt2_core.sampling import SamplingConfig
+from gpt2_core.tokenizer import Tokenizer
+
+torch.manual_seed(0)
+with tempfile.TemporaryDirectory() as d:
+    GPT(get_preset("nano")).save_pretrained(d)
+    model = GPT.from_pretrained(d)
+    (text,) = generate(model, Tokenizer.for_config(model.config), "Hello", SamplingConfig(max_new_tokens=5, seed=0))
+assert isinstance(text, str) and text, text
+missing = [m for m in ("typer", "click", "datasets", "tensorboard", "transformers", "gpt2_cli", "gpt2_data")
+           if importlib.util.find_spec(m) is None]
+print("ABSENT", missing)
+print("CORE", importlib.util.find_spec("gpt2_core").origin)
+"""
+
+
+def test_core_installs_and_generates_alone(tmp_path: Path) -> None:
+    """Only gpt2-core and its locked dependencies in a fresh venv (offline: uv links from its cache)."""
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not installed")
+    venv = tmp_path / "venv"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT"))}
+    env.update(UV_PROJECT_ENVIRONMENT=str(venv), UV_OFFLINE="1", GPT2_LOAD_PLUGINS="")
+    # `uv sync --package` installs one workspace member with exactly its locked dependencies; unlike
+    # `uv pip install ./packages/gpt2-core` it needs no index (the lock pins every file), so it works offline.
+    install = subprocess.run(
+        [
+            uv,
+            "sync",
+            "--frozen",
+            "--package",
+            "gpt2-core",
+            "--no-dev",
+            "--no-editable",
+            # uv caches a local package's wheel by its pyproject.toml: rebuild from today's sources.
+            "--reinstall-package",
+            "gpt2-core",
+            "--python",
+            sys.executable,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert install.returncode == 0, install.stderr
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    run = subprocess.run(
+        [str(python), "-W", "ignore", "-c", GENERATE],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert (
+        "ABSENT ['typer', 'click', 'datasets', 'tensorboard', 'transformers', 'gpt2_cli', 'gpt2_data']"
+        in run.stdout
+    )
+    assert str(venv) in run.stdout  # the installed copy, not the workspace's sources
