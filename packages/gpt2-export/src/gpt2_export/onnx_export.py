@@ -10,6 +10,7 @@ maintains; it needs the ``onnx`` and ``onnxscript`` packages (``pip install 'gpt
 from __future__ import annotations
 
 import logging
+import warnings
 
 import torch
 import torch.nn as nn
@@ -103,7 +104,9 @@ class OnnxExporter:
         level = registration.level
         registration.setLevel(logging.ERROR)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                # Naming one axis in several inputs is the point; torch warns about each repeat.
+                warnings.filterwarnings("ignore", message=".*axis name: .* will not be used")
                 program = torch.onnx.export(
                     wrapper,
                     (ids, *past),
@@ -113,13 +116,12 @@ class OnnxExporter:
                     dynamo=True,
                     verbose=False,
                 )
-        except Exception as e:
-            raise RuntimeError(f"ONNX export failed: {e}") from e
+            # Saved while the model still has the exported dtype: the program reads the live parameters.
+            size = sum(p.numel() * p.element_size() for p in model.parameters())
+            program.save(str(job.out / ONNX_FILE), external_data=size > EXTERNAL_DATA_BYTES)
         finally:
             registration.setLevel(level)
             model.float()
-        size = sum(p.numel() * p.element_size() for p in model.parameters())
-        program.save(str(job.out / ONNX_FILE), external_data=size > EXTERNAL_DATA_BYTES)
 
         from gpt2_core.weights import config_to_hf, write_json_atomic
 
