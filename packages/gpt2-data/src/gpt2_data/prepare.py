@@ -31,8 +31,9 @@ MANIFEST = "manifest.json"
 FORMAT = "gpt2-data/1"
 SMALL_CORPUS_VAL_FRACTION = 0.05
 """Where the default one-shard validation split would swallow the whole corpus, every 20th document is val."""
-BATCH_CHARS = 4_000_000
-"""Text per tokenizer batch: big enough to keep every thread busy, small enough to bound memory."""
+BATCH_CHARS = (1 << 16, 1 << 22)
+"""Text per tokenizer batch, growing from the first to the second: small batches first, so a short run
+(--max-tokens) reads little, then batches big enough to keep every thread busy yet bounded in memory."""
 
 Position = tuple[int, int]
 """(document index, token offset within that document, counting its leading <|endoftext|>)."""
@@ -143,7 +144,7 @@ class _Writer:
 def _batches(docs: Iterator[str], start_doc: int, stop: threading.Event) -> Iterator[tuple[int, list[str]]]:
     """(index of first document, texts) batches of about BATCH_CHARS, skipping the first ``start_doc``."""
     batch: list[str] = []
-    first, chars = start_doc, 0
+    first, chars, limit = start_doc, 0, BATCH_CHARS[0]
     for i, text in enumerate(docs):
         if stop.is_set():
             return
@@ -153,9 +154,9 @@ def _batches(docs: Iterator[str], start_doc: int, stop: threading.Event) -> Iter
             first = i
         batch.append(text)
         chars += len(text)
-        if chars >= BATCH_CHARS:
+        if chars >= limit:
             yield first, batch
-            batch, chars = [], 0
+            batch, chars, limit = [], 0, min(2 * limit, BATCH_CHARS[1])
     if batch:
         yield first, batch
 
