@@ -1,3 +1,24 @@
-"""gpt2-sft's implementations of the gpt2 hooks."""
+"""gpt2-sft's implementations of the gpt2 hooks: instruction datasets, ``gpt2 sft`` and ``gpt2 chat``."""
 
-from gpt2_core.hookspecs import hookimpl  # noqa: F401
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gpt2_core.hookspecs import hookimpl
+
+
+@hookimpl
+def register_datasets(register: Callable[..., None]) -> None:
+    from gpt2_sft.data import AlpacaDataset, ChatDataset
+
+    register("alpaca", AlpacaDataset)
+    register("chat", ChatDataset)
+
+
+@hookimpl
+def register_commands(app: Any) -> None:
+    from gpt2_sft.cli import chat_command, sft_app
+
+    app.add_typer(sft_app(), name="sft")
+    app.command("chat")(chat_command())

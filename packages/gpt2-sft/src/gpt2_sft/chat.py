@@ -1,0 +1,253 @@
+"""``gpt2 chat``: a conversation with a model (``ChatSession``) and the terminal loop around it (``run_chat``).
+
+As in llm's ``_run_chat``, the loop knows nothing about models: it reads lines, runs commands, and prints
+the pieces of text a ``reply`` iterator yields, through callbacks, so tests drive it with a list of lines
+or a pseudo-terminal. Closing the reply iterator (Ctrl-C) stops generation; the partial reply is kept.
+
+The session keeps the KV cache across turns: the next prompt usually starts with everything already fed
+(the history only grows), so only the new user turn is computed before the first new token.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gpt2_core.errors import UserError
+from gpt2_core.sampling import SamplingConfig
+
+from gpt2_sft.template import ChatTemplate, Message
+
+if TYPE_CHECKING:
+    from gpt2_core.model import GPT
+
+
+@dataclass
+class ChatSampling(SamplingConfig):
+    """Sampling for chat: longer replies and a cooler temperature than ``gpt2 generate``'s defaults."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.95
+
+
+class ChatError(Exception):
+    """A turn that cannot be answered (the message does not fit the context window); the chat goes on."""
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+class ChatSession:
+    """A conversation with ``model``: its messages, and a reply generator that streams text.
+
+    A model without a chat template (pre-trained only) is used for plain completion: each message is
+    continued as text, with no history.
+    """
+
+    def __init__(self, model: GPT, sampling: SamplingConfig | None = None, system: str | None = None) -> None:
+        from gpt2_core.model import KVCache
+        from gpt2_core.tokenizer import Tokenizer
+
+        self.model = model.eval()
+        self.sampling = sampling or ChatSampling()
+        if self.sampling.num_return_sequences != 1:
+            raise UserError("chat produces one reply at a time: --num-seq must be 1")
+        self.template = ChatTemplate.for_model(model)
+        self.tokenizer = self.template.tokenizer if self.template else Tokenizer.for_config(model.config)
+        self.system = system or None
+        self.messages: list[Message] = []
+        self.trimmed_turns = 0
+        """How many early turns the last prompt left out to fit the context window."""
+        p = next(model.parameters())
+        self.cache = KVCache(model.config, 1, p.device, p.dtype)
+        self._cached: list[int] = []  # ids whose keys/values the cache holds (its first cache.length)
+        self.last_prompt_len = 0
+
+    @property
+    def is_chat(self) -> bool:
+        return self.template is not None
+
+    def reset(self) -> None:
+        """Forget the conversation (the system message stays)."""
+        self.messages = []
+
+    def transcript(self) -> list[Message]:
+        """The whole conversation, the system message first."""
+        return ([{"role": "system", "content": self.system}] if self.system else []) + list(self.messages)
+
+    def _budget(self) -> tuple[int, int]:
+        """(longest prompt, tokens kept free for the reply) in this model's context window."""
+        window = self.model.config.block_size
+        reserve = min(self.sampling.max_new_tokens, window // 2)
+        return window - reserve, reserve
+
+    def prompt_ids(self) -> list[int]:
+        """The prompt for the next reply: the system message and as many of the latest turns as fit.
+
+        Turns are dropped whole, oldest first; a user message that does not fit even alone is an error.
+        """
+        assert self.template is not None
+        longest, _ = self._budget()
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        starts = [i for i, m in enumerate(self.messages) if m["role"] == "user"]
+        for dropped, start in enumerate(starts):
+            ids = self.template.encode(system + self.messages[start:], add_generation_prompt=True)
+            if len(ids) <= longest:
+                self.trimmed_turns = dropped
+                return ids
+        raise ChatError(
+            f"the message is too long: the prompt needs {len(ids)} tokens, this model's context window "
+            f"leaves {longest} for it (--max-tokens {self.sampling.max_new_tokens} are kept for the reply)"
+        )
+
+    def reply(self, text: str) -> Iterator[str]:
+        """Send ``text`` and stream the reply, piece by piece (whole characters only).
+
+        Closing the iterator early stops generation; what was generated so far stays in the history.
+        """
+        from gpt2_core.generate import generate_ids
+
+        if self.template is None:
+            ids = self.tokenizer.encode(text) or [self.tokenizer.eot_id]
+            longest, _ = self._budget()
+            ids = ids[-longest:]
+            stop_ids: list[int] = []
+        else:
+            self.messages.append({"role": "user", "content": text})
+            try:
+                ids = self.prompt_ids()
+            except ChatError:
+                self.messages.pop()
+                raise
+            stop_ids = [self.template.end_id]
+        self.last_prompt_len = len(ids)
+        # Reuse the cache for the prefix it shares with this prompt.
+        self.cache.truncate(_common_prefix(self._cached[: self.cache.length], ids))
+        cfg = dataclasses.replace(
+            self.sampling,
+            max_new_tokens=min(self.sampling.max_new_tokens, self.model.config.block_size - len(ids)),
+        )
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        out: list[int] = []
+        steps = generate_ids(
+            self.model, ids, cfg, eot_id=self.tokenizer.eot_id, kv_cache=self.cache, stop_ids=stop_ids
+        )
+        try:
+            for step in steps:
+                t = int(step[0])
+                out.append(t)
+                if t in stop_ids or (cfg.stop_at_eot and t == self.tokenizer.eot_id):
+                    break
+                piece = decoder.decode(self.tokenizer.decode_bytes([t]))
+                if piece:
+                    yield piece
+            tail = decoder.decode(b"", final=True)
+            if tail:
+                yield tail
+        finally:
+            steps.close()  # runs generate_ids' cleanup now: the cache is consistent again
+            self._cached = ids + out
+            if self.template is not None:
+                content = [t for t in out if t not in stop_ids and t != self.tokenizer.eot_id]
+                self.messages.append({"role": "assistant", "content": self.tokenizer.decode(content)})
+
+    def save(self, path: str | Path) -> Path:
+        """Write the transcript: JSON messages for .json/.jsonl (a chat dataset record), else text."""
+        p = Path(path).expanduser()
+        record = {"messages": self.transcript()}
+        if p.suffix in (".json", ".jsonl"):
+            text = json.dumps(record, ensure_ascii=False, indent=None if p.suffix == ".jsonl" else 2) + "\n"
+        else:
+            text = "".join(f"{m['role']}: {m['content']}\n\n" for m in record["messages"])
+        try:
+            p.write_text(text, encoding="utf-8")
+        except OSError as e:
+            raise ChatError(f"/save {path}: {e.strerror}") from e
+        return p
+
+
+HELP = "Commands: /reset, /system TEXT, /save FILE, /exit. Ctrl-C stops a reply, Ctrl-D exits."
+
+
+def run_chat(
+    session: ChatSession,
+    *,
+    read: Callable[[str], str],
+    write: Callable[[str], None],
+    info: Callable[[str], None],
+    interactive: bool,
+) -> None:
+    """The REPL: read a line, run it as a command or send it, stream the reply.
+
+    ``read(prompt)`` returns a line, raising EOFError at the end (Ctrl-D) and KeyboardInterrupt on
+    Ctrl-C; ``write`` prints reply text; ``info`` prints notices. Non-interactive: one reply per line.
+    """
+    prompt = "> " if interactive else ""
+    if not session.is_chat:
+        info("This model has no chat template (pre-trained only): each line is continued as plain text.")
+    if interactive:
+        info(HELP)
+    trimmed = 0
+    while True:
+        try:
+            line = read(prompt)
+        except EOFError:
+            if interactive:
+                write("\n")
+            return
+        except KeyboardInterrupt:
+            write("\n")
+            info("(Ctrl-D or /exit to quit)")
+            continue
+        text = line.strip()
+        if not text:
+            continue
+        if text.startswith("/"):
+            command, _, arg = text.partition(" ")
+            arg = arg.strip()
+            if command in ("/exit", "/quit"):
+                return
+            if command == "/reset":
+                session.reset()
+                info("(conversation cleared)")
+            elif command == "/system":
+                session.system = arg or None
+                info(f"(system message {'set' if arg else 'cleared'})")
+            elif command == "/save":
+                if not arg:
+                    info("usage: /save FILE")
+                    continue
+                try:
+                    info(f"(saved to {session.save(arg)})")
+                except ChatError as e:
+                    info(f"error: {e}")
+            elif command == "/help":
+                info(HELP)
+            else:
+                info(f"unknown command {command}; {HELP}")
+            continue
+        pieces = session.reply(text)
+        try:
+            for piece in pieces:
+                write(piece)
+        except KeyboardInterrupt:
+            pieces.close()
+            write(" [stopped]")
+        except ChatError as e:
+            info(f"error: {e}")
+            continue
+        write("\n")
+        if session.trimmed_turns > trimmed and interactive:
+            info(f"({session.trimmed_turns} early turn(s) now left out to fit the context window)")
+        trimmed = session.trimmed_turns

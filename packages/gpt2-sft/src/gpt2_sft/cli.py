@@ -1,0 +1,144 @@
+"""``gpt2 sft prepare``, ``gpt2 sft --from MODEL ...`` and ``gpt2 chat``. Heavy imports stay in the bodies."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+from gpt2_cli.options import dataclass_options
+from gpt2_core.errors import UserError
+
+from gpt2_sft.chat import ChatSampling
+from gpt2_sft.config import SFTPrepareConfig
+
+
+def read_model_config(path: str | Path) -> Any:
+    """The ``GPTConfig`` of a model directory (ours, a checkpoint or Hugging Face GPT-2), without its weights."""
+    from gpt2_core.model import GPTConfig
+    from gpt2_core.weights import CONFIG_FILE, config_from_hf, is_hf_config, load_config
+
+    root = Path(path)
+    if not root.is_dir():
+        raise UserError(f"--model {root}: no such model directory")
+    raw = load_config(root)
+    if is_hf_config(raw):
+        return config_from_hf(raw, str(root / CONFIG_FILE))
+    return GPTConfig.from_dict(
+        {k: v for k, v in raw.items() if k not in ("format", "info")}, str(root / CONFIG_FILE)
+    )
+
+
+def prepare_command(
+    ctx: typer.Context,
+    config: SFTPrepareConfig,
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for the tokenized examples."),
+) -> None:
+    """Tokenize instruction data into examples with a loss mask (only assistant tokens count).
+
+    Options of the dataset follow as --field value, e.g.
+    gpt2 sft prepare --dataset alpaca --path data.jsonl --model runs/tiny/latest --out data/sft
+    """
+    from gpt2_core.model import GPTConfig
+    from gpt2_core.tokenizer import Tokenizer
+    from gpt2_data.cli import parse_dataset_options
+    from gpt2_data.datasets import build_dataset
+
+    from gpt2_sft.data import prepare
+    from gpt2_sft.template import ChatTemplate, chat_config
+
+    options = parse_dataset_options(config.dataset, list(ctx.args))
+    dataset = build_dataset(config.dataset, options)
+    if not hasattr(dataset, "conversations"):
+        raise UserError(f"--dataset {config.dataset}: not an instruction dataset; use alpaca or chat")
+    base = read_model_config(config.model) if config.model else GPTConfig().padded(64)
+    cfg = chat_config(base, config.template)
+    template = ChatTemplate(cfg.chat_template, Tokenizer(cfg.special_tokens))
+    max_len = config.max_len or cfg.block_size + 1
+    stats = prepare(
+        dataset.conversations(),
+        template,
+        out,
+        max_len=max_len,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        meta={"dataset": config.dataset, "options": options, "model": config.model},
+    )
+    typer.echo(
+        f"{out}: {stats.examples['train']:,} train + {stats.examples['val']:,} val examples from "
+        f"{stats.conversations:,} conversations; {stats.tokens['train']:,} train tokens, "
+        f"{stats.target_tokens['train']:,} of them assistant tokens (the only ones with loss)"
+    )
+    typer.echo(
+        f"truncated by whole turns to {max_len} tokens: {stats.truncated:,}; dropped: "
+        f"{stats.dropped_too_long:,} too long, {stats.dropped_no_reply:,} without an assistant reply"
+    )
+
+
+def _terminal_read(prompt: str) -> str:
+    with contextlib.suppress(ImportError):  # no readline on Windows
+        import readline  # noqa: F401  (line editing and history for input())
+    return input(prompt)
+
+
+def _pipe_read(prompt: str) -> str:
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.rstrip("\n")
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _info(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def chat(
+    sampling: ChatSampling,
+    model: Path = typer.Option(
+        ..., "--model", "-m", help="Model directory (fine-tuned by gpt2 sft, or any)."
+    ),
+    system: str = typer.Option("", "--system", help="System message that opens the conversation."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, mps, or auto."),
+) -> None:
+    """Chat with a model in the terminal (reads stdin line by line when it is not a terminal)."""
+    from gpt2_core.device import pick_device
+    from gpt2_core.weights import load_model
+
+    from gpt2_sft.chat import ChatSession, run_chat
+
+    gpt = load_model(model, device=pick_device(device))
+    session = ChatSession(gpt, sampling, system=system)
+    interactive = sys.stdin.isatty()
+    run_chat(
+        session,
+        read=_terminal_read if interactive else _pipe_read,
+        write=_write,
+        info=_info,
+        interactive=interactive,
+    )
+
+
+def chat_command() -> Callable[..., None]:
+    return dataclass_options(
+        ChatSampling,
+        into="sampling",
+        flags={"max_new_tokens": "--max-tokens"},
+        exclude=("num_return_sequences", "stop", "stop_at_eot"),
+    )(chat)
+
+
+def sft_app() -> typer.Typer:
+    app = typer.Typer(help="Instruction fine-tuning: prepare data, then train.", no_args_is_help=True)
+    app.command(
+        "prepare",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(dataclass_options(SFTPrepareConfig, into="config")(prepare_command))
+    return app

@@ -1,0 +1,230 @@
+"""`gpt2 chat`: the session (history, trimming by whole turns, KV cache reuse), the REPL loop with
+callbacks, piped stdin, and the real command in a pseudo-terminal (two turns, /save, /reset, Ctrl-C, Ctrl-D)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from gpt2_core.model import GPT
+from gpt2_core.presets import get_preset
+from gpt2_core.tokenizer import Tokenizer
+from gpt2_sft.chat import ChatSampling, ChatSession, run_chat
+from gpt2_sft.template import add_chat_template
+
+WORD = " yes"
+
+
+def constant_model(chat: bool = True) -> GPT:
+    """A nano model that always says WORD: the final LayerNorm outputs WORD's (enlarged) embedding."""
+    torch.manual_seed(0)
+    model = GPT(get_preset("nano").padded(64))
+    if chat:
+        add_chat_template(model)
+    tid = Tokenizer().encode(WORD)[0]
+    with torch.no_grad():
+        wte = model.transformer.wte.weight
+        wte[tid] *= 100
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.copy_(wte[tid])
+    return model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("chat") / "model"
+    constant_model().save_pretrained(str(path))
+    return path
+
+
+def sampling(**kw: object) -> ChatSampling:
+    return ChatSampling(**{"max_new_tokens": 3, "seed": 0, **kw})  # type: ignore[arg-type]
+
+
+def test_session_keeps_history_and_reuses_the_cache() -> None:
+    model = constant_model()
+    fed: list[int] = []
+    model.register_forward_pre_hook(lambda m, args, kwargs: fed.append(args[0].size(1)), with_kwargs=True)
+    session = ChatSession(model, sampling(), system="Be brief.")
+    assert "".join(session.reply("Hello")) == WORD * 3
+    first_prompt = session.last_prompt_len
+    assert fed[0] == first_prompt
+    fed.clear()
+    assert "".join(session.reply("Again")) == WORD * 3
+    # The cache held the first prompt and the reply but its last token: only the rest is fed (that
+    # token, the end-of-turn, and the new user turn), not the whole history.
+    assert fed[0] == session.last_prompt_len - (first_prompt + 2) < 10
+    assert [m["role"] for m in session.transcript()] == ["system", "user", "assistant", "user", "assistant"]
+    session.reset()
+    assert session.transcript() == [{"role": "system", "content": "Be brief."}]
+
+
+def test_history_is_trimmed_by_whole_turns() -> None:
+    session = ChatSession(constant_model(), sampling(max_new_tokens=8))
+    for i in range(6):
+        "".join(session.reply(f"message number {i} " * 2))
+    assert session.trimmed_turns > 0
+    ids = session.prompt_ids()
+    assert len(ids) <= 64 - 8
+    # The prompt starts at a user turn: <|endoftext|><|user|>...
+    assert ids[1] == session.tokenizer.special_tokens["<|user|>"]
+    assert len(session.messages) == 12  # the transcript keeps everything
+    with pytest.raises(Exception, match="too long"):
+        "".join(session.reply("long " * 100))
+    assert len(session.messages) == 12
+
+
+def test_stopping_a_reply_keeps_the_partial_text_and_a_consistent_cache() -> None:
+    session = ChatSession(constant_model(), sampling(max_new_tokens=20))
+    pieces = session.reply("Hi")
+    assert next(pieces) == WORD
+    pieces.close()
+    assert session.messages[-1] == {"role": "assistant", "content": WORD}
+    assert len({layer.length for layer in session.cache.layers}) == 1
+    assert "".join(session.reply("Go on")) == WORD * 20
+
+
+def run_lines(session: ChatSession, lines: list[str], interactive: bool = False) -> tuple[str, list[str]]:
+    feed = iter(lines)
+    out: list[str] = []
+    info: list[str] = []
+
+    def read(prompt: str) -> str:
+        line = next(feed, None)
+        if line is None:
+            raise EOFError
+        if line == "^C":
+            raise KeyboardInterrupt
+        return line
+
+    run_chat(session, read=read, write=out.append, info=info.append, interactive=interactive)
+    return "".join(out), info
+
+
+def test_loop_commands(tmp_path: Path) -> None:
+    session = ChatSession(constant_model(), sampling())
+    out, info = run_lines(
+        session,
+        [
+            "hi",
+            "",
+            "^C",
+            "/system Be nice.",
+            f"/save {tmp_path / 't.json'}",
+            "/bogus",
+            "/reset",
+            "/exit",
+            "never",
+        ],
+        interactive=True,
+    )
+    assert out.count(WORD * 3 + "\n") == 1
+    assert any("Ctrl-D or /exit" in line for line in info)
+    assert any("unknown command /bogus" in line for line in info)
+    saved = json.loads((tmp_path / "t.json").read_text())["messages"]
+    assert [m["role"] for m in saved] == ["system", "user", "assistant"]
+    assert session.messages == [] and session.system == "Be nice."
+
+
+def test_model_without_template_is_plain_completion() -> None:
+    session = ChatSession(constant_model(chat=False), sampling())
+    out, info = run_lines(session, ["The answer is", "Again"])
+    assert "no chat template" in info[0]
+    assert out == (WORD * 3 + "\n") * 2
+    assert session.messages == []
+
+
+def cli_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+
+
+def test_piped_stdin_gives_one_reply_per_line(model_dir: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpt2_cli", "chat", "--model", str(model_dir), "--max-tokens", "3"],
+        input="first\nsecond\n",
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (WORD * 3 + "\n") * 2
+
+
+def test_chat_in_a_pseudo_terminal(model_dir: Path, tmp_path: Path) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "gpt2_cli", "chat", "--model", str(model_dir), "--max-tokens", "3", "--system", "Be brief."],
+        env=cli_env(),
+        encoding="utf-8",
+        timeout=60,
+    )
+    try:
+        child.expect("Ctrl-C stops a reply")
+        child.expect("> ")
+        child.sendline("Hello")
+        child.expect(WORD * 3)
+        child.expect("> ")
+        child.sendline("And again")
+        child.expect(WORD * 3)
+        child.expect("> ")
+        transcript = tmp_path / "t.jsonl"
+        child.sendline(f"/save {transcript}")
+        child.expect("saved to")
+        child.sendline("/reset")
+        child.expect("conversation cleared")
+        child.expect("> ")
+        child.sendcontrol("c")  # at the prompt: a hint, not an exit
+        child.expect("/exit to quit")
+        child.sendline("/exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    messages = json.loads(transcript.read_text())["messages"]
+    assert [m["content"] for m in messages] == ["Be brief.", "Hello", WORD * 3, "And again", WORD * 3]
+
+
+SLOW_CHAT = """
+import sys, time
+import gpt2_core.generate as g
+real = g.generate_ids
+def slow(*a, **kw):
+    for step in real(*a, **kw):
+        time.sleep(0.2)
+        yield step
+g.generate_ids = slow
+from gpt2_cli.main import main
+main(sys.argv[1:])
+"""
+
+
+def test_ctrl_c_stops_the_reply_and_ctrl_d_exits(model_dir: Path) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(
+        sys.executable,
+        ["-c", SLOW_CHAT, "chat", "--model", str(model_dir), "--max-tokens", "40"],
+        env=cli_env(),
+        encoding="utf-8",
+        timeout=60,
+    )
+    try:
+        child.expect("> ")
+        child.sendline("Talk for a long time")
+        child.expect(WORD)
+        child.sendcontrol("c")
+        child.expect(r"\[stopped\]")
+        child.expect("> ")  # still running
+        child.sendline("/system short")
+        child.expect("system message set")
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0

@@ -1,0 +1,105 @@
+"""The chat template: special tokens inside the vocabulary padding, ids equal to tokenizing the rendered text
+(the Jinja copy renders the same text), the loss mask, and a saved model carrying it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from gpt2_core.errors import UserError
+from gpt2_core.model import GPT
+from gpt2_core.presets import get_preset
+from gpt2_core.weights import load_model, save_model
+from gpt2_sft.template import ChatTemplate, add_chat_template, chat_config
+
+CONV = [
+    {"role": "system", "content": "Be terse."},
+    {"role": "user", "content": "Hi there\n\n"},
+    {"role": "assistant", "content": " Hello! ünï 你好"},
+    {"role": "user", "content": "<|user|> is just text here"},
+    {"role": "assistant", "content": "\nOK."},
+]
+
+
+def chat_model(padded: bool = True) -> GPT:
+    torch.manual_seed(0)
+    cfg = get_preset("nano")
+    return add_chat_template(GPT(cfg.padded(64) if padded else cfg))
+
+
+@pytest.mark.parametrize("padded", [True, False])
+def test_ids_equal_tokenizing_the_rendered_text(padded: bool) -> None:
+    template = ChatTemplate.for_model(chat_model(padded))
+    assert template is not None
+    msgs = CONV[:3]  # CONV[3] writes a marker as user text: plain text to us, a token to a text tokenizer
+    for gen in (False, True):
+        ids, mask = template.render(msgs, add_generation_prompt=gen)
+        text = template.render_text(msgs, add_generation_prompt=gen)
+        assert ids == template.tokenizer.encode(text, allow_special=True)
+        assert len(mask) == len(ids)
+    # The generation prompt is a prefix of the conversation with the reply.
+    prompt = template.encode(CONV[:2], add_generation_prompt=True)
+    assert template.encode(CONV[:3])[: len(prompt)] == prompt
+
+
+def test_special_tokens_sit_in_the_padding_with_mean_embeddings() -> None:
+    model = chat_model()
+    cfg = model.config
+    assert cfg.padded_vocab_size == 50304 and cfg.vocab_size == 50261
+    assert sorted(cfg.special_tokens.values()) == list(range(50256, 50261))
+    assert cfg.chat_template["kind"] == "special"
+    wte = model.transformer.wte.weight.detach()
+    mean = wte[:50257].mean(0)
+    for idx in range(50257, 50261):
+        assert torch.allclose(wte[idx], mean, atol=1e-3)
+    assert not torch.equal(wte[50257], wte[50258])  # the markers can still be told apart
+
+
+def test_model_without_room_gets_plain_text_markers() -> None:
+    model = chat_model(padded=False)
+    assert model.config.vocab_size == 50257
+    assert model.config.chat_template["kind"] == "plain"
+    template = ChatTemplate.for_model(model)
+    assert "### Assistant:\n" in template.render_text(CONV[:3])
+    assert template.end_id == 50256
+    with pytest.raises(UserError, match="--template plain"):
+        chat_config(get_preset("nano"), "special")
+
+
+@pytest.mark.parametrize("padded", [True, False])
+def test_only_assistant_tokens_are_targets(padded: bool) -> None:
+    template = ChatTemplate.for_model(chat_model(padded))
+    ids, mask = template.render(CONV)
+    targets = template.tokenizer.decode(t for t, m in zip(ids, mask) if m)
+    end = template.template["end"]
+    assert targets == f" Hello! ünï 你好{end}\nOK.{end}"
+
+
+def test_jinja_renders_the_same_text() -> None:
+    jinja2 = pytest.importorskip("jinja2")
+    for padded in (True, False):
+        template = ChatTemplate.for_model(chat_model(padded))
+        env = jinja2.Environment()
+        for gen in (False, True):
+            text = env.from_string(template.template["jinja"]).render(
+                messages=CONV, add_generation_prompt=gen, raise_exception=None
+            )
+            assert text == template.render_text(CONV, add_generation_prompt=gen)
+
+
+def test_bad_messages_are_user_errors() -> None:
+    template = ChatTemplate.for_model(chat_model())
+    with pytest.raises(UserError, match="message 0"):
+        template.render([{"role": "robot", "content": "x"}])
+
+
+def test_saved_model_carries_the_template(tmp_path: Path) -> None:
+    model = chat_model()
+    save_model(model, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert loaded.config.chat_template == model.config.chat_template
+    assert loaded.config.special_tokens == model.config.special_tokens
+    # Adding it again keeps it as it is.
+    assert add_chat_template(loaded).config.vocab_size == 50261
+    assert ChatTemplate.for_model(GPT(get_preset("nano"))) is None
