@@ -1,0 +1,53 @@
+"""HellaSwag scoring on a small hand-made file in the official jsonl format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from gpt2_core.errors import UserError
+from gpt2_core.tokenizer import Tokenizer
+from gpt2_train import hellaswag
+
+from .conftest import small_model
+
+FILE = Path(__file__).parent / "data" / "hellaswag_mini.jsonl"
+
+
+def test_load_and_limit() -> None:
+    assert len(hellaswag.load_examples(FILE)) == 6
+    ex = hellaswag.load_examples(FILE, limit=2)
+    assert len(ex) == 2 and ex[0].label == 0 and len(ex[0].endings) == 4
+
+
+def test_bad_file(tmp_path: Path) -> None:
+    bad = tmp_path / "h.jsonl"
+    bad.write_text('{"ctx": "a", "label": 0}\n')
+    with pytest.raises(UserError, match=r"h\.jsonl:1: not a HellaSwag example"):
+        hellaswag.load_examples(bad)
+    with pytest.raises(UserError, match="no such file"):
+        hellaswag.load_examples(tmp_path / "missing.jsonl")
+
+
+def test_scores_match_a_direct_computation() -> None:
+    model = small_model(vocab_size=50257, special_tokens={"<|endoftext|>": 50256}, block_size=64).eval()
+    tok = Tokenizer()
+    examples = hellaswag.load_examples(FILE)
+    expect_norm = 0
+    for ex in examples:
+        ctx = tok.encode(ex.ctx)
+        means = []
+        for ending in ex.endings:
+            end = tok.encode(" " + ending)
+            row = torch.tensor([ctx + end])
+            with torch.no_grad():
+                logits, _ = model(row, row)
+            lp = F.cross_entropy(logits[0, len(ctx) - 1 : -1], row[0, len(ctx) :])
+            means.append(float(lp))
+        expect_norm += int(min(range(4), key=means.__getitem__) == ex.label)
+    res = hellaswag.evaluate(model, examples)
+    assert res.n == 6
+    assert res.acc_norm == pytest.approx(expect_norm / 6)
+    assert 0 <= res.acc <= 1

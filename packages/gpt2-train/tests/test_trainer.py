@@ -1,0 +1,167 @@
+"""The training loop: it learns, skips non-finite steps, stops cleanly on signals, and logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from gpt2_core.model import GPT
+from gpt2_train.checkpoint import Checkpointer
+from gpt2_train.step import TrainStep
+from gpt2_train.trainer import NonFiniteLoss, Trainer
+
+from .conftest import CountingSource, small_config, small_model
+
+HELLASWAG = Path(__file__).parent / "data" / "hellaswag_mini.jsonl"
+
+
+def rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_it_learns(make_trainer, tmp_path: Path) -> None:
+    res = make_trainer(max_steps=30, eval_every=10, eval_batches=2).fit()
+    losses = [r["train/loss"] for r in rows(tmp_path / "run") if "train/loss" in r]
+    assert len(losses) == 30
+    assert losses[-1] < losses[0] - 1.0
+    vals = [r["val/loss"] for r in rows(tmp_path / "run") if "val/loss" in r]
+    assert len(vals) == 3 and res.best_val_loss == min(vals)
+
+
+def test_logged_loss_is_the_mean_over_micro_batches(tmp_path: Path) -> None:
+    model = small_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    src = CountingSource(4, 16, seed=1)
+    step = TrainStep(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        grad_accum=3,
+        grad_clip=1.0,
+        device=torch.device("cpu"),
+    )
+    res = step(src, lr=0.0)
+    model.load_state_dict(before)
+    src.reset()
+    with torch.no_grad():
+        expect = sum(float(model(*src.next_batch())[1]) for _ in range(3)) / 3
+    assert float(res.loss) == pytest.approx(expect, rel=1e-6)
+
+
+class NaNAt(torch.nn.Module):
+    """A GPT whose loss is NaN on the forward passes numbered in ``bad`` (counting from 0)."""
+
+    def __init__(self, model: GPT, bad: set[int]) -> None:
+        super().__init__()
+        self.inner, self.bad, self.calls = model, bad, 0
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor):
+        logits, loss = self.inner(x, y)
+        if self.calls in self.bad:
+            loss = loss * float("nan")
+        self.calls += 1
+        return logits, loss
+
+
+def test_non_finite_step_is_skipped(tmp_path: Path) -> None:
+    tr = Trainer(small_config(tmp_path, max_steps=1), model=small_model(), train_source=CountingSource())
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    step = TrainStep(
+        NaNAt(tr.model, {1}), tr.optimizer, grad_accum=4, grad_clip=1.0, device=torch.device("cpu")
+    )
+    res = step(tr.train_source, lr=1e-2)
+    assert not bool(res.finite)
+    for k, v in tr.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert tr.optimizer.state == {} or all(int(s["step"]) == 0 for s in tr.optimizer.state.values())
+    assert all(p.grad is None for p in tr.model.parameters())
+
+
+def test_too_many_non_finite_steps_stop_the_run(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path, max_steps=20, checkpoint_every_steps=2, max_nonfinite=3)
+    tr = Trainer(cfg, model=small_model(), train_source=CountingSource())
+    # Steps 5..7 (forward passes 8..13 at two micro-batches per step) are NaN.
+    tr.train_step.model = NaNAt(tr.model, set(range(8, 14)))
+    with pytest.raises(NonFiniteLoss, match="3 non-finite steps in a row by step 7"):
+        tr.fit()
+    ck = Checkpointer(tmp_path)
+    assert ck.checkpoints()[-1].name == "step_00000006"
+    good = ck.read(ck.checkpoints()[-1])  # still complete and loadable
+    assert good.state["step"] == 6
+    logged = [r for r in rows(tmp_path) if "train/nonfinite" in r]
+    assert [r["step"] for r in logged] == [5, 6, 7]
+
+
+def test_sigterm_stops_with_a_fresh_checkpoint(tmp_path: Path) -> None:
+    class Terminating(CountingSource):
+        def next_batch(self):
+            if self.pos == 7:  # during step 4
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().next_batch()
+
+    tr = Trainer(small_config(tmp_path, max_steps=50), model=small_model(), train_source=Terminating())
+    res = tr.fit()
+    assert res.stopped_by == signal.SIGTERM and res.step == 4
+    assert os.readlink(tmp_path / "latest") == "step_00000004"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_tensorboard_events_read_back(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    # Full GPT-2 vocabulary, so samples can be decoded and HellaSwag tokenized.
+    cfg = small_config(
+        tmp_path,
+        max_steps=4,
+        eval_every=2,
+        eval_batches=1,
+        hellaswag_every=4,
+        hellaswag_file=str(HELLASWAG),
+        sample_every=4,
+        sample_prompt="def ",
+        sample_tokens=5,
+        loggers=["tensorboard", "jsonl", "console"],
+    )
+    model = small_model(vocab_size=50257, special_tokens={"<|endoftext|>": 50256})
+    Trainer(cfg, model=model, train_source=CountingSource(), val_source=CountingSource(seed=2)).fit()
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    scalars = set(acc.Tags()["scalars"])
+    expected = {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_sec", "train/mfu", "val/loss"}
+    assert expected | {"eval/hellaswag_acc_norm"} <= scalars
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]
+    texts = set(acc.Tags()["tensors"])
+    assert {"samples/text_summary", "config/text_summary"} <= texts
+    sample = acc.Tensors("samples/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "def " in sample
+
+
+def test_unknown_logger(tmp_path: Path) -> None:
+    from gpt2_core.errors import UserError
+
+    with pytest.raises(UserError, match="--logger: unknown logger 'nope'"):
+        Trainer(small_config(tmp_path, loggers=["nope"]), model=small_model(), train_source=CountingSource())
+
+
+def test_plugin_logger_factory_gets_run_dir_and_resolved_config(tmp_path: Path) -> None:
+    seen = []
+
+    class Recorder:
+        def __init__(self, run_dir, config):
+            seen.append((run_dir, config.max_steps))
+
+        def log(self, metrics, step):
+            seen.append(step)
+
+        def log_text(self, tag, text, step):
+            pass
+
+        def close(self):
+            seen.append("closed")
+
+    cfg = small_config(tmp_path, max_steps=2, loggers=["rec"])
+    Trainer(cfg, model=small_model(), train_source=CountingSource(), logger_registry={"rec": Recorder}).fit()
+    assert seen == [(tmp_path, 2), 1, 2, "closed"]
