@@ -40,6 +40,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRe
         "tokens": 10_000_000,
         "val_loss": 3.2875,
         "hellaswag": 0.2941,
+        "train": {"lr": 6e-4},  # a checkpoint's training config
     }
     src = save_model(make_model(padded_vocab_size=50304), root / "model", extra=info)
     out = run_export("hf", src, root / "hf", registry=REGISTRY)
@@ -102,7 +103,8 @@ def test_files_config_and_model_card(exported: tuple[GPT, Path]) -> None:
     assert config["model_type"] == "gpt2" and config["architectures"] == ["GPT2LMHeadModel"]
     assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == 50256
     card = (out / "README.md").read_text()
-    for fact in ("fineweb-edu/sample-10BT", "10,000,000", "3.288", "0.2941", "library_name: transformers"):
+    facts = ("fineweb-edu/sample-10BT", "10,000,000", "3.288", "0.2941", "transformers", '"lr": 0.0006')
+    for fact in facts:
         assert fact in card
 
 

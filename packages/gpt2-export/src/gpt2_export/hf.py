@@ -135,7 +135,8 @@ def model_card(config: GPTConfig, num_params: int, info: dict[str, Any], dtype: 
     front = ["---", "library_name: transformers", "pipeline_tag: text-generation", "tags:", "- gpt2"]
     if config.chat_template is not None:
         front.append("- conversational")
-    dataset = info.get("dataset")
+    train = info.get("train") if isinstance(info.get("train"), dict) else {}
+    dataset = info.get("dataset") or train.get("dataset")
     if isinstance(dataset, str) and dataset:
         front += ["datasets:", f"- {json.dumps(dataset)}"]
     front.append("---")
@@ -156,11 +157,16 @@ def model_card(config: GPTConfig, num_params: int, info: dict[str, Any], dtype: 
         "## Training",
         "",
     ]
-    if info:
+    facts = {k: v for k, v in info.items() if v is not None and not isinstance(v, (dict, list))}
+    details = {k: v for k, v in info.items() if isinstance(v, (dict, list)) and v}
+    if facts:
         lines += ["| | |", "|---|---|"]
-        lines += [f"| {_label(key)} | {_value(value)} |" for key, value in info.items()]
+        lines += [f"| {_label(key)} | {_value(value)} |" for key, value in facts.items()]
     else:
         lines.append("No training facts were recorded with this model.")
+    for key, value in details.items():  # a checkpoint's whole training config, for instance
+        lines += ["", f"<details><summary>{_label(key)}</summary>", "", "```json"]
+        lines += [json.dumps(value, indent=2, default=str), "```", "", "</details>"]
     lines += [
         "",
         "## Use",
@@ -195,9 +201,11 @@ _LABELS = {
     "tokens_seen": "Tokens trained on",
     "step": "Steps",
     "steps": "Steps",
+    "train": "Training configuration",
     "val_loss": "Validation loss",
     "hellaswag": "HellaSwag accuracy",
     "hellaswag_acc": "HellaSwag accuracy",
+    "hellaswag_acc_norm": "HellaSwag accuracy (normalised)",
 }
 
 
