@@ -20,11 +20,14 @@ def ids_of(model: GPT, prompt: list[int], cfg: SamplingConfig, use_cache: bool =
     return torch.stack(steps, dim=1).tolist()
 
 
-def test_greedy_with_cache_equals_without(nano: GPT, tokenizer: Tokenizer) -> None:
+@pytest.mark.parametrize("n", [1, 3])
+def test_greedy_with_cache_equals_without(nano: GPT, tokenizer: Tokenizer, n: int) -> None:
     prompt = tokenizer.encode("The meaning of life is")
-    cached = ids_of(nano, prompt, GREEDY)
-    assert len(cached[0]) == 30
-    assert cached == ids_of(nano, prompt, GREEDY, use_cache=False)
+    cfg = SamplingConfig(max_new_tokens=30, temperature=0, stop_at_eot=False, num_return_sequences=n)
+    cached = ids_of(nano, prompt, cfg)
+    assert len(cached) == n and len(cached[0]) == 30
+    assert cached == ids_of(nano, prompt, cfg, use_cache=False)
+    assert all(row == cached[0] for row in cached)
 
 
 def test_same_seed_same_text(nano: GPT, tokenizer: Tokenizer) -> None:
@@ -96,7 +99,7 @@ def test_num_return_sequences_is_one_batch(nano: GPT, monkeypatch: pytest.Monkey
     cfg = SamplingConfig(max_new_tokens=6, seed=0, num_return_sequences=4, stop_at_eot=False)
     rows = ids_of(nano, [10, 11, 12], cfg)
     assert len(rows) == 4 and len(batches) == 6  # one forward per step for all four
-    assert set(batches[1:]) == {4}
+    assert batches[0] == 1 and set(batches[1:]) == {4}  # the shared prompt runs once
     assert len({tuple(r) for r in rows}) > 1  # sampled independently
 
 

@@ -89,10 +89,12 @@ def generate_ids(
                     logits, _ = model(seq[:, -window:])
                 elif cache is None or cache.length + pending.size(1) > window:
                     context = seq[:, -window:] if cache is None else seq[:, -keep:]
-                    if cache is None:
+                    if cache is None:  # the prompt: every row is the same
                         cache = KVCache(model.config, B, device, dtype)
-                    cache.truncate(0)
-                    logits, _ = model(context, kv_cache=cache)
+                        logits = _prefill_once(model, context, cache)
+                    else:
+                        cache.truncate(0)
+                        logits, _ = model(context, kv_cache=cache)
                 else:
                     logits, _ = model(pending, kv_cache=cache)
                 nxt = sample_next(logits[:, -1, :], cfg, model.config.vocab_size, generator)
@@ -111,6 +113,21 @@ def generate_ids(
         if kv_cache is not None:
             # An interrupt between two blocks leaves later layers one step short: keep what all hold.
             kv_cache.truncate(min(layer.length for layer in kv_cache.layers))
+
+
+def _prefill_once(model: GPT, context: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    """Run identical rows of ``context`` once and copy the keys/values into every row of ``cache``.
+
+    ``num_return_sequences`` samples share their prompt, so the prompt costs one row, not B.
+    """
+    B = context.size(0)
+    if B == 1:
+        return model(context, kv_cache=cache)[0]
+    one = KVCache(model.config, 1, context.device, cache.layers[0].k.dtype, max_len=context.size(1))
+    logits, _ = model(context[:1], kv_cache=one)
+    for rows, shared in zip(cache.layers, one.layers):
+        rows.append(shared.k, shared.v)  # broadcast over the batch
+    return logits.expand(B, -1, -1)
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
