@@ -166,3 +166,10 @@ def test_config_to_hf_inverts_from_hf(make_model) -> None:
     back = config_from_hf(hf)
     assert (back.n_layer, back.n_head, back.n_embd, back.block_size, back.vocab_size) == (2, 2, 32, 64, 50257)
     assert hf["torch_dtype"] == "bfloat16"
+
+
+def test_a_hugging_face_dir_is_a_source_too(model_dir, tmp_path: Path, recorder) -> None:
+    hf = run_export("hf", model_dir(info={"step": 5}), tmp_path / "hf", registry={"hf": HFExporter})
+    run_export("rec", hf, tmp_path / "again", registry=recorder)
+    (job,) = Recorder.jobs
+    assert job.info == {} and job.model.config.n_layer == 2
