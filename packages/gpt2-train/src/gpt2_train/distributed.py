@@ -7,6 +7,7 @@ checkpoint now) travel over a separate gloo group so deciding them never waits o
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -96,12 +97,16 @@ def sum_over_ranks(env: DistEnv, t: torch.Tensor) -> torch.Tensor:
 
 
 def gather_objects(env: DistEnv, obj: Any) -> list[Any]:
-    """Every rank's ``obj``, in rank order (on every rank)."""
+    """Every rank's ``obj`` (containers, numbers, strings, tensors), in rank order, on every rank."""
     if not env.enabled:
         return [obj]
+    # Serialised by hand: all_gather_object's own pickling of tensors fails to load in recent torch,
+    # and this way nothing is unpickled beyond what weights_only allows.
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     out: list[Any] = [None] * env.world_size
-    dist.all_gather_object(out, obj, group=env.control_group)
-    return out
+    dist.all_gather_object(out, buf.getvalue(), group=env.control_group)
+    return [torch.load(io.BytesIO(b), weights_only=True) for b in out]
 
 
 def broadcast_object(env: DistEnv, obj: Any) -> Any:

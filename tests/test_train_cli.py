@@ -1,0 +1,199 @@
+"""End-to-end ``gpt2 train`` / ``gpt2 eval hellaswag`` / ``gpt2 tensorboard`` flows, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HELLASWAG = Path(__file__).parents[1] / "packages" / "gpt2-train" / "tests" / "data" / "hellaswag_mini.jsonl"
+# The nano model on short sequences: a step takes a fraction of a second on one core.
+SMALL = ["--model", "nano", "--micro-batch", "2", "--seq-len", "32", "--total-batch-tokens", "128"]
+QUIET = ["--checkpoint-every-seconds", "0", "--eval-every", "0", "--device", "cpu"]
+
+
+def gpt2(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gpt2_cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def gpt2_here(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """``gpt2 ARGS`` in this process (no interpreter/torch start-up); (exit code, stdout, stderr)."""
+    from gpt2_cli.main import main
+
+    code = 0
+    try:
+        main(list(args))
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """About 60K tokens of the built-in corpus, prepared once for this module."""
+    from gpt2_data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("data") / "stdlib"
+    prepare("python-stdlib", out, max_tokens=60_000, val_tokens=0.1, progress=False)
+    return out
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_train_then_generate_then_evaluate(data_dir: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    args = ["train", *SMALL, *QUIET, "--data-dir", str(data_dir), "--run-dir", str(run)]
+    code, _, err = gpt2_here(
+        capsys,
+        *args,
+        "--max-steps",
+        "6",
+        "--lr",
+        "3e-3",
+        "--warmup-steps",
+        "2",
+        "--eval-every",
+        "3",
+        "--eval-batches",
+        "2",
+        "--logger",
+        "jsonl",
+        "--logger",
+        "console",
+    )
+    assert code == 0, err
+    assert "step 6/6 | loss" in err and "val" in err
+    rows = metrics(run)
+    losses = [r["train/loss"] for r in rows if "train/loss" in r]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    assert os.readlink(run / "latest") == "step_00000006"
+
+    code, out, err = gpt2_here(
+        capsys,
+        "generate",
+        "--model",
+        str(run / "latest"),
+        "--prompt",
+        "def ",
+        "--max-tokens",
+        "8",
+        "--seed",
+        "0",
+    )
+    assert code == 0 and out.startswith("def "), err
+
+    code, out, err = gpt2_here(
+        capsys,
+        "eval",
+        "hellaswag",
+        "--model",
+        str(run / "latest"),
+        "--hellaswag-file",
+        str(HELLASWAG),
+        "--device",
+        "cpu",
+    )
+    assert code == 0, err
+    assert "acc_norm" in out and "(6 examples)" in out
+
+    # The same run directory again, without --resume: refused, naming the way out.
+    code, _, err = gpt2_here(capsys, *args, "--max-steps", "6")
+    assert code == 2 and "--resume latest" in err and len(err.strip().splitlines()) == 1
+
+    # Resuming with another model shape: refused, naming the difference.
+    code, _, err = gpt2_here(capsys, *args, "--max-steps", "8", "--resume", "latest", "--model", "tiny")
+    assert code == 2 and "n_layer: checkpoint 2, this run 4" in err, err
+
+    # Corrupt the newest checkpoint: resume warns and falls back to the previous one (step 3, kept as best).
+    (run / "step_00000006" / "optimizer.pt").write_bytes(b"garbage")
+    code, _, err = gpt2_here(capsys, *args, "--max-steps", "8", "--resume", "latest", "--logger", "jsonl")
+    assert code == 0, err
+    assert "warning: checkpoint step_00000006 is unreadable" in err and "at step 3" in err
+    assert os.readlink(run / "latest") == "step_00000008"
+
+
+def test_user_errors_are_one_line(data_dir: Path, tmp_path: Path, capsys) -> None:
+    base = ["train", *QUIET, "--data-dir", str(data_dir), "--run-dir", str(tmp_path / "r"), "--model", "nano"]
+    cases = [
+        (
+            ["--micro-batch", "3", "--seq-len", "32", "--total-batch-tokens", "128"],
+            "--total-batch-tokens 128 is not",
+        ),
+        (["--seq-len", "128"], "--seq-len 128 exceeds the model's context window (64)"),
+        (["--logger", "nope", *SMALL], "--logger: unknown logger 'nope'"),
+        (["--preset", "nope"], "--preset: unknown training preset"),
+        (["--resume", str(tmp_path / "missing"), *SMALL], "not a checkpoint directory"),
+        (["--data-dir", str(tmp_path / "nodata"), *SMALL], "data directory not found"),
+    ]
+    for extra, message in cases:
+        code, _, err = gpt2_here(capsys, *base, *extra)
+        assert code == 2 and message in err, (extra, err)
+        assert len(err.strip().splitlines()) == 1, err
+    code, _, err = gpt2_here(capsys, "tensorboard", str(tmp_path / "none"))
+    assert code == 2 and "no such run directory" in err
+
+
+def test_config_file_and_preset(data_dir: Path, tmp_path: Path, capsys) -> None:
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        f'[train]\ndata_dir = "{data_dir}"\nmax_steps = 2\nloggers = ["jsonl"]\n'
+        "[train.model_overrides]\nn_layer = 1\nblock_size = 32\n"
+    )
+    run = tmp_path / "run"
+    code, _, err = gpt2_here(
+        capsys, "train", "--preset", "tiny", "--config", str(toml), *SMALL, *QUIET, "--run-dir", str(run)
+    )
+    assert code == 0, err
+    saved = json.loads((run / "latest" / "config.json").read_text())
+    assert saved["n_layer"] == 1 and saved["n_embd"] == 32 and saved["padded_vocab_size"] == 50304
+    assert saved["info"]["train"]["lr"] == 3e-3  # from the tiny preset
+
+
+def test_third_party_logger_and_dataset(fixture_plugin, tmp_path: Path) -> None:
+    """Entry-point discovery end to end: a logger and a dataset from packages outside the workspace."""
+    fixture_plugin("gpt2-example-logger")
+    env = fixture_plugin("gpt2-example-dataset")
+    env["GPT2_CACHE_DIR"] = str(tmp_path / "cache")
+    run = tmp_path / "run"
+    r = gpt2(
+        "train",
+        "--dataset",
+        "example-tales",
+        "--model",
+        "nano",
+        "--micro-batch",
+        "2",
+        "--seq-len",
+        "16",
+        "--total-batch-tokens",
+        "32",
+        "--max-steps",
+        "3",
+        "--eval-every",
+        "3",
+        "--eval-batches",
+        "1",
+        "--checkpoint-every-seconds",
+        "0",
+        "--logger",
+        "example-csv",
+        "--run-dir",
+        str(run),
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "cache" / "data" / "example-tales" / "manifest.json").is_file()
+    csv = (run / "example.csv").read_text().splitlines()
+    assert csv[0] == "# max_steps=3"
+    assert "3,train/loss," in "\n".join(csv) and any(",val/loss," in line for line in csv)
+    assert not (run / "metrics.jsonl").exists()  # only the chosen logger runs

@@ -1,0 +1,136 @@
+"""The two guarantees that need real processes: exact resume after SIGKILL, and DDP == accumulation."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SMALL = ["--model", "nano", "--micro-batch", "2", "--seq-len", "32", "--eval-every", "0", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from gpt2_data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("data") / "stdlib"
+    prepare("python-stdlib", out, max_tokens=60_000, val_tokens=0.1, progress=False)
+    return out
+
+
+def train_cmd(data_dir: Path, run: Path, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gpt2_cli",
+        "train",
+        *SMALL,
+        "--data-dir",
+        str(data_dir),
+        "--run-dir",
+        str(run),
+        "--logger",
+        "jsonl",
+        *args,
+    ]
+
+
+def losses(run: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+
+
+def logged_steps(run: Path) -> int:
+    try:
+        return max(losses(run), default=0)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_is_bit_identical(data_dir: Path, tmp_path: Path) -> None:
+    # Checkpoints every 3 steps and on a 1-second clock too, so the kill may land mid-write.
+    args = [
+        "--total-batch-tokens",
+        "128",
+        "--max-steps",
+        "24",
+        "--checkpoint-every-steps",
+        "3",
+        "--checkpoint-every-seconds",
+        "1",
+        "--lr",
+        "3e-3",
+        "--warmup-steps",
+        "3",
+    ]
+    ref = tmp_path / "ref"
+    subprocess.run(train_cmd(data_dir, ref, *args), check=True, capture_output=True, timeout=300)
+
+    run = tmp_path / "killed"
+    kill_after = random.Random(os.getpid()).randint(4, 12)  # an arbitrary step
+    proc = subprocess.Popen(
+        train_cmd(data_dir, run, *args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 240
+    while logged_steps(run) < kill_after and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert logged_steps(run) < 16, "the run finished before it could be killed"
+
+    r = subprocess.run(
+        train_cmd(data_dir, run, *args, "--resume", "latest"), capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr
+    assert "resumed from" in r.stderr
+    assert (run / "latest" / "model.safetensors").read_bytes() == (
+        ref / "latest" / "model.safetensors"
+    ).read_bytes()
+    assert (run / "latest" / "optimizer.pt").stat().st_size == (
+        ref / "latest" / "optimizer.pt"
+    ).stat().st_size
+    assert losses(run)[16] == losses(ref)[16]
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_match_one_process_with_twice_the_accumulation(data_dir: Path, tmp_path: Path) -> None:
+    # 256 tokens per step: 2 ranks x 2 micro-batches x (2 x 32), or 1 process x 4 micro-batches.
+    args = [
+        "--total-batch-tokens",
+        "256",
+        "--max-steps",
+        "4",
+        "--checkpoint-every-seconds",
+        "0",
+        "--lr",
+        "1e-3",
+        "--warmup-steps",
+        "1",
+    ]
+    one = tmp_path / "one"
+    r = subprocess.run(train_cmd(data_dir, one, *args), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+
+    two = tmp_path / "two"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    cmd = train_cmd(data_dir, two, *args)
+    r = subprocess.run([*torchrun, *cmd[1:]], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "2 rank(s)" in r.stderr and "accumulation 2" in r.stderr
+
+    a, b = losses(one), losses(two)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for step in a:
+        assert abs(a[step] - b[step]) < 1e-5, (step, a[step], b[step])
+    import torch
+
+    ranks = torch.load(two / "latest" / "ranks.pt", weights_only=True)
+    assert [s["source"]["rank"] for s in ranks] == [0, 1]  # each rank's own position is saved
