@@ -35,7 +35,7 @@ def test_third_party_plugin_is_discovered(fixture_plugin: Callable[[str], dict[s
     listing = gpt2("plugins", env=env)
     assert listing.returncode == 0, listing.stderr
     line = next(line for line in listing.stdout.splitlines() if "example-command" in line)
-    assert "0.3.1" in line and "register_commands" in line
+    assert "0.3.1" in line and "register_commands: hello" in line
     help_ = gpt2("--help", env=env)
     assert "hello" in help_.stdout and "example plugin" in help_.stdout
     ran = gpt2("hello", "--name", "tests", env=env)

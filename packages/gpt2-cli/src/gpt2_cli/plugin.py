@@ -44,18 +44,42 @@ def generate(
         typer.echo(prompt + text)
 
 
+def provides(pm: Any, plugin: object) -> list[str]:
+    """What ``plugin`` provides: each hook it implements, with the names it registers through it."""
+    out = []
+    for caller in sorted(pm.get_hookcallers(plugin) or [], key=lambda c: c.name):
+        names: list[str] = []
+        for impl in caller.get_hookimpls():
+            if impl.plugin is not plugin:
+                continue
+            try:  # call the one implementation on a scratch target to see what it adds
+                if caller.name == "register_commands":
+                    scratch = typer.Typer()
+                    impl.function(app=scratch)
+                    names += [
+                        c.name or (c.callback.__name__.replace("_", "-") if c.callback else "?")
+                        for c in scratch.registered_commands
+                    ]
+                    names += [g.name or "?" for g in scratch.registered_groups]
+                else:
+                    impl.function(register=lambda name, factory, found=names: found.append(name))
+            except Exception:  # a plugin's bug must not break the listing; its hook still shows
+                pass
+        out.append(f"{caller.name}: {', '.join(names)}" if names else caller.name)
+    return out
+
+
 def plugins() -> None:
-    """List the installed plugins, their versions and the hooks they implement."""
+    """List the installed plugins, their versions and what they provide (hooks and the names registered)."""
     from gpt2_core.plugins import get_plugin_manager, plugin_versions
     from rich.console import Console
     from rich.table import Table
 
     pm = get_plugin_manager()
     versions = plugin_versions()
-    table = Table("plugin", "version", "hooks")
+    table = Table("plugin", "version", "provides")
     for name, plugin in sorted(pm.list_name_plugin()):
-        hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
-        table.add_row(name, versions.get(name, "?"), ", ".join(hooks))
+        table.add_row(name, versions.get(name, "?"), "\n".join(provides(pm, plugin)))
     Console(width=200).print(table)
 
 
