@@ -1,0 +1,71 @@
+"""Shared by bench/generate.py and bench/train_step.py: machine description, interleaved timing, the HF twin."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU {cpu}"
+    return f"{dev}; torch {torch.__version__}; {torch.get_num_threads()} threads; {platform.platform()}"
+
+
+def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each function, alternating between them so a noisy neighbour hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(repeats):
+        order = list(fns.items()) if r % 2 == 0 else list(reversed(fns.items()))
+        for name, fn in order:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def summary(times: list[float], work: float) -> tuple[float, float]:
+    """(best, median) throughput for ``work`` units per call."""
+    return work / min(times), work / statistics.median(times)
+
+
+def hf_twin(model: torch.nn.Module):  # noqa: ANN201 (transformers is imported lazily)
+    """A transformers ``GPT2LMHeadModel`` holding exactly ``model``'s weights (Conv1D = our Linear, transposed)."""
+    from gpt2_core.weights import CONV1D_SUFFIXES, model_state_dict
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    c = model.config
+    hf = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=c.vocab_size,
+            n_positions=c.block_size,
+            n_embd=c.n_embd,
+            n_layer=c.n_layer,
+            n_head=c.n_head,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            pad_token_id=50256,
+        )
+    )
+    sd = {k: v.t() if k.endswith(CONV1D_SUFFIXES) else v for k, v in model_state_dict(model).items()}
+    missing, unexpected = hf.load_state_dict(sd, strict=False)
+    assert not unexpected and all(k == "lm_head.weight" or k.endswith(".attn.bias") for k in missing), (
+        missing,
+        unexpected,
+    )
+    hf.tie_weights()
+    return hf

@@ -1,0 +1,81 @@
+"""Greedy decoding speed: gpt2_core.generate vs transformers GPT2LMHeadModel.generate, same weights.
+
+    uv run python bench/generate.py [--preset gpt2] [--prompt 128] [--new 256] [--repeats 5] [--threads N]
+
+Batch 1, random weights (seeded), a random 128-token prompt, 256 new tokens, no early stop. Both run in
+this process with the same threads, alternating, and we print the best and the median tokens/s of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _hf_compare import hf_twin, interleaved, machine, summary  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="gpt2")
+    ap.add_argument("--prompt", type=int, default=128, help="prompt length in tokens")
+    ap.add_argument("--new", type=int, default=256, help="new tokens")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from gpt2_core import GPT, get_preset
+    from gpt2_core.generate import generate_ids
+    from gpt2_core.sampling import SamplingConfig
+
+    torch.manual_seed(0)
+    ours = GPT(get_preset(args.preset)).to(args.device).eval()
+    theirs = hf_twin(ours).to(args.device).eval()
+    prompt = torch.randint(0, 50256, (args.prompt,), generator=torch.Generator().manual_seed(1)).tolist()
+    greedy = SamplingConfig(max_new_tokens=args.new, temperature=0, stop_at_eot=False)
+    hf_input = torch.tensor([prompt], device=args.device)
+    out: dict[str, list[int]] = {}
+
+    def run_ours() -> None:
+        out["ours"] = [int(t) for t in torch.stack(list(generate_ids(ours, prompt, greedy)))[:, 0]]
+
+    def run_theirs() -> None:
+        with torch.inference_mode():
+            ids = theirs.generate(
+                hf_input,
+                attention_mask=torch.ones_like(hf_input),
+                max_new_tokens=args.new,
+                min_new_tokens=args.new,
+                do_sample=False,
+                pad_token_id=50256,
+            )
+        out["transformers"] = ids[0, args.prompt :].tolist()
+
+    run_ours(), run_theirs()  # warm-up (allocator, thread pools, kernels)
+    times = interleaved({"ours": run_ours, "transformers": run_theirs}, args.repeats)
+    same = sum(a == b for a, b in zip(out["ours"], out["transformers"]))
+    print(f"machine: {machine()}")
+    print(
+        f"greedy decode, {args.preset}, batch 1, prompt {args.prompt}, {args.new} new tokens, "
+        f"{args.repeats} interleaved runs (tokens/s best / median):"
+    )
+    best = {}
+    for name, t in times.items():
+        b, m = summary(t, args.new)
+        best[name] = (b, m)
+        print(f"  {name:13s} {b:8.1f} / {m:8.1f}")
+    print(
+        f"  ratio ours/transformers: best {best['ours'][0] / best['transformers'][0]:.2f}x, "
+        f"median {best['ours'][1] / best['transformers'][1]:.2f}x"
+    )
+    print(f"  identical greedy tokens: {same}/{args.new}")
+
+
+if __name__ == "__main__":
+    main()

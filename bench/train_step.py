@@ -1,0 +1,90 @@
+"""Training step speed: forward + backward + AdamW, gpt2_core.GPT vs transformers GPT2LMHeadModel.
+
+    uv run python bench/train_step.py [--preset gpt2] [--batch 2] [--seq 256] [--repeats 3] [--threads N]
+
+Same config, same weights, same batch, the same optimizer settings for both (AdamW, lr 6e-4,
+betas (0.9, 0.95), weight decay 0.1, fused where torch supports it on the device), in one process with the
+same threads, alternating; prints the best and the median tokens/s of each and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _hf_compare import hf_twin, interleaved, machine, summary  # noqa: E402
+
+
+def adamw(model: torch.nn.Module, fused: bool) -> torch.optim.AdamW:
+    """nanoGPT's grouping: decay on matrices and embeddings, none on biases and norms."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=6e-4, betas=(0.9, 0.95), eps=1e-8, fused=fused)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="gpt2")
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from gpt2_core import GPT, get_preset
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    ours = GPT(get_preset(args.preset)).to(device).train()
+    theirs = hf_twin(ours).to(device).train()
+    fused = "fused" in inspect.signature(torch.optim.AdamW).parameters
+    opt_ours, opt_theirs = adamw(ours, fused), adamw(theirs, fused)
+    tokens = torch.randint(0, 50257, (args.batch, args.seq + 1), generator=torch.Generator().manual_seed(1))
+    x, y = tokens[:, :-1].to(device), tokens[:, 1:].to(device)
+    losses: dict[str, float] = {}
+
+    def step_ours() -> None:
+        _, loss = ours(x, y)
+        loss.backward()
+        opt_ours.step()
+        opt_ours.zero_grad(set_to_none=True)
+        losses["ours"] = loss.item()
+
+    def step_theirs() -> None:
+        loss = theirs(input_ids=tokens[:, :-1].to(device), labels=tokens[:, :-1].to(device)).loss
+        loss.backward()
+        opt_theirs.step()
+        opt_theirs.zero_grad(set_to_none=True)
+        losses["transformers"] = loss.item()
+
+    step_ours(), step_theirs()  # warm-up; also allocates the optimizer state
+    times = interleaved({"ours": step_ours, "transformers": step_theirs}, args.repeats)
+    work = args.batch * args.seq
+    print(f"machine: {machine()}")
+    print(
+        f"train step (fwd+bwd+AdamW fused={fused}), {args.preset}, batch {args.batch} x {args.seq} tokens, "
+        f"{args.repeats} interleaved runs (tokens/s best / median):"
+    )
+    res = {}
+    for name, t in times.items():
+        res[name] = summary(t, work)
+        print(f"  {name:13s} {res[name][0]:8.1f} / {res[name][1]:8.1f}   (last loss {losses[name]:.3f})")
+    print(
+        f"  ratio ours/transformers: best {res['ours'][0] / res['transformers'][0]:.2f}x, "
+        f"median {res['ours'][1] / res['transformers'][1]:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
