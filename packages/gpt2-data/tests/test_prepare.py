@@ -34,6 +34,15 @@ def test_tokens_are_documents_after_eot(synthetic: str, tmp_path: Path) -> None:
     assert m["tokenizer"]["name"] == "gpt2" and m["options"] == {"docs": 50, "seed": 0}
 
 
+def test_special_token_text_is_plain_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpt2_data import datasets
+
+    text = "a <|endoftext|> in a document is text, not a document boundary"
+    monkeypatch.setattr(datasets.PythonStdlib, "documents", lambda self: iter([text]))
+    prepare("python-stdlib", tmp_path, shard_tokens=100, val_tokens=0, progress=False)
+    assert all_tokens(tmp_path, "train").tolist() == [50256, *Tokenizer().encode(text)]
+
+
 def test_val_head_and_max_tokens(synthetic: str, tmp_path: Path) -> None:
     m = prepare(
         synthetic, tmp_path / "d", shard_tokens=1000, val_tokens=1500, max_tokens=5000, progress=False

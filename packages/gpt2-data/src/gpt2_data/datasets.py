@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import os
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -110,8 +111,12 @@ class PythonStdlib(TextDataset):
         skip = {"site-packages", "dist-packages", "__pycache__"}
         if not self.options.include_tests:
             skip |= {"test", "tests", "idle_test"}
+        found = []
+        # os.walk with pruning: site-packages can hold far more files than the standard library itself.
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if d not in skip]
+            found += [Path(folder, f) for f in files if f.endswith(".py")]
         # Sorted relative posix paths: the same order on every OS and run, which resuming relies on.
-        found = [p for p in root.rglob("*.py") if not skip.intersection(p.relative_to(root).parts[:-1])]
         return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
     def documents(self) -> Iterator[str]:
