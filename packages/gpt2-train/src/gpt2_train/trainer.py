@@ -101,9 +101,11 @@ def prepare_data(cfg: TrainConfig, env: DistEnv) -> Path:
         raise UserError("give --data-dir (a directory from `gpt2 data prepare`) or --dataset NAME")
     out = cache_dir() / "data" / cfg.dataset
     if env.is_main:
-        from gpt2_data.prepare import prepare
+        from gpt2_data.prepare import prepare, read_manifest
 
-        print(f"preparing dataset {cfg.dataset!r} in {out} (once)", file=sys.stderr)
+        manifest = read_manifest(out) if out.is_dir() else None
+        if not (manifest and manifest.get("complete")):
+            print(f"preparing dataset {cfg.dataset!r} in {out} (once)", file=sys.stderr)
         prepare(cfg.dataset, out, progress=sys.stderr.isatty())
     barrier(env)
     return out
@@ -186,16 +188,16 @@ class Trainer:
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")
         self.autocast_dtype = torch.bfloat16 if use_bf16 else None
 
-        if train_source is None or (val_source is None and cfg.eval_every):
+        if train_source is None:
+            # Given sources are used as they are (no val source: no val loss); otherwise shards.
             from gpt2_data.loader import ShardLoader
 
             data_dir = prepare_data(cfg, self.env)
             common = dict(
                 batch_size=cfg.micro_batch, seq_len=cfg.seq_len, rank=self.env.rank, world_size=world
             )
-            if train_source is None:
-                train_source = ShardLoader(data_dir, split="train", seed=cfg.seed, shuffle=True, **common)
-            if val_source is None and cfg.eval_every:
+            train_source = ShardLoader(data_dir, split="train", seed=cfg.seed, shuffle=True, **common)
+            if cfg.eval_every:
                 val_source = ShardLoader(data_dir, split="val", shuffle=False, **common)
         self.train_source: BatchSource = train_source
         self.val_source = val_source

@@ -1,0 +1,83 @@
+"""Checkpoint save time of ``gpt2 train`` (model + AdamW state) vs a plain write of the same bytes.
+
+    uv run python bench/checkpoint.py [--model gpt2] [--repeats 3] [--dir DIR]
+
+Saves with ``gpt2_train.checkpoint.Checkpointer.save`` itself (temp directory, safetensors weights,
+optimizer state, fsync, rename, ``latest`` update) and compares with writing one buffer of the same size to
+one file and fsyncing it, alternating the two. Target: within 1.5x, so a 60-second cadence costs a GPU run
+little more than the disk's own write time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import interleaved, machine  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="gpt2", help="gpt2_core model preset")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--dir", default=None, help="where to write (default: a temporary directory)")
+    args = ap.parse_args()
+
+    from gpt2_train.checkpoint import Checkpointer
+    from gpt2_train.config import TrainConfig
+    from gpt2_train.optim import build_optimizer
+    from gpt2_train.trainer import build_model
+
+    cfg = TrainConfig(model=args.model, max_steps=1)
+    model = build_model(cfg)
+    opt = build_optimizer(model, cfg, torch.device("cpu"))
+    for p in model.parameters():  # one step on zero gradients fills AdamW's two moment buffers
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+    root = Path(tempfile.mkdtemp(prefix="ckpt-bench-", dir=args.dir))
+    try:
+        ck = Checkpointer(root / "run", keep=1)
+        counter = iter(range(1, 10**6))
+        state = {"tokens_seen": 0, "config": cfg.to_dict()}
+
+        def save_checkpoint() -> None:
+            ck.save(model, opt, {**state, "step": next(counter)}, [{"rng": torch.get_rng_state()}])
+
+        save_checkpoint()
+        total = sum(f.stat().st_size for f in (root / "run" / "latest").iterdir())
+        blob = os.urandom(1024) * (total // 1024)
+
+        def plain_write() -> None:
+            path = root / "plain.bin"
+            with open(path, "wb") as f:
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+            path.unlink()
+
+        times = interleaved({"checkpoint": save_checkpoint, "plain write": plain_write}, args.repeats)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    print(f"machine: {machine()}")
+    print(f"model {args.model}: {model.num_params() / 1e6:.1f}M params; checkpoint {total / 1e9:.2f} GB")
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for name, t in times.items():
+        print(
+            f"{name:>12}: median {med[name]:.2f} s  best {min(t):.2f} s  ({total / med[name] / 1e9:.2f} GB/s)"
+        )
+    print(f"ratio checkpoint / plain write: median {med['checkpoint'] / med['plain write']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
