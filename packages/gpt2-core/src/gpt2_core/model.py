@@ -7,6 +7,7 @@ exporting weights is a transpose of the four Conv1D matrices, not a renaming tab
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -231,13 +232,13 @@ class GPT(nn.Module):
     # --- weight files (see gpt2_core.weights) ---
 
     @classmethod
-    def from_pretrained(cls, path: str, device: str | torch.device = "cpu") -> GPT:
+    def from_pretrained(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> GPT:
         """Load a saved model directory (ours, or a Hugging Face GPT-2 directory)."""
         from gpt2_core.weights import load_model
 
         return load_model(path, device=device)
 
-    def save_pretrained(self, path: str) -> None:
+    def save_pretrained(self, path: str | os.PathLike[str]) -> None:
         """Write ``model.safetensors`` and ``config.json`` into directory ``path``."""
         from gpt2_core.weights import save_model
 
