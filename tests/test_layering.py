@@ -64,6 +64,22 @@ def test_importing_all_of_core_loads_nothing_forbidden() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_light_modules_do_not_import_torch() -> None:
+    """The CLI's --help and data preparation workers import these; torch costs seconds and ~650 MB."""
+    light = [
+        "gpt2_core",
+        "gpt2_core.errors",
+        "gpt2_core.hookspecs",
+        "gpt2_core.plugins",
+        "gpt2_core.sampling",
+    ]
+    light += ["gpt2_core.config", "gpt2_core.tokenizer"]
+    code = f"import sys\nfor m in {light!r}:\n    __import__(m)\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
 GENERATE = """
 import importlib.util, sys, tempfile
 import torch

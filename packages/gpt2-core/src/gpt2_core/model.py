@@ -16,9 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gpt2_core.errors import UserError
+from gpt2_core.tokenizer import EOT_ID, EOT_TOKEN  # also importable from here
 
-EOT_TOKEN = "<|endoftext|>"
-EOT_ID = 50256
 GPT2_VOCAB_SIZE = 50257
 
 

@@ -18,7 +18,10 @@ from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 from tiktoken_ext.openai_public import r50k_pat_str
 
 from gpt2_core.errors import UserError
-from gpt2_core.model import EOT_ID, EOT_TOKEN
+
+# Defined here, not in gpt2_core.model, so that tokenizing (data preparation workers) never imports torch.
+EOT_TOKEN = "<|endoftext|>"
+EOT_ID = 50256
 
 # The hashes tiktoken_ext.openai_public.gpt2() checks the downloaded files against.
 VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
