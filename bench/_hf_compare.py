@@ -21,20 +21,39 @@ def machine() -> str:
     return f"{dev}; torch {torch.__version__}; {torch.get_num_threads()} threads; {platform.platform()}"
 
 
-def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of each function, alternating between them so a noisy neighbour hits all alike."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
+def interleaved(
+    fns: dict[str, Callable[[], None]], repeats: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and CPU seconds per call of each function, alternating so a noisy neighbour hits all alike.
+
+    CPU time (all this process's threads) is the figure to trust on a shared machine: time spent waiting
+    for a core does not count in it.
+    """
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
     for r in range(repeats):
         order = list(fns.items()) if r % 2 == 0 else list(reversed(fns.items()))
         for name, fn in order:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - t0)
-    return times
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return wall, cpu
+
+
+def report(wall: dict[str, list[float]], cpu: dict[str, list[float]], work: float, unit: str) -> None:
+    """Print best/median throughput by wall clock and by CPU time, and ours/transformers ratios."""
+    for label, times in (("wall clock", wall), ("CPU time", cpu)):
+        res = {name: summary(t, work) for name, t in times.items()}
+        print(f"  by {label} ({unit}, best / median):")
+        for name, (b, m) in res.items():
+            print(f"    {name:13s} {b:9.1f} / {m:9.1f}")
+        ours, ref = res["ours"], res["transformers"]
+        print(f"    ratio ours/transformers: best {ours[0] / ref[0]:.2f}x, median {ours[1] / ref[1]:.2f}x")
 
 
 def summary(times: list[float], work: float) -> tuple[float, float]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _hf_compare import hf_twin, interleaved, machine, summary  # noqa: E402
+from _hf_compare import hf_twin, interleaved, machine, report  # noqa: E402
 
 
 def main() -> None:
@@ -58,22 +58,14 @@ def main() -> None:
         out["transformers"] = ids[0, args.prompt :].tolist()
 
     run_ours(), run_theirs()  # warm-up (allocator, thread pools, kernels)
-    times = interleaved({"ours": run_ours, "transformers": run_theirs}, args.repeats)
+    wall, cpu = interleaved({"ours": run_ours, "transformers": run_theirs}, args.repeats)
     same = sum(a == b for a, b in zip(out["ours"], out["transformers"]))
     print(f"machine: {machine()}")
     print(
         f"greedy decode, {args.preset}, batch 1, prompt {args.prompt}, {args.new} new tokens, "
-        f"{args.repeats} interleaved runs (tokens/s best / median):"
+        f"{args.repeats} interleaved runs:"
     )
-    best = {}
-    for name, t in times.items():
-        b, m = summary(t, args.new)
-        best[name] = (b, m)
-        print(f"  {name:13s} {b:8.1f} / {m:8.1f}")
-    print(
-        f"  ratio ours/transformers: best {best['ours'][0] / best['transformers'][0]:.2f}x, "
-        f"median {best['ours'][1] / best['transformers'][1]:.2f}x"
-    )
+    report(wall, cpu, args.new, "new tokens/s")
     print(f"  identical greedy tokens: {same}/{args.new}")
 
 

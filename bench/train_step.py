@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _hf_compare import hf_twin, interleaved, machine, summary  # noqa: E402
+from _hf_compare import hf_twin, interleaved, machine, report  # noqa: E402
 
 
 def adamw(model: torch.nn.Module, fused: bool) -> torch.optim.AdamW:
@@ -69,21 +69,14 @@ def main() -> None:
         losses["transformers"] = loss.item()
 
     step_ours(), step_theirs()  # warm-up; also allocates the optimizer state
-    times = interleaved({"ours": step_ours, "transformers": step_theirs}, args.repeats)
-    work = args.batch * args.seq
+    wall, cpu = interleaved({"ours": step_ours, "transformers": step_theirs}, args.repeats)
     print(f"machine: {machine()}")
     print(
         f"train step (fwd+bwd+AdamW fused={fused}), {args.preset}, batch {args.batch} x {args.seq} tokens, "
-        f"{args.repeats} interleaved runs (tokens/s best / median):"
+        f"{args.repeats} interleaved runs; last loss ours {losses['ours']:.3f}, "
+        f"transformers {losses['transformers']:.3f}:"
     )
-    res = {}
-    for name, t in times.items():
-        res[name] = summary(t, work)
-        print(f"  {name:13s} {res[name][0]:8.1f} / {res[name][1]:8.1f}   (last loss {losses[name]:.3f})")
-    print(
-        f"  ratio ours/transformers: best {res['ours'][0] / res['transformers'][0]:.2f}x, "
-        f"median {res['ours'][1] / res['transformers'][1]:.2f}x"
-    )
+    report(wall, cpu, args.batch * args.seq, "tokens/s")
 
 
 if __name__ == "__main__":
