@@ -192,7 +192,7 @@ def test_third_party_logger_and_dataset(fixture_plugin, tmp_path: Path) -> None:
         env=env,
     )
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "cache" / "data" / "example-tales" / "manifest.json").is_file()
+    assert (tmp_path / "cache" / "data" / "example-tales-shards100000000" / "manifest.json").is_file()
     csv = (run / "example.csv").read_text().splitlines()
     assert csv[0] == "# max_steps=3"
     assert "3,train/loss," in "\n".join(csv) and any(",val/loss," in line for line in csv)

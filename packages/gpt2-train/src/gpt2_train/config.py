@@ -36,6 +36,9 @@ class TrainConfig:
     """Directory of prepared shards (from gpt2 data prepare)."""
     dataset: str | None = None
     """Without --data-dir: a dataset to prepare automatically into the cache (the tiny preset: python-stdlib)."""
+    dataset_shard_tokens: int = 100_000_000
+    """Shard size when --dataset is prepared automatically; small shards mix a small corpus better, since
+    the loader shuffles the order of shards."""
 
     # --- batch and length ---
     total_batch_tokens: int = 524288
@@ -118,7 +121,15 @@ class TrainConfig:
     """Stop the run after this many non-finite (NaN/inf) steps in a row; such steps are skipped."""
 
     def __post_init__(self) -> None:
-        positive = ("total_batch_tokens", "micro_batch", "seq_len", "log_every", "keep", "max_nonfinite")
+        positive = (
+            "total_batch_tokens",
+            "micro_batch",
+            "seq_len",
+            "log_every",
+            "keep",
+            "max_nonfinite",
+            "dataset_shard_tokens",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise UserError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")
@@ -182,6 +193,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
         model="tiny",
         dataset="python-stdlib",
+        dataset_shard_tokens=16384,
         total_batch_tokens=2048,
         micro_batch=16,
         seq_len=128,
@@ -191,7 +203,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         eval_every=50,
         eval_batches=8,
         sample_every=50,
-        sample_prompt="def ",
+        sample_prompt="def",
         sample_tokens=48,
         checkpoint_every_seconds=60.0,
         run_dir="runs/tiny",
