@@ -73,6 +73,8 @@ class ChatSession:
         self.cache = KVCache(model.config, 1, p.device, p.dtype)
         self._cached: list[int] = []  # ids whose keys/values the cache holds (its first cache.length)
         self.last_prompt_len = 0
+        self.last_reply_len = 0
+        """Tokens in the prompt and in the reply of the last turn."""
 
     @property
     def is_chat(self) -> bool:
@@ -158,6 +160,7 @@ class ChatSession:
         finally:
             steps.close()  # runs generate_ids' cleanup now: the cache is consistent again
             self._cached = ids + out
+            self.last_reply_len = len(out)
             if self.template is not None:
                 content = [t for t in out if t not in stop_ids and t != self.tokenizer.eot_id]
                 self.messages.append({"role": "assistant", "content": self.tokenizer.decode(content)})

@@ -11,9 +11,18 @@ from typing import Any
 import typer
 from gpt2_cli.options import dataclass_options
 from gpt2_core.errors import UserError
+from typer.core import TyperGroup
 
 from gpt2_sft.chat import ChatSampling
-from gpt2_sft.config import SFTPrepareConfig
+from gpt2_sft.config import SFTConfig, SFTPrepareConfig
+
+SFT_HELP = """Fine-tune a model on instructions (under torchrun: DDP across its processes).
+
+Options of --dataset follow as --field value, e.g.
+gpt2 sft --from runs/tiny/latest --dataset alpaca --path data.jsonl --run-dir runs/sft
+(`gpt2 sft` and `gpt2 sft train` are the same command). Flags override --config (TOML of these fields).
+The result, RUN_DIR/latest, is a model directory for gpt2 chat, gpt2 generate and gpt2 export.
+"""
 
 
 def read_model_config(path: str | Path) -> Any:
@@ -135,10 +144,66 @@ def chat_command() -> Callable[..., None]:
     )(chat)
 
 
+def train_command(
+    ctx: typer.Context,
+    config: SFTConfig,
+    config_file: Path | None = typer.Option(None, "--config", help="TOML file of SFT config fields."),
+) -> None:
+    from gpt2_train.cli import given_flags
+    from gpt2_train.config import build_config
+
+    cfg = build_config(
+        None, str(config_file) if config_file else None, given_flags(SFTConfig, ctx), cls=SFTConfig
+    )
+    options: dict[str, Any] = {}
+    if ctx.args:
+        if not cfg.dataset or cfg.data_dir:
+            raise UserError(f"unexpected arguments {' '.join(ctx.args)}: dataset options go with --dataset")
+        from gpt2_data.cli import parse_dataset_options
+
+        options = parse_dataset_options(cfg.dataset, list(ctx.args))
+    from gpt2_sft.sft import run_sft
+
+    result = run_sft(cfg, options)
+    if result.stopped_by is not None:
+        sys.exit(128 + result.stopped_by)
+
+
+class _SFTGroup(TyperGroup):
+    """``gpt2 sft ARGS`` is ``gpt2 sft train ARGS`` unless ARGS start with a sub-command or --help."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["train", *args]
+        return super().parse_args(ctx, args)
+
+
+# Fields that make no sense when fine-tuning an existing model.
+NOT_FOR_SFT = (
+    "model",
+    "model_overrides",
+    "vocab_multiple",
+    "hellaswag_every",
+    "hellaswag_file",
+    "hellaswag_limit",
+    "sample_every",
+    "sample_prompt",
+    "sample_tokens",
+)
+
+
 def sft_app() -> typer.Typer:
-    app = typer.Typer(help="Instruction fine-tuning: prepare data, then train.", no_args_is_help=True)
-    app.command(
-        "prepare",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )(dataclass_options(SFTPrepareConfig, into="config")(prepare_command))
+    app = typer.Typer(cls=_SFTGroup, help=SFT_HELP, no_args_is_help=True)
+    extra = {"allow_extra_args": True, "ignore_unknown_options": True}
+    app.command("train", help=SFT_HELP, context_settings=extra)(
+        dataclass_options(
+            SFTConfig,
+            into="config",
+            flags={"init_from": "--from", "loggers": "--logger"},
+            exclude=NOT_FOR_SFT,
+        )(train_command)
+    )
+    app.command("prepare", context_settings=extra)(
+        dataclass_options(SFTPrepareConfig, into="config")(prepare_command)
+    )
     return app

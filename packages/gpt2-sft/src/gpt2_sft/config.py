@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpt2_core.errors import UserError
+from gpt2_train.config import TrainConfig
 
 
 @dataclass
@@ -29,5 +30,50 @@ class SFTPrepareConfig:
             raise UserError(f"--template must be auto, special or plain, got {self.template!r}")
         if self.max_len < 0:
             raise UserError(f"--max-len must be >= 0, got {self.max_len}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise UserError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class SFTConfig(TrainConfig):
+    """``gpt2 sft``: ``gpt2 train``'s config with fine-tuning defaults (low lr, few epochs, held-out val)."""
+
+    init_from: str | None = None
+    """The model to fine-tune: one of our model directories or checkpoints (RUN/latest), or Hugging Face GPT-2."""
+    data_dir: str | None = None
+    """Directory of examples from gpt2 sft prepare."""
+    dataset: str | None = None
+    """Without --data-dir: an instruction dataset (alpaca, chat) to prepare into RUN_DIR/data; its options follow."""
+    total_batch_tokens: int = 65536
+    """Token slots per optimizer step over all ranks (padding included); accumulation makes up the difference."""
+    micro_batch: int = 8
+    """Rows of packed examples per forward/backward pass on each rank."""
+    seq_len: int = 1024
+    """Longest row in tokens (at most the model's context window); longer conversations lose whole turns."""
+    epochs: float = 2.0
+    """Passes over the training examples, used when --max-steps is 0."""
+    lr: float = 3e-5
+    """Peak learning rate (much lower than pre-training: the model should keep what it knows)."""
+    warmup_steps: int = 20
+    """Steps of linear warm-up from 0 to lr."""
+    weight_decay: float = 0.0
+    """AdamW weight decay, applied to 2-D weights only."""
+    eval_every: int = 50
+    """Val loss (on the held-out conversations) every this many steps, and at the end (0: never)."""
+    eval_batches: int = 10
+    """Micro-batches of val examples per val loss (at most one pass over them)."""
+    run_dir: str = "runs/sft"
+    """Directory for checkpoints and logs; RUN_DIR/latest is the newest checkpoint, a model directory."""
+    template: str = "auto"
+    """Chat template for a model without one: special (role tokens), plain (text markers), or auto."""
+    pack: bool = True
+    """Pack several conversations into each row (no padding waste); --no-pack puts one per row."""
+    val_fraction: float = 0.05
+    """With --dataset: the share of conversations held out for val loss."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.template not in ("auto", "special", "plain"):
+            raise UserError(f"--template must be auto, special or plain, got {self.template!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise UserError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
