@@ -56,7 +56,7 @@ def prepare_command(
     from gpt2_data.cli import parse_dataset_options
     from gpt2_data.datasets import build_dataset
 
-    from gpt2_sft.data import prepare
+    from gpt2_sft.data import prepare, with_progress
     from gpt2_sft.template import ChatTemplate, chat_config
 
     options = parse_dataset_options(config.dataset, list(ctx.args))
@@ -68,7 +68,7 @@ def prepare_command(
     template = ChatTemplate(cfg.chat_template, Tokenizer(cfg.special_tokens))
     max_len = config.max_len or cfg.block_size + 1
     stats = prepare(
-        dataset.conversations(),
+        with_progress(dataset.conversations(), sys.stderr.isatty()),
         template,
         out,
         max_len=max_len,

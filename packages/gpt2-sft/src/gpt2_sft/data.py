@@ -214,6 +214,25 @@ def fit_conversation(
     return best[0], best[1], "truncated"
 
 
+def with_progress(conversations: Iterator[list[Message]], enabled: bool) -> Iterator[list[Message]]:
+    """``conversations``, counted on a rich progress line on stderr when ``enabled`` (a terminal, rank 0)."""
+    if not enabled:
+        yield from conversations
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (
+        SpinnerColumn(),
+        TextColumn("tokenizing conversations: {task.completed:,}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=True) as progress:
+        task = progress.add_task("tokenizing", total=None)
+        for conv in conversations:
+            yield conv
+            progress.advance(task)
+
+
 def prepare(
     conversations: Iterator[list[Message]],
     template: ChatTemplate,
