@@ -152,3 +152,29 @@ def test_sft_user_errors(setup: dict[str, Path], tmp_path: Path, capsys: pytest.
         capsys,
     )
     assert code == 2 and "plain" in err and "gpt2 sft prepare" in err
+
+
+def test_sft_from_a_hugging_face_gpt2_uses_plain_markers(
+    setup: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Hugging Face GPT-2 directory has exactly 50257 embedding rows: no room for chat tokens."""
+    from gpt2_core.weights import (
+        WEIGHTS_FILE,
+        config_to_hf,
+        model_state_dict,
+        save_state_dict,
+        state_dict_to_hf,
+    )
+
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=64))
+    (hf / "config.json").write_text(json.dumps(config_to_hf(gpt.config)))
+    save_state_dict(state_dict_to_hf(model_state_dict(gpt), gpt.config), hf / WEIGHTS_FILE)
+    args = [*common(setup), "--max-steps", "1", "--eval-every", "0"]
+    args[args.index("--from") + 1] = str(hf)
+    code, err = sft(args, capsys)
+    assert code == 0, err
+    model = load_model(setup["run"] / "latest")
+    assert model.config.chat_template["kind"] == "plain" and model.config.vocab_size == 50257
