@@ -145,7 +145,18 @@ def cli_env() -> dict[str, str]:
 
 def test_piped_stdin_gives_one_reply_per_line(model_dir: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "gpt2_cli", "chat", "--model", str(model_dir), "--max-tokens", "3"],
+        [
+            sys.executable,
+            "-m",
+            "gpt2_cli",
+            "chat",
+            "--model",
+            str(model_dir),
+            "--max-tokens",
+            "3",
+            "--threads",
+            "1",
+        ],
         input="first\nsecond\n",
         capture_output=True,
         text=True,
