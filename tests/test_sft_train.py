@@ -178,3 +178,22 @@ def test_sft_from_a_hugging_face_gpt2_uses_plain_markers(
     assert code == 0, err
     model = load_model(setup["run"] / "latest")
     assert model.config.chat_template["kind"] == "plain" and model.config.vocab_size == 50257
+
+
+@pytest.mark.slow
+def test_sft_under_torchrun_two_gloo_ranks(setup: dict[str, Path]) -> None:
+    """Rank 0 prepares the data while rank 1 waits; both train on their own rows; rank 0 checkpoints."""
+    import subprocess
+    import sys
+
+    args = [*common(setup), "--max-steps", "2", "--total-batch-tokens", "256", "--eval-every", "2"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    r = subprocess.run(
+        [*torchrun, "-m", "gpt2_cli", "sft", *args], capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 rank(s)" in r.stderr and "accumulation 1" in r.stderr
+    assert load_model(setup["run"] / "latest").config.chat_template["kind"] == "special"
+    ranks = torch.load(setup["run"] / "latest" / "ranks.pt", weights_only=True)
+    # One epoch is a single batch per rank here: two steps end in the second epoch, on both ranks alike.
+    assert [(s["source"]["epoch"], s["source"]["batch"]) for s in ranks] == [(1, 1), (1, 1)]
