@@ -101,7 +101,7 @@ def check_data_matches(data_dir: Path, model: GPT) -> dict[str, Any]:
 
 def run_sft(cfg: SFTConfig, dataset_options: dict[str, Any] | None = None) -> TrainResult:
     """Fine-tune ``cfg.init_from`` (this rank's share under torchrun)."""
-    from gpt2_train.distributed import barrier, setup_distributed, teardown_distributed
+    from gpt2_train.distributed import broadcast_object, setup_distributed, teardown_distributed
     from gpt2_train.trainer import Trainer
 
     from gpt2_sft.data import load_split
@@ -110,8 +110,16 @@ def run_sft(cfg: SFTConfig, dataset_options: dict[str, Any] | None = None) -> Tr
     env = setup_distributed(cfg.device)
     try:
         model = build_sft_model(cfg)
-        data_dir = ensure_data(cfg, model, dataset_options or {}, env.is_main)
-        barrier(env)
+        # Rank 0 prepares while the others wait; its error, if any, stops every rank (none is left
+        # waiting in a collective call).
+        try:
+            data_dir, failure = ensure_data(cfg, model, dataset_options or {}, env.is_main), None
+        except UserError as e:
+            data_dir, failure = None, e
+        failure = broadcast_object(env, failure)
+        if failure is not None:
+            raise failure
+        assert data_dir is not None
         check_data_matches(data_dir, model)
         common: dict[str, Any] = dict(
             batch_size=cfg.micro_batch,
