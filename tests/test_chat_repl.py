@@ -65,10 +65,18 @@ def test_session_keeps_history_and_reuses_the_cache() -> None:
 
 
 def test_history_is_trimmed_by_whole_turns() -> None:
-    session = ChatSession(constant_model(), sampling(max_new_tokens=8))
+    model = constant_model()
+    fed: list[int] = []
+    model.register_forward_pre_hook(lambda m, args, kwargs: fed.append(args[0].size(1)), with_kwargs=True)
+    session = ChatSession(model, sampling(max_new_tokens=8))
+    turns = []
     for i in range(6):
+        fed.clear()
         "".join(session.reply(f"message number {i} " * 2))
+        turns.append((session.trimmed_turns, fed[0], session.last_prompt_len))
     assert session.trimmed_turns > 0
+    # Turns go in batches, so a turn after a trim still finds its prompt's start in the cache.
+    assert any(trimmed > 0 and n < prompt for trimmed, n, prompt in turns)
     ids = session.prompt_ids()
     assert len(ids) <= 64 - 8
     # The prompt starts at a user turn: <|endoftext|><|user|>...

@@ -69,6 +69,7 @@ class ChatSession:
         self.messages: list[Message] = []
         self.trimmed_turns = 0
         """How many early turns the last prompt left out to fit the context window."""
+        self._first = 0  # index of the first message the prompt still holds
         p = next(model.parameters())
         self.cache = KVCache(model.config, 1, p.device, p.dtype)
         self._cached: list[int] = []  # ids whose keys/values the cache holds (its first cache.length)
@@ -83,30 +84,35 @@ class ChatSession:
     def reset(self) -> None:
         """Forget the conversation (the system message stays)."""
         self.messages = []
+        self._first = 0
 
     def transcript(self) -> list[Message]:
         """The whole conversation, the system message first."""
         return ([{"role": "system", "content": self.system}] if self.system else []) + list(self.messages)
 
-    def _budget(self) -> tuple[int, int]:
-        """(longest prompt, tokens kept free for the reply) in this model's context window."""
+    def _longest_prompt(self) -> int:
+        """The context window less the tokens kept free for the reply (at most half of it)."""
         window = self.model.config.block_size
-        reserve = min(self.sampling.max_new_tokens, window // 2)
-        return window - reserve, reserve
+        return window - min(self.sampling.max_new_tokens, window // 2)
 
     def prompt_ids(self) -> list[int]:
         """The prompt for the next reply: the system message and as many of the latest turns as fit.
 
         Turns are dropped whole, oldest first; a user message that does not fit even alone is an error.
+        Once turns must go, enough go to leave a quarter of the room free, so the next few prompts start
+        with the same turn and the KV cache still holds them.
         """
         assert self.template is not None
-        longest, _ = self._budget()
+        longest = self._longest_prompt()
         system = [{"role": "system", "content": self.system}] if self.system else []
         starts = [i for i, m in enumerate(self.messages) if m["role"] == "user"]
-        for dropped, start in enumerate(starts):
+        kept = [i for i in starts if i >= self._first]
+        for n, start in enumerate(kept):
             ids = self.template.encode(system + self.messages[start:], add_generation_prompt=True)
-            if len(ids) <= longest:
-                self.trimmed_turns = dropped
+            room = longest if n == 0 or start == kept[-1] else longest * 3 // 4
+            if len(ids) <= room:
+                self._first = start
+                self.trimmed_turns = starts.index(start)
                 return ids
         raise ChatError(
             f"the message is too long: the prompt needs {len(ids)} tokens, this model's context window "
@@ -121,9 +127,7 @@ class ChatSession:
         from gpt2_core.generate import generate_ids
 
         if self.template is None:
-            ids = self.tokenizer.encode(text) or [self.tokenizer.eot_id]
-            longest, _ = self._budget()
-            ids = ids[-longest:]
+            ids = (self.tokenizer.encode(text) or [self.tokenizer.eot_id])[-self._longest_prompt() :]
             stop_ids: list[int] = []
         else:
             self.messages.append({"role": "user", "content": text})
