@@ -44,8 +44,31 @@ def peak_flops(device: torch.device) -> tuple[float, str]:
                 return peak, f"{name} (bf16 peak {peak / 1e12:.0f} TFLOP/s)"
         return 0.0, f"{name} (peak unknown: set {PEAK_ENV})"
     if device.type == "cpu":
-        # An estimate: 2 AVX2 FMA units x 8 fp32 lanes x 2 FLOPs at ~2.5 GHz per core.
         cores = torch.get_num_threads()
-        peak = cores * 2.5e9 * 32
-        return peak, f"cpu x{cores} threads (estimated fp32 peak {peak / 1e9:.0f} GFLOP/s)"
+        flops_per_cycle, ghz = _cpu_features()
+        peak = cores * ghz * 1e9 * flops_per_cycle
+        return (
+            peak,
+            f"cpu x{cores} threads (estimated fp32 peak {peak / 1e9:.0f} GFLOP/s; set {PEAK_ENV} to correct)",
+        )
     return 0.0, f"{device.type} (peak unknown: set {PEAK_ENV})"
+
+
+def _cpu_features() -> tuple[int, float]:
+    """fp32 FLOPs per cycle per core (2 FMA units x SIMD lanes x 2) and the clock in GHz, from /proc/cpuinfo.
+
+    A rough estimate (turbo and AVX-512 down-clocking are ignored); elsewhere AVX2 at 3 GHz is assumed.
+    """
+    flops, ghz = 32, 3.0
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return flops, ghz
+    if " avx512f" in info:
+        flops = 64
+    for line in info.splitlines():
+        if line.startswith("cpu MHz"):
+            ghz = float(line.split(":")[1]) / 1000
+            break
+    return flops, ghz
