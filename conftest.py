@@ -11,11 +11,11 @@ import importlib
 import os
 import shutil
 import sys
-import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import tomllib
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -32,13 +32,29 @@ def install_on_path(package_dir: Path, target: Path) -> Path:
         shutil.copytree(module, target / module.name, dirs_exist_ok=True)
     dist = target / f"{meta['name'].replace('-', '_')}-{meta['version']}.dist-info"
     dist.mkdir(parents=True, exist_ok=True)
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n")
+    (dist / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n"
+    )
     lines = []
     for group, entries in meta.get("entry-points", {}).items():
         lines.append(f"[{group}]")
         lines += [f"{k} = {v}" for k, v in entries.items()]
     (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
     return target
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked ``cuda`` where no CUDA GPU is present."""
+    if not any(item.get_closest_marker("cuda") for item in items):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from gpt2_core.errors import UserError
 from gpt2_core.model import GPT
 from torch.nn.parallel import DistributedDataParallel
 
+from gpt2_train import accel
 from gpt2_train.checkpoint import Checkpointer, LoadedCheckpoint, apply_checkpoint, capture_rng, restore_rng
 from gpt2_train.config import TrainConfig
 from gpt2_train.distributed import (
@@ -169,6 +170,7 @@ class Trainer:
         self.env = env or setup_distributed(cfg.device)
         dev = self.env.device
         world = self.env.world_size
+        accel.check(cfg, dev)
         per_micro = cfg.micro_batch * cfg.seq_len * world
         if cfg.total_batch_tokens % per_micro:
             raise UserError(
@@ -216,9 +218,7 @@ class Trainer:
             self._check_fresh_run_dir()
 
         # Wrap after loading: DDP broadcasts rank 0's weights, compile traces the final module.
-        wrapped: torch.nn.Module = self.model
-        if cfg.compile:
-            wrapped = torch.compile(wrapped)
+        wrapped = accel.apply(self.model, cfg, dev)
         if self.env.enabled:
             ids = [dev.index] if dev.type == "cuda" else None
             wrapped = DistributedDataParallel(wrapped, device_ids=ids)

@@ -1,0 +1,254 @@
+"""GPU training throughput: ``gpt2 train``'s step vs transformers, gpt2-xl on one GPU, and FP8.
+
+    python bench/train_gpu.py [--model gpt2] [--micro-batches 16,32,64] [--seq-len 1024] [--steps 20]
+        [--warmup 5] [--no-hf] [--xl-micro-batches 8,16] [--fp8] [--curve-steps 300 --data-dir DIR]
+
+Ours: the model, optimizer, speed-ups and step function exactly as ``gpt2 train`` builds them
+(``build_model`` with the vocab padded to 50304, ``accel.apply``: torch.compile, ``build_optimizer``: fused
+AdamW, ``TrainStep`` with bf16 autocast, TF32). Theirs: transformers ``GPT2LMHeadModel`` with
+``attn_implementation="sdpa"``, bf16 autocast, torch.compile and the same AdamW settings and batch. Each
+figure is timed over ``--steps`` steps after ``--warmup`` (which absorbs compilation); MFU is against the
+device's dense bf16 peak (``gpt2_train.mfu``). ``--fp8`` adds float8 (torchao) figures for 124M and xl,
+and, with ``--data-dir``, bf16 vs fp8 loss curves from the same start over ``--curve-steps`` steps.
+Runs on CUDA only (``--device cpu --model nano --no-compile`` is a smoke test of the script itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _hf_compare import hf_twin, machine  # noqa: E402
+from train_throughput import RandomTokens  # noqa: E402
+
+
+def free() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    torch._dynamo.reset()
+
+
+def timed(step: Callable[[], torch.Tensor], steps: int, warmup: int, device: torch.device) -> float:
+    """Seconds per step, after ``warmup`` untimed steps; one host read-back at the end, as a logged step."""
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+    float(loss)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / steps
+
+
+def bind(step: Callable, source: RandomTokens) -> Callable[[], torch.Tensor]:
+    """A zero-argument step on ``source`` at a fixed learning rate, for ``timed``."""
+    return lambda: step(source, 6e-4).loss
+
+
+def ours_step(args: argparse.Namespace, model_name: str, micro: int, device: torch.device, **flags: object):
+    """(step function, model) built the way gpt2 train builds them."""
+    from gpt2_train import accel
+    from gpt2_train.config import TrainConfig
+    from gpt2_train.optim import build_optimizer
+    from gpt2_train.step import TrainStep
+    from gpt2_train.trainer import build_model
+
+    cfg = TrainConfig(
+        model=model_name,
+        micro_batch=micro,
+        seq_len=args.seq_len,
+        total_batch_tokens=micro * args.seq_len,
+        max_steps=1,
+        compile=args.compile,
+        **flags,  # type: ignore[arg-type]
+    )
+    accel.check(cfg, device)
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device)
+    opt = build_optimizer(model, cfg, device)
+    step = TrainStep(
+        accel.apply(model, cfg, device),
+        opt,
+        grad_accum=1,
+        grad_clip=cfg.grad_clip,
+        device=device,
+        autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
+    )
+    return step, model
+
+
+def hf_step(micro: int, args: argparse.Namespace, device: torch.device):
+    """transformers' GPT-2 of the same shape (its own 50257-row vocab), sdpa attention, bf16 autocast,
+    compile, the same AdamW settings."""
+    from gpt2_core import GPT, get_preset
+
+    torch.manual_seed(0)
+    theirs = hf_twin(GPT(get_preset(args.model))).to(device).train()
+    theirs.config._attn_implementation = "sdpa"
+    params = [p for p in theirs.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=6e-4,
+        betas=(0.9, 0.95),
+        eps=1e-8,
+        fused=device.type == "cuda",
+    )
+    fwd = torch.compile(theirs) if args.compile and device.type == "cuda" else theirs
+    source = RandomTokens(micro, args.seq_len, 50257)
+
+    def step() -> torch.Tensor:
+        x, y = source.next_batch()
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = fwd(input_ids=x, labels=x).loss  # HF shifts labels itself
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    return step
+
+
+def report(
+    label: str, model: torch.nn.Module, micro: int, sec: float, args: argparse.Namespace, device
+) -> float:
+    from gpt2_train.mfu import flops_per_token, peak_flops
+
+    tps = micro * args.seq_len / sec
+    peak, _ = peak_flops(device)
+    mfu = f"{100 * tps * flops_per_token(model, args.seq_len) / peak:5.1f}%" if peak else "  n/a"
+    mem = f"{torch.cuda.max_memory_allocated() / 2**30:6.1f} GiB" if device.type == "cuda" else ""
+    print(f"  {label:34s} micro {micro:3d}: {tps:12,.0f} tokens/s  MFU {mfu}  peak mem {mem}", flush=True)
+    return tps
+
+
+def loss_curves(args: argparse.Namespace, device: torch.device) -> None:
+    """bf16 and fp8 from the same initial weights on the same batches: losses every 25 steps."""
+    from gpt2_data.loader import ShardLoader
+
+    curves = {}
+    for fp8 in (False, True):
+        free()
+        step, _ = ours_step(args, args.model, args.curve_micro, device, fp8=fp8)
+        source = ShardLoader(args.data_dir, batch_size=args.curve_micro, seq_len=args.seq_len, seed=0)
+        losses = []
+        for i in range(args.curve_steps):
+            lr = 6e-4 * min(1.0, (i + 1) / 50)
+            result = step(source, lr)
+            if (i + 1) % 25 == 0:
+                losses.append(float(result.loss))
+        curves["fp8" if fp8 else "bf16"] = losses
+    print("  step    bf16     fp8")
+    for i, (a, b) in enumerate(zip(curves["bf16"], curves["fp8"])):
+        print(f"  {25 * (i + 1):4d}  {a:6.3f}  {b:6.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="gpt2")
+    ap.add_argument("--micro-batches", default="16,32,64")
+    ap.add_argument("--seq-len", type=int, default=1024)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--no-hf", dest="hf", action="store_false", help="skip the transformers comparison")
+    ap.add_argument("--xl-micro-batches", default="8,16", help="gpt2-xl micro batches ('' to skip)")
+    ap.add_argument("--fp8", action="store_true", help="also measure float8 (torchao) for 124M and xl")
+    ap.add_argument("--data-dir", help="prepared shards for the bf16 vs fp8 loss curves")
+    ap.add_argument("--curve-steps", type=int, default=300)
+    ap.add_argument("--curve-micro", type=int, default=32)
+    args = ap.parse_args()
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit(
+            "bench/train_gpu.py needs a CUDA GPU (for a smoke test: --device cpu --model nano --no-compile)"
+        )
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+    print(f"machine: {machine()}", flush=True)
+
+    print(f"{args.model}, seq {args.seq_len}: ours vs transformers")
+    for micro in [int(b) for b in args.micro_batches.split(",") if b]:
+        free()
+        step, model = ours_step(args, args.model, micro, device)
+        source = RandomTokens(micro, args.seq_len, model.config.vocab_size)
+        ours = report(
+            "ours",
+            model,
+            micro,
+            timed(bind(step, source), args.steps, args.warmup, device),
+            args,
+            device,
+        )
+        if args.fp8:
+            free()
+            step8, model8 = ours_step(args, args.model, micro, device, fp8=True)
+            report(
+                "ours --fp8",
+                model8,
+                micro,
+                timed(bind(step8, source), args.steps, args.warmup, device),
+                args,
+                device,
+            )
+            del step8, model8
+        if args.hf:
+            free()
+            theirs = report(
+                "transformers (sdpa, bf16, compile)",
+                model,
+                micro,
+                timed(hf_step(micro, args, device), args.steps, args.warmup, device),
+                args,
+                device,
+            )
+            print(f"  {'ratio ours/transformers':34s} micro {micro:3d}: {ours / theirs:.2f}x", flush=True)
+        del step, model
+
+    for micro in [int(b) for b in args.xl_micro_batches.split(",") if b]:
+        print(f"gpt2-xl, seq {args.seq_len}, micro {micro}")
+        for flags in ({"activation_checkpointing": False}, {"activation_checkpointing": True}) + (
+            ({"activation_checkpointing": True, "fp8": True},) if args.fp8 else ()
+        ):
+            free()
+            label = "xl " + (" ".join(f"--{k.replace('_', '-')}" for k, v in flags.items() if v) or "(plain)")
+            try:
+                step, model = ours_step(args, "gpt2-xl", micro, device, **flags)
+                source = RandomTokens(micro, args.seq_len, model.config.vocab_size)
+                report(
+                    label,
+                    model,
+                    micro,
+                    timed(bind(step, source), args.steps, args.warmup, device),
+                    args,
+                    device,
+                )
+                del step, model
+            except torch.OutOfMemoryError:
+                print(f"  {label:34s} micro {micro:3d}: out of memory", flush=True)
+
+    if args.fp8 and args.data_dir:
+        print(f"loss curves {args.model}, micro {args.curve_micro}: bf16 vs fp8")
+        loss_curves(args, device)
+
+
+if __name__ == "__main__":
+    main()

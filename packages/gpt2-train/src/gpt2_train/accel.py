@@ -1,0 +1,58 @@
+"""GPU speed-ups applied to the model before DDP wraps it: float8 matmuls, activation checkpointing and
+``torch.compile``. Each is a flag of ``TrainConfig``; ``check`` refuses impossible combinations before any
+work is done, ``apply`` does the wrapping.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+from gpt2_core.errors import UserError
+from gpt2_core.model import GPT
+
+from gpt2_train.config import TrainConfig
+
+FP8_MIN_CAPABILITY = (8, 9)
+"""Float8 tensor cores: Ada (8.9) and Hopper (9.0) and newer."""
+
+
+def check(cfg: TrainConfig, device: torch.device) -> None:
+    """Refuse ``--fp8`` where it cannot run, with what to do instead."""
+    if not cfg.fp8:
+        return
+    if device.type != "cuda":
+        raise UserError(
+            f"--fp8 needs an NVIDIA GPU with float8 tensor cores (H100, L4, 4090); this run is on {device.type}"
+        )
+    capability = torch.cuda.get_device_capability(device)
+    if capability < FP8_MIN_CAPABILITY:
+        raise UserError(
+            f"--fp8 needs compute capability >= 8.9 (Ada/Hopper); {torch.cuda.get_device_name(device)} "
+            f"has {capability[0]}.{capability[1]}: train without --fp8"
+        )
+    if importlib.util.find_spec("torchao") is None:
+        raise UserError("--fp8 uses torchao's float8 training: pip install 'gpt2-train[fp8]' (or torchao)")
+
+
+def _fp8_filter(module: torch.nn.Module, fqn: str) -> bool:
+    # Only the blocks' matmuls: the LM head shares its weight with the embedding, and float8 GEMMs
+    # need both dimensions divisible by 16.
+    return (
+        fqn.startswith("transformer.h.")
+        and isinstance(module, torch.nn.Linear)
+        and module.in_features % 16 == 0
+        and module.out_features % 16 == 0
+    )
+
+
+def apply(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
+    """``model`` with the configured speed-ups; the result is what the step function calls."""
+    model.activation_checkpointing = cfg.activation_checkpointing
+    if cfg.fp8:
+        from torchao.float8 import convert_to_float8_training
+
+        convert_to_float8_training(model, module_filter_fn=_fp8_filter)
+    if cfg.compile and device.type == "cuda":
+        return torch.compile(model)
+    return model

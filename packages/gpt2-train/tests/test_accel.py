@@ -1,0 +1,65 @@
+"""The GPU speed-up flags: refusals on the wrong hardware (everywhere), and the real paths (CUDA only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from gpt2_core.errors import UserError
+from gpt2_train import accel
+from gpt2_train.trainer import Trainer
+
+from .conftest import CountingSource, small_config, small_model
+
+
+def test_fp8_is_refused_off_gpu(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path, fp8=True)
+    with pytest.raises(UserError, match="--fp8 needs an NVIDIA GPU"):
+        Trainer(cfg, model=small_model(), train_source=CountingSource())
+
+
+def test_compile_is_not_applied_on_cpu(tmp_path: Path) -> None:
+    model = small_model()
+    assert accel.apply(model, small_config(tmp_path, compile=True), torch.device("cpu")) is model
+
+
+def test_activation_checkpointing_gives_the_same_gradients() -> None:
+    x, y = CountingSource().next_batch()
+    grads = []
+    for recompute in (False, True):
+        model = small_model(seed=3)
+        model.activation_checkpointing = recompute
+        _, loss = model(x, y)
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.cuda
+def test_cuda_fast_path_learns(tmp_path: Path) -> None:
+    """bf16 autocast, TF32, fused AdamW and torch.compile together, as gpt2 train runs on a GPU."""
+    cfg = small_config(tmp_path, device="cuda", max_steps=30, compile=True)
+    tr = Trainer(cfg, model=small_model(), train_source=CountingSource(cfg.micro_batch, cfg.seq_len, seed=1))
+    assert tr.autocast_dtype is torch.bfloat16
+    assert tr.optimizer.defaults.get("fused")
+    result = tr.fit()
+    assert result.last_loss < 3.0
+
+
+@pytest.mark.cuda
+def test_fp8_on_gpu(tmp_path: Path) -> None:
+    """Accepted and learning on Ada/Hopper with torchao; refused with the capability named elsewhere."""
+    capable = torch.cuda.get_device_capability() >= accel.FP8_MIN_CAPABILITY
+    # float8 GEMMs need 16-divisible shapes: a wider model than the CPU tests use.
+    model = small_model(n_embd=64, n_head=4, n_layer=2, block_size=32)
+    cfg = small_config(tmp_path, device="cuda", fp8=True, max_steps=30, seq_len=32, total_batch_tokens=256)
+    if not capable:
+        with pytest.raises(UserError, match="compute capability"):
+            Trainer(cfg, model=model, train_source=CountingSource(cfg.micro_batch, cfg.seq_len))
+        return
+    pytest.importorskip("torchao")
+    tr = Trainer(cfg, model=model, train_source=CountingSource(cfg.micro_batch, cfg.seq_len, seed=1))
+    assert any("Float8" in type(m).__name__ for m in tr.model.modules())
+    assert tr.fit().last_loss < 3.5
