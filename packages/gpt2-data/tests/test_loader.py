@@ -51,14 +51,27 @@ def test_epochs_reshuffle_shard_order(prepared: Path) -> None:
     assert [other_seed._order(e) for e in range(4)] != [again._order(e) for e in range(4)]
 
 
-def test_resume_two_ranks_bit_for_bit(prepared: Path) -> None:
+@pytest.mark.parametrize("windows", [False, True], ids=["shards", "windows"])
+def test_resume_two_ranks_bit_for_bit(prepared: Path, windows: bool) -> None:
     def make(rank: int) -> ShardLoader:
-        return ShardLoader(prepared, batch_size=B, seq_len=T, rank=rank, world_size=2, seed=7)
+        return ShardLoader(
+            prepared,
+            batch_size=B,
+            seq_len=T,
+            rank=rank,
+            world_size=2,
+            seed=7,
+            shuffle_windows=windows,
+            window_tokens=64,
+        )
 
     ranks = [make(0), make(1)]
-    for loader in ranks:  # run into the second epoch so epoch and shuffled order matter
+    for loader in ranks:  # run into the second epoch so epoch and shuffled order matter, and stop mid-shard
         while loader.epoch < 1 or loader.shard_index < 2:
             loader.next_batch()
+        for _ in range(5):
+            loader.next_batch()
+        assert loader.offset > 0
     states = [json.loads(json.dumps(loader.state_dict())) for loader in ranks]  # as a checkpoint would
     expected = [batches(loader, 40) for loader in ranks]
     resumed = [make(0), make(1)]
@@ -73,6 +86,74 @@ def test_resume_two_ranks_bit_for_bit(prepared: Path) -> None:
     swapped.load_state_dict(states[0])
     assert torch.equal(swapped.next_batch()[0], expected[1][0][0])
     assert not torch.equal(expected[0][0][0], expected[1][0][0])
+
+
+def window_loader(prepared: Path, seed: int = 3, **kwargs) -> ShardLoader:
+    return ShardLoader(
+        prepared, batch_size=B, seq_len=T, seed=seed, shuffle_windows=True, window_tokens=64, **kwargs
+    )
+
+
+def test_window_shuffle_permutes_whole_documents(prepared: Path) -> None:
+    loader = window_loader(prepared)
+    streams = {}
+    for shard, path in enumerate(loader.paths):
+        tokens = open_shard(path)
+        w = loader.windows(shard, 0)
+        in_file_order = w[np.argsort(w[:, 0])]
+        # The windows tile the shard: the same tokens, as a multiset of windows, as the unshuffled stream.
+        assert in_file_order[0, 0] == 0 and in_file_order[-1, 1] == len(tokens)
+        assert np.array_equal(in_file_order[1:, 0], in_file_order[:-1, 1])
+        assert all(tokens[start] == 50256 for start in in_file_order[1:, 0])  # each starts a document
+        assert all(end - start >= 64 for start, end in in_file_order[:-1])
+        assert len(w) > 10 and not np.array_equal(w, in_file_order)  # and they are read in another order
+        streams[shard] = np.concatenate([tokens[a:b] for a, b in w]).astype(np.int64)
+    # next_batch reads exactly that permuted stream, batch after batch, across window boundaries.
+    step = B * T
+    while True:
+        x, y = loader.next_batch()
+        if loader.epoch == 1:  # that batch began the next epoch, in its own window order
+            break
+        shard, offset = loader.order[loader.shard_index], loader.offset - step
+        expected = torch.from_numpy(streams[shard][offset : offset + step + 1])
+        assert torch.equal(x.flatten(), expected[:-1]) and torch.equal(y.flatten(), expected[1:])
+
+
+def test_window_order_is_seeded_by_seed_epoch_and_shard(prepared: Path) -> None:
+    a, b, other = window_loader(prepared), window_loader(prepared), window_loader(prepared, seed=4)
+    assert np.array_equal(a.windows(0, 0), b.windows(0, 0))  # deterministic
+    assert np.array_equal(
+        np.sort(a.windows(0, 0), axis=0), np.sort(a.windows(0, 1), axis=0)
+    )  # same windows ...
+    assert not np.array_equal(a.windows(0, 0), a.windows(0, 1))  # ... in another order each epoch
+    assert not np.array_equal(a.windows(0, 0), other.windows(0, 0))
+    first = batches(a, 30)
+    assert all(torch.equal(p[0], q[0]) for p, q in zip(first, batches(b, 30)))
+    plain = batches(ShardLoader(prepared, batch_size=B, seq_len=T, seed=3), 30)
+    assert not all(torch.equal(p[0], q[0]) for p, q in zip(first, plain))
+    # Ranks still split one stream: two ranks read what one rank with twice the batch reads.
+    ranks = [window_loader(prepared, rank=r, world_size=2) for r in range(2)]
+    single = ShardLoader(
+        prepared, batch_size=2 * B, seq_len=T, seed=3, shuffle_windows=True, window_tokens=64
+    )
+    for _ in range(40):
+        pair = torch.cat([ranks[0].next_batch()[0].flatten(), ranks[1].next_batch()[0].flatten()])
+        assert torch.equal(pair, single.next_batch()[0].flatten())
+
+
+def test_window_settings_must_match_on_resume(prepared: Path) -> None:
+    state = window_loader(prepared).state_dict()
+    with pytest.raises(UserError, match=r"shuffle_windows True \(now False\)"):
+        ShardLoader(prepared, batch_size=B, seq_len=T, seed=3).load_state_dict(state)
+    with pytest.raises(UserError, match=r"window_tokens 64 \(now 128\)"):
+        ShardLoader(
+            prepared, batch_size=B, seq_len=T, seed=3, shuffle_windows=True, window_tokens=128
+        ).load_state_dict(state)
+    with pytest.raises(UserError, match="window tokens must be >= 1"):
+        ShardLoader(prepared, batch_size=B, seq_len=T, shuffle_windows=True, window_tokens=0)
+    old = ShardLoader(prepared, batch_size=B, seq_len=T).state_dict()
+    del old["shuffle_windows"], old["window_tokens"]  # a state saved before window shuffling existed
+    ShardLoader(prepared, batch_size=B, seq_len=T).load_state_dict(old)
 
 
 def test_resume_with_other_world_size_resplits(prepared: Path) -> None:

@@ -5,10 +5,19 @@ the ``r``-th slice of ``batch_size * seq_len`` tokens (plus one for the targets)
 of the stream in lock-step. A shard's tail shorter than a step is skipped, as in llm.c. Each epoch visits the
 shards in an order shuffled with a seed from ``(seed, epoch)``, the same on every rank.
 
+With ``shuffle_windows``, each shard is also read in a shuffled order of *windows*: runs of whole documents
+cut at the first document start (``<|endoftext|>``) at least ``window_tokens`` tokens after the window's own
+start, so a window holds one document or several short ones, and a document longer than ``window_tokens`` is
+a window by itself (a shard's leading piece before its first document start is one too). The windows are
+permuted with a seed from ``(seed, epoch, shard)`` and the loader reads their concatenation exactly as it
+would read the shard: same length, same steps, same rank slices. Only an index of window offsets is built per
+shard (by scanning the memory map in chunks), so memory stays bounded.
+
 The position (epoch, shard order, shard index, offset) is shared by all ranks, and each rank adds its own
 slice, so ``state_dict()`` of any rank resumes every rank at its very next batch. Resuming with another world
 size (or batch shape) is a documented re-split: training continues from the same point of the token stream,
-divided among the new ranks.
+divided among the new ranks. Window shuffling is part of the stream: resuming with other window settings or
+another seed is refused while it is on.
 """
 
 from __future__ import annotations
@@ -24,7 +33,9 @@ from gpt2_data.prepare import read_manifest
 from gpt2_data.shards import open_shard, read_header, verify_shard
 
 GPT2_VOCAB_SIZE = 50257
+EOT_ID = 50256  # <|endoftext|>, which starts every document
 STATE_VERSION = 1
+_SCAN_TOKENS = 1 << 24  # document starts are found in chunks of this many tokens (32 MiB of uint16)
 
 
 def find_shards(data_dir: str | Path, split: str) -> list[Path]:
@@ -55,6 +66,8 @@ class ShardLoader:
     ``x`` shifted by one token (they share one buffer). ``epoch`` counts completed passes over the split and
     ``tokens_seen`` the tokens consumed by all ranks together. ``reset()`` goes back to the start, so an
     evaluation reads the same batches every time (use ``shuffle=False`` for validation).
+    ``shuffle_windows`` also shuffles document-aligned windows of at least ``window_tokens`` tokens within each
+    shard (see the module docstring).
     """
 
     def __init__(
@@ -69,9 +82,15 @@ class ShardLoader:
         shuffle: bool = True,
         vocab_size: int = GPT2_VOCAB_SIZE,
         verify: bool = False,
+        shuffle_windows: bool = False,
+        window_tokens: int = 1024,
     ) -> None:
         if batch_size < 1 or seq_len < 1:
             raise UserError(f"batch size and sequence length must be >= 1 (got {batch_size}, {seq_len})")
+        if window_tokens < 1:
+            raise UserError(
+                f"window tokens must be >= 1 (got {window_tokens}; 1 makes every document a window)"
+            )
         if not 0 <= rank < world_size:
             raise UserError(f"rank {rank} is outside world size {world_size}")
         self.data_dir = Path(data_dir)
@@ -79,6 +98,7 @@ class ShardLoader:
         self.batch_size, self.seq_len = batch_size, seq_len
         self.rank, self.world_size = rank, world_size
         self.seed, self.shuffle = seed, shuffle
+        self.shuffle_windows, self.window_tokens = shuffle_windows, window_tokens
         self.vocab_size = vocab_size
         self.paths = find_shards(self.data_dir, split)
         self.names = [p.name for p in self.paths]
@@ -91,6 +111,9 @@ class ShardLoader:
                 f"of world_size x batch_size x seq_len + 1 = {self._step + 1}; use smaller batches or more data"
             )
         self._open: dict[int, np.ndarray] = {}
+        # The window layout of the shard being read: (shard, epoch) -> (starts, ends, virtual offsets).
+        self._layout_key: tuple[int, int] | None = None
+        self._layout: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.reset()
 
     @property
@@ -116,6 +139,52 @@ class ShardLoader:
             self._open[shard] = open_shard(self.paths[shard], vocab_size=self.vocab_size)
         return self._open[shard]
 
+    def _doc_windows(self, shard: int) -> np.ndarray:
+        """Window start offsets of ``shard`` in file order (the first is 0), from its document starts."""
+        tokens = self._tokens(shard)
+        found = [
+            np.flatnonzero(tokens[i : i + _SCAN_TOKENS] == EOT_ID) + i
+            for i in range(0, len(tokens), _SCAN_TOKENS)
+        ]
+        starts = np.concatenate([np.zeros(1, np.int64), *found]).astype(np.int64)
+        cuts = [0]
+        # Greedy: one searchsorted per window (not per document) finds the next start far enough away.
+        while (i := int(np.searchsorted(starts, cuts[-1] + self.window_tokens))) < len(starts):
+            cuts.append(int(starts[i]))
+        return np.asarray(cuts, dtype=np.int64)
+
+    def windows(self, shard: int, epoch: int) -> np.ndarray:
+        """``(n, 2)`` ``[start, end)`` token offsets of ``shard``'s windows in the order they are read in ``epoch``.
+
+        ``shard`` indexes ``self.paths``. Without ``shuffle_windows``, one window: the whole shard.
+        """
+        if not self.shuffle_windows:
+            return np.array([[0, self.lengths[shard]]], dtype=np.int64)
+        starts = self._doc_windows(shard)
+        ends = np.append(starts[1:], self.lengths[shard])
+        perm = np.random.default_rng([self.seed, epoch, shard]).permutation(len(starts))
+        return np.stack([starts[perm], ends[perm]], axis=1)
+
+    def _read(self, shard: int, start: int, n: int) -> np.ndarray:
+        """Tokens ``[start, start + n)`` of the stream read from ``shard`` this epoch (its windows in order)."""
+        tokens = self._tokens(shard)
+        if not self.shuffle_windows:
+            return tokens[start : start + n]
+        if self._layout_key != (shard, self.epoch):
+            w = self.windows(shard, self.epoch)
+            self._layout = (w[:, 0], w[:, 1], np.concatenate([[0], np.cumsum(w[:, 1] - w[:, 0])]))
+            self._layout_key = (shard, self.epoch)
+        starts, ends, virtual = self._layout
+        i = int(np.searchsorted(virtual, start, side="right")) - 1
+        pieces, pos = [], start
+        while pos < start + n:
+            lo = starts[i] + pos - virtual[i]
+            hi = min(ends[i], lo + start + n - pos)
+            pieces.append(tokens[lo:hi])
+            pos += hi - lo
+            i += 1
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
     def reset(self) -> None:
         """Back to the first batch of epoch 0."""
         self.epoch = 0
@@ -135,9 +204,7 @@ class ShardLoader:
                 self.shard_index = 0
         start = self.offset + self.rank * self.batch_size * self.seq_len
         n = self.batch_size * self.seq_len
-        buf = torch.from_numpy(
-            self._tokens(self.order[self.shard_index])[start : start + n + 1].astype(np.int64)
-        )
+        buf = torch.from_numpy(self._read(self.order[self.shard_index], start, n + 1).astype(np.int64))
         self.offset += step
         self.tokens_seen += step
         return buf[:-1].view(self.batch_size, self.seq_len), buf[1:].view(self.batch_size, self.seq_len)
@@ -156,6 +223,8 @@ class ShardLoader:
             "shards": list(self.names),
             "seed": self.seed,
             "shuffle": self.shuffle,
+            "shuffle_windows": self.shuffle_windows,
+            "window_tokens": self.window_tokens,
             "epoch": self.epoch,
             "order": [self.names[i] for i in self.order],
             "shard_index": self.shard_index,
@@ -178,6 +247,15 @@ class ShardLoader:
             raise UserError(
                 f"{self.data_dir}: its {self.split} shards differ from those of the checkpoint's loader state; "
                 "resume with the data directory the run started with"
+            )
+        # The window order of the current shard derives from these, so a change would re-read or skip windows.
+        saved = (state.get("shuffle_windows", False), state.get("window_tokens"), state["seed"])
+        mine = (self.shuffle_windows, self.window_tokens, self.seed)
+        if (saved[0] or mine[0]) and saved != mine:
+            names = ("shuffle_windows", "window_tokens", "seed")
+            diff = ", ".join(f"{k} {s!r} (now {m!r})" for k, s, m in zip(names, saved, mine) if s != m)
+            raise UserError(
+                f"the checkpoint's loader state has {diff}; resume with the settings it was saved with"
             )
         index = {name: i for i, name in enumerate(self.names)}
         self.epoch = int(state["epoch"])

@@ -39,6 +39,9 @@ class TrainConfig:
     dataset_shard_tokens: int = 100_000_000
     """Shard size when --dataset is prepared automatically; small shards mix a small corpus better, since
     the loader shuffles the order of shards."""
+    shuffle_windows: bool = False
+    """Also read each training shard in a shuffled order of document-aligned windows (runs of whole documents
+    of at least 1024 tokens), reshuffled every epoch; resuming needs the same setting."""
 
     # --- batch and length ---
     total_batch_tokens: int = 524288

@@ -199,7 +199,14 @@ class Trainer:
             common = dict(
                 batch_size=cfg.micro_batch, seq_len=cfg.seq_len, rank=self.env.rank, world_size=world
             )
-            train_source = ShardLoader(data_dir, split="train", seed=cfg.seed, shuffle=True, **common)
+            train_source = ShardLoader(
+                data_dir,
+                split="train",
+                seed=cfg.seed,
+                shuffle=True,
+                shuffle_windows=cfg.shuffle_windows,
+                **common,
+            )
             if cfg.eval_every:
                 val_source = ShardLoader(data_dir, split="val", shuffle=False, **common)
         self.train_source: BatchSource = train_source
