@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU {cpu}"
-    return f"{dev}; torch {torch.__version__}; {torch.get_num_threads()} threads; {platform.platform()}"
+from _machine import machine  # noqa: F401 (re-exported for the scripts)
 
 
 def interleaved(

@@ -10,29 +10,21 @@ Random weights: speed does not depend on what the weights say. Sampling is greed
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import machine  # noqa: E402
 
 TURNS = [
     "Hello! Can you tell me what a transformer is, in two sentences?",
     "And how is GPT-2 different from the original transformer?",
     "Thanks. What should I read next?",
 ]
-
-
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = f", load {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"CPU {cpu} ({os.cpu_count()} cores{load}); torch {torch.__version__}; {torch.get_num_threads()} threads"
 
 
 def main() -> None:

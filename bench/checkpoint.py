@@ -12,26 +12,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-
-def machine() -> str:
-    """The CPU or GPU, torch version and thread count, for the record."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU {cpu} x{os.cpu_count()}"
-    return f"{dev}; torch {torch.__version__}; {torch.get_num_threads()} threads; {platform.platform()}"
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import machine  # noqa: E402
 
 
 def main() -> None:

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import machine  # noqa: E402
 
 CHILD = """
 import json, resource, sys, time
@@ -38,17 +40,6 @@ seconds, cpu_seconds = time.perf_counter() - t0, cpu() - c0
 tokens = m["tokens"]["train"] + m["tokens"]["val"]
 print(json.dumps({"seconds": seconds, "cpu": cpu_seconds, "tokens": tokens, "base_mib": base, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
-
-
-def machine() -> str:
-    """CPU model and cores: the figures depend on both (no GPU is involved)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}; {platform.platform()}"
 
 
 def run_prepare(workers: int, include_tests: bool, shard_tokens: int) -> dict:

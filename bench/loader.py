@@ -9,23 +9,15 @@ Synthetic llm.c shards of random tokens are written to a temporary directory fir
 from __future__ import annotations
 
 import argparse
-import os
-import platform
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-
-def machine() -> str:
-    """CPU model and cores: the figures depend on both (no GPU is involved)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}; {platform.platform()}"
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import machine  # noqa: E402
 
 
 def main() -> None:

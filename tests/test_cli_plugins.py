@@ -8,12 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-GPT2 = [sys.executable, "-m", "gpt2_cli"]
-
-
-def gpt2(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**(env or os.environ), "COLUMNS": "200", "NO_COLOR": "1"}
-    return subprocess.run([*GPT2, *args], capture_output=True, text=True, env=env, timeout=120)
+from cli_helpers import gpt2
 
 
 def test_help_does_not_import_torch() -> None:

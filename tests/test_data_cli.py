@@ -3,31 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-
-def gpt2(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``gpt2 ARGS`` in a fresh process: what a user runs, plugin discovery included."""
-    return subprocess.run(
-        [sys.executable, "-m", "gpt2_cli", *args], capture_output=True, text=True, env=env, timeout=300
-    )
-
-
-def gpt2_here(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    """``gpt2 ARGS`` in this process (fast: no interpreter and torch start-up); (exit code, stdout, stderr)."""
-    from gpt2_cli.main import main
-
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+from cli_helpers import gpt2, gpt2_here
 
 
 def test_list_shows_builtin_and_third_party_datasets(fixture_plugin) -> None:

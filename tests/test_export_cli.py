@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from gpt2_cli.main import main
+from cli_helpers import gpt2_here
 from gpt2_core import GPT, get_preset
 from gpt2_core.plugins import get_plugin_manager
 from gpt2_core.weights import load_model, model_state_dict, save_model
@@ -27,14 +27,7 @@ def gpt2(
     def run(*args: str, plugins: str = PLUGINS) -> tuple[int, str, str]:
         monkeypatch.setenv("GPT2_LOAD_PLUGINS", plugins)
         get_plugin_manager.cache_clear()
-        capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-        out, err = capsys.readouterr()
-        return code, out, err
+        return gpt2_here(capsys, *args)
 
     yield run
     get_plugin_manager.cache_clear()

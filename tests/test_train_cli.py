@@ -4,35 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import gpt2, gpt2_here
 
 HELLASWAG = Path(__file__).parents[1] / "packages" / "gpt2-train" / "tests" / "data" / "hellaswag_mini.jsonl"
 # The nano model on short sequences: a step takes a fraction of a second on one core.
 SMALL = ["--model", "nano", "--micro-batch", "2", "--seq-len", "32", "--total-batch-tokens", "128"]
 QUIET = ["--checkpoint-every-seconds", "0", "--eval-every", "0", "--device", "cpu"]
-
-
-def gpt2(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gpt2_cli", *args], capture_output=True, text=True, env=env, timeout=300
-    )
-
-
-def gpt2_here(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    """``gpt2 ARGS`` in this process (no interpreter/torch start-up); (exit code, stdout, stderr)."""
-    from gpt2_cli.main import main
-
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
