@@ -103,7 +103,7 @@ def main() -> None:
     )
     print(
         f"peak RSS of prepare (shard_tokens={args.shard_tokens:,}): {rss:.0f} MiB, "
-        f"of which {base:.0f} MiB before prepare started (interpreter, torch via gpt2_core, BPE tables)"
+        f"of which {base:.0f} MiB before prepare started (interpreter, datasets, BPE tables)"
     )
 
 
