@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from gpt2_core import GPT, get_preset
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _hf_compare import hf_twin, machine  # noqa: E402
@@ -92,8 +93,6 @@ def ours_step(args: argparse.Namespace, model_name: str, micro: int, device: tor
 def hf_step(micro: int, args: argparse.Namespace, device: torch.device):
     """transformers' GPT-2 of the same shape (its own 50257-row vocab), sdpa attention, bf16 autocast,
     compile, the same AdamW settings."""
-    from gpt2_core import GPT, get_preset
-
     torch.manual_seed(0)
     theirs = hf_twin(GPT(get_preset(args.model))).to(device).train()
     theirs.config._attn_implementation = "sdpa"
@@ -136,6 +135,18 @@ def report(
     mem = f"{torch.cuda.max_memory_allocated() / 2**30:6.1f} GiB" if device.type == "cuda" else ""
     print(f"  {label:34s} micro {micro:3d}: {tps:12,.0f} tokens/s  MFU {mfu}  peak mem {mem}", flush=True)
     return tps
+
+
+def measure_ours(
+    label: str, model_name: str, micro: int, args: argparse.Namespace, device, **flags: object
+) -> float:
+    """Build ours as gpt2 train does, time it on random tokens, print and return tokens/s."""
+    free()
+    step, model = ours_step(args, model_name, micro, device, **flags)
+    source = RandomTokens(micro, args.seq_len, model.config.vocab_size)
+    return report(
+        label, model, micro, timed(bind(step, source), args.steps, args.warmup, device), args, device
+    )
 
 
 def loss_curves(args: argparse.Namespace, device: torch.device) -> None:
@@ -187,61 +198,25 @@ def main() -> None:
 
     print(f"{args.model}, seq {args.seq_len}: ours vs transformers")
     for micro in [int(b) for b in args.micro_batches.split(",") if b]:
-        free()
-        step, model = ours_step(args, args.model, micro, device)
-        source = RandomTokens(micro, args.seq_len, model.config.vocab_size)
-        ours = report(
-            "ours",
-            model,
-            micro,
-            timed(bind(step, source), args.steps, args.warmup, device),
-            args,
-            device,
-        )
+        ours = measure_ours("ours", args.model, micro, args, device)
         if args.fp8:
-            free()
-            step8, model8 = ours_step(args, args.model, micro, device, fp8=True)
-            report(
-                "ours --fp8",
-                model8,
-                micro,
-                timed(bind(step8, source), args.steps, args.warmup, device),
-                args,
-                device,
-            )
-            del step8, model8
+            measure_ours("ours --fp8", args.model, micro, args, device, fp8=True)
         if args.hf:
             free()
-            theirs = report(
-                "transformers (sdpa, bf16, compile)",
-                model,
-                micro,
-                timed(hf_step(micro, args, device), args.steps, args.warmup, device),
-                args,
-                device,
-            )
+            with torch.device("meta"):
+                shape = GPT(get_preset(args.model))  # transformers' model: the unpadded vocab
+            sec = timed(hf_step(micro, args, device), args.steps, args.warmup, device)
+            theirs = report("transformers (sdpa, bf16, compile)", shape, micro, sec, args, device)
             print(f"  {'ratio ours/transformers':34s} micro {micro:3d}: {ours / theirs:.2f}x", flush=True)
-        del step, model
 
     for micro in [int(b) for b in args.xl_micro_batches.split(",") if b]:
         print(f"gpt2-xl, seq {args.seq_len}, micro {micro}")
         for flags in ({"activation_checkpointing": False}, {"activation_checkpointing": True}) + (
             ({"activation_checkpointing": True, "fp8": True},) if args.fp8 else ()
         ):
-            free()
             label = "xl " + (" ".join(f"--{k.replace('_', '-')}" for k, v in flags.items() if v) or "(plain)")
             try:
-                step, model = ours_step(args, "gpt2-xl", micro, device, **flags)
-                source = RandomTokens(micro, args.seq_len, model.config.vocab_size)
-                report(
-                    label,
-                    model,
-                    micro,
-                    timed(bind(step, source), args.steps, args.warmup, device),
-                    args,
-                    device,
-                )
-                del step, model
+                measure_ours(label, "gpt2-xl", micro, args, device, **flags)
             except torch.OutOfMemoryError:
                 print(f"  {label:34s} micro {micro:3d}: out of memory", flush=True)
 
