@@ -1,10 +1,11 @@
-"""End to end on CPU: `gpt2 sft` fine-tunes a tiny model on 300 synthetic instructions whose answers follow
-a rule ("say WORD twice" -> "WORD WORD"), and `gpt2 chat`'s session follows the rule on fresh prompts far
-more often than before.
+"""End to end on CPU: a tiny model pre-trained by `gpt2 train` on the built-in corpus, fine-tuned by `gpt2 sft`
+on 300 synthetic instructions whose answers follow a rule ("say WORD twice" -> "WORD WORD"), follows the
+rule in `gpt2 chat`'s session on fresh prompts far more often than before.
 
-The tiny model starts from random weights, saved as a model directory. Pre-training it first with
-gpt2-train for the seconds a CPU test can spare taught it nothing this task uses, and in trials it made the
-rule slower to learn (random word sequences teach "any word may follow"), so the test leaves it out.
+The rule's words are ones the pre-training corpus (Python's standard library) uses often. Words it never
+shows ("apple", "dragon") come out of pre-training with near-identical embeddings (mean cosine 0.95 after
+50 steps, against ~0 for these): a tied softmax pushes every unseen token's row the same way. The model can
+then no longer tell them apart, and SFT has nothing to copy: in trials it stayed at 0%.
 """
 
 from __future__ import annotations
@@ -23,26 +24,26 @@ from gpt2_sft.chat import ChatSampling, ChatSession
 from gpt2_sft.template import add_chat_template
 
 WORDS = [
-    "apple",
-    "river",
-    "stone",
-    "cloud",
-    "green",
-    "music",
-    "table",
-    "window",
-    "garden",
-    "silver",
-    "paper",
-    "orange",
-    "winter",
-    "summer",
-    "rabbit",
-    "yellow",
-    "forest",
-    "castle",
-    "dragon",
-    "pencil",
+    "list",
+    "string",
+    "value",
+    "file",
+    "name",
+    "error",
+    "class",
+    "return",
+    "object",
+    "number",
+    "module",
+    "function",
+    "default",
+    "result",
+    "data",
+    "line",
+    "path",
+    "type",
+    "text",
+    "key",
 ]
 PHRASES = [
     "Say {w} twice.",
@@ -79,13 +80,39 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-@pytest.mark.slow
-def test_sft_makes_chat_follow_the_rule(tmp_path: Path, one_thread: None) -> None:
+@pytest.fixture
+def pretrained(tmp_path: Path) -> Path:
+    """A 2-layer, 64-wide model after 50 steps (51K tokens) of `gpt2 train` on python-stdlib."""
+    from gpt2_data.prepare import prepare
+
+    data = tmp_path / "stdlib"
+    prepare(
+        "python-stdlib", data, max_tokens=1_000_000, shard_tokens=250_000, val_tokens=50_000, progress=False
+    )
     torch.manual_seed(0)
-    base = tmp_path / "base"
+    base = tmp_path / "init"
     GPT(GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=64).padded(64)).save_pretrained(str(base))
-    # Before: the model with the chat template, as `gpt2 sft` starts from it.
-    before = follows_rule(add_chat_template(load_model(base)))
+    run = tmp_path / "pretrain"
+    argv = ["train", "--init-from", str(base), "--data-dir", str(data), "--run-dir", str(run)]
+    argv += ["--seq-len", "64", "--micro-batch", "16", "--total-batch-tokens", "1024", "--max-steps", "50"]
+    argv += ["--lr", "3e-3", "--warmup-steps", "10", "--eval-every", "0", "--checkpoint-every-seconds", "0"]
+    argv += ["--logger", "jsonl", "--device", "cpu"]
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 0
+    losses = [r["train/loss"] for r in metrics(run) if "train/loss" in r]
+    assert losses[-1] < losses[0] - 3  # it learned the corpus (10.5 -> ~6.3)
+    return run / "latest"
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_sft_makes_chat_follow_the_rule(tmp_path: Path, pretrained: Path, one_thread: None) -> None:
+    # Before: the pre-trained model with the chat template, as `gpt2 sft` starts from it.
+    before = follows_rule(add_chat_template(load_model(pretrained)))
 
     rng = random.Random(0)
     data = tmp_path / "rule.jsonl"
@@ -94,32 +121,39 @@ def test_sft_makes_chat_follow_the_rule(tmp_path: Path, one_thread: None) -> Non
             prompt, answer = instruction(rng)
             f.write(json.dumps({"instruction": prompt, "output": answer}) + "\n")
     run = tmp_path / "sft"
-    argv = (
-        ["sft", "--from", str(base), "--dataset", "alpaca", "--path", str(data), "--run-dir", str(run)]
-        + ["--seq-len", "32", "--micro-batch", "16", "--total-batch-tokens", "512", "--max-steps", "120"]
-        + [
-            "--lr",
-            "5e-3",
-            "--warmup-steps",
-            "10",
-            "--eval-every",
-            "60",
-            "--logger",
-            "jsonl",
-            "--device",
-            "cpu",
-        ]
-    )
+    argv = [
+        "sft",
+        "--from",
+        str(pretrained),
+        "--dataset",
+        "alpaca",
+        "--path",
+        str(data),
+        "--run-dir",
+        str(run),
+    ]
+    argv += ["--seq-len", "32", "--micro-batch", "16", "--total-batch-tokens", "512", "--max-steps", "240"]
+    argv += [
+        "--lr",
+        "5e-3",
+        "--warmup-steps",
+        "10",
+        "--eval-every",
+        "120",
+        "--logger",
+        "jsonl",
+        "--device",
+        "cpu",
+    ]
     with pytest.raises(SystemExit) as done:
         main(argv)
     assert done.value.code == 0
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    vals = [r["val/loss"] for r in rows if "val/loss" in r]  # on the 15 held-out conversations
+    vals = [r["val/loss"] for r in metrics(run) if "val/loss" in r]  # on the 15 held-out conversations
     assert len(vals) == 2 and vals[-1] < vals[0]
 
     # After: the fine-tuned model directory, loaded as `gpt2 chat` loads it.
     tuned = load_model(run / "latest")
-    assert tuned.config.chat_template == add_chat_template(load_model(base)).config.chat_template
+    assert tuned.config.chat_template == add_chat_template(load_model(pretrained)).config.chat_template
     after = follows_rule(tuned)
     print(
         f"rule followed: {before:.0%} before SFT, {after:.0%} after (val loss {vals[0]:.2f} -> {vals[-1]:.2f})"
