@@ -3,7 +3,7 @@ on 300 synthetic instructions whose answers follow a rule ("say WORD twice" -> "
 rule in `gpt2 chat`'s session on fresh prompts far more often than before.
 
 The rule's words are ones the pre-training corpus (Python's standard library) uses often. Words it never
-shows ("apple", "dragon") come out of pre-training with near-identical embeddings (mean cosine 0.95 after
+shows ("apple", "dragon") come out of pre-training with near-identical embeddings (mean cosine 0.90 after
 50 steps, against ~0 for these): a tied softmax pushes every unseen token's row the same way. The model can
 then no longer tell them apart, and SFT has nothing to copy: in trials it stayed at 0%.
 """
