@@ -17,8 +17,9 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -382,8 +383,21 @@ def _run(
         return encoding.encode_to_numpy(text, disallowed_special=())
 
     def encode() -> Iterator[tuple[int, list[np.ndarray]]]:
+        # Two batches in flight: threads that finish one batch go straight on to the next instead of
+        # waiting for the batch's last document. Within a batch the longest documents go first, so no
+        # thread is left encoding one long document alone at the end.
+        in_flight: deque[tuple[int, list[Future[np.ndarray]]]] = deque()
         for first, batch in _drain(texts, stop):
-            yield first, list(pool.map(encode_one, batch))
+            futures: list[Future[np.ndarray] | None] = [None] * len(batch)
+            for i in sorted(range(len(batch)), key=lambda i: -len(batch[i])):
+                futures[i] = pool.submit(encode_one, batch[i])
+            in_flight.append((first, futures))  # type: ignore[arg-type]
+            if len(in_flight) == 2:
+                done_first, done = in_flight.popleft()
+                yield done_first, [f.result() for f in done]
+        while in_flight:
+            done_first, done = in_flight.popleft()
+            yield done_first, [f.result() for f in done]
 
     _stage(lambda: _batches(docs, resume["doc"], stop), texts, stop)
     _stage(encode, encoded, stop)
