@@ -1,9 +1,11 @@
 """Greedy decoding speed: gpt2_core.generate vs transformers GPT2LMHeadModel.generate, same weights.
 
     uv run python bench/generate.py [--preset gpt2] [--prompt 128] [--new 256] [--repeats 5] [--threads N]
+                                    [--dtype auto|float32|bfloat16]
 
 Batch 1, random weights (seeded), a random 128-token prompt, 256 new tokens, no early stop. Both run in
-this process with the same threads, alternating, and we print the best and the median tokens/s of each.
+this process with the same threads and the same dtype (``auto``: what ``gpt2 generate`` picks here, bf16 on
+a CPU with AVX512-BF16/AMX), alternating, and we print the best and the median tokens/s of each.
 """
 
 from __future__ import annotations
@@ -26,17 +28,21 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 (both models)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     from gpt2_core import GPT, get_preset
+    from gpt2_core.device import pick_dtype
     from gpt2_core.generate import generate_ids
     from gpt2_core.sampling import SamplingConfig
 
     torch.manual_seed(0)
-    ours = GPT(get_preset(args.preset)).to(args.device).eval()
-    theirs = hf_twin(ours).to(args.device).eval()
+    dtype = pick_dtype(args.dtype, torch.device(args.device))
+    ours = GPT(get_preset(args.preset)).eval()
+    theirs = hf_twin(ours).to(args.device, dtype).eval()
+    ours = ours.to(args.device, dtype)
     prompt = torch.randint(0, 50256, (args.prompt,), generator=torch.Generator().manual_seed(1)).tolist()
     greedy = SamplingConfig(max_new_tokens=args.new, temperature=0, stop_at_eot=False)
     hf_input = torch.tensor([prompt], device=args.device)
@@ -62,7 +68,7 @@ def main() -> None:
     same = sum(a == b for a, b in zip(out["ours"], out["transformers"]))
     print(f"machine: {machine()}")
     print(
-        f"greedy decode, {args.preset}, batch 1, prompt {args.prompt}, {args.new} new tokens, "
+        f"greedy decode, {args.preset}, {str(dtype).removeprefix('torch.')}, batch 1, prompt {args.prompt}, {args.new} new tokens, "
         f"{args.repeats} interleaved runs:"
     )
     report(wall, cpu, args.new, "new tokens/s")

@@ -1,15 +1,19 @@
 """Training step speed: forward + backward + AdamW, gpt2_core.GPT vs transformers GPT2LMHeadModel.
 
     uv run python bench/train_step.py [--preset gpt2] [--batch 2] [--seq 256] [--repeats 3] [--threads N]
+                                      [--precision fp32|bf16] [--compile none|ours|both]
 
 Same config, same weights, same batch, the same optimizer settings for both (AdamW, lr 6e-4,
-betas (0.9, 0.95), weight decay 0.1, fused where torch supports it on the device), in one process with the
-same threads, alternating; prints the best and the median tokens/s of each and their ratio.
+betas (0.9, 0.95), weight decay 0.1, fused where torch supports it on the device), the same precision
+(bf16: autocast, as ``gpt2 train --precision bf16``), in one process with the same threads, alternating;
+prints the best and the median tokens/s of each and their ratio. ``--compile ours`` is what
+``gpt2 train --compile`` does; ``both`` compiles the transformers model too (the like-for-like figure).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import sys
 from pathlib import Path
@@ -38,6 +42,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--compile", default="none", choices=["none", "ours", "both"])
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -53,26 +59,36 @@ def main() -> None:
     tokens = torch.randint(0, 50257, (args.batch, args.seq + 1), generator=torch.Generator().manual_seed(1))
     x, y = tokens[:, :-1].to(device), tokens[:, 1:].to(device)
     losses: dict[str, float] = {}
+    if args.precision == "bf16":
+        autocast = lambda: torch.autocast(device.type, torch.bfloat16)  # noqa: E731
+    else:
+        autocast = contextlib.nullcontext
+    fwd_ours = torch.compile(ours) if args.compile != "none" else ours
+    fwd_theirs = torch.compile(theirs) if args.compile == "both" else theirs
 
     def step_ours() -> None:
-        _, loss = ours(x, y)
+        with autocast():
+            _, loss = fwd_ours(x, y)
         loss.backward()
         opt_ours.step()
         opt_ours.zero_grad(set_to_none=True)
         losses["ours"] = loss.item()
 
     def step_theirs() -> None:
-        loss = theirs(input_ids=tokens[:, :-1].to(device), labels=tokens[:, :-1].to(device)).loss
+        with autocast():
+            loss = fwd_theirs(input_ids=x, labels=x).loss
         loss.backward()
         opt_theirs.step()
         opt_theirs.zero_grad(set_to_none=True)
         losses["transformers"] = loss.item()
 
-    step_ours(), step_theirs()  # warm-up; also allocates the optimizer state
+    for _ in range(2):  # warm-up: optimizer state, and torch.compile's first (and recompiled) graphs
+        step_ours(), step_theirs()
     wall, cpu = interleaved({"ours": step_ours, "transformers": step_theirs}, args.repeats)
     print(f"machine: {machine()}")
     print(
-        f"train step (fwd+bwd+AdamW fused={fused}), {args.preset}, batch {args.batch} x {args.seq} tokens, "
+        f"train step (fwd+bwd+AdamW fused={fused}), {args.preset}, {args.precision}, "
+        f"compiled: {args.compile}, batch {args.batch} x {args.seq} tokens, "
         f"{args.repeats} interleaved runs; last loss ours {losses['ours']:.3f}, "
         f"transformers {losses['transformers']:.3f}:"
     )

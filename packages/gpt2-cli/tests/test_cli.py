@@ -78,6 +78,7 @@ def test_generate_flags(capsys: pytest.CaptureFixture[str], tiny_model: Path) ->
         (["generate", "--model", "MODEL", "--top-p", "2"], "--top-p"),
         (["generate", "--model", "MODEL", "--stream", "--num-seq", "2"], "--num-seq"),
         (["generate", "--model", "MODEL", "--device", "nonsense"], "--device"),
+        (["generate", "--model", "MODEL", "--dtype", "int3"], "--dtype"),
     ],
 )
 def test_user_errors_are_one_line_exit_2(

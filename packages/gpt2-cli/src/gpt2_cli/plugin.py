@@ -22,15 +22,21 @@ def generate(
     ),
     stream: bool = typer.Option(False, "--stream", help="Print tokens as they are generated (one sequence)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, mps, or auto."),
+    dtype: str = typer.Option(
+        "auto",
+        "--dtype",
+        help="float32, bfloat16, float16, or auto: bfloat16 on a GPU or CPU that computes in it natively.",
+    ),
 ) -> None:
     """Generate text from a model."""
-    from gpt2_core.device import pick_device
+    from gpt2_core.device import pick_device, pick_dtype
     from gpt2_core.generate import generate as run_generate
     from gpt2_core.generate import stream as run_stream
     from gpt2_core.tokenizer import Tokenizer
     from gpt2_core.weights import load_model
 
-    gpt = load_model(model, device=pick_device(device))
+    where = pick_device(device)
+    gpt = load_model(model, device=where, dtype=pick_dtype(dtype, where))
     tokenizer = Tokenizer.for_config(gpt.config)
     if stream:
         typer.echo(prompt, nl=False)

@@ -116,13 +116,18 @@ def chat(
     ),
     system: str = typer.Option("", "--system", help="System message that opens the conversation."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, mps, or auto."),
+    dtype: str = typer.Option(
+        "auto",
+        "--dtype",
+        help="float32, bfloat16, float16, or auto: bfloat16 on a GPU or CPU that computes in it natively.",
+    ),
     threads: int = typer.Option(
         0, "--threads", help="CPU threads for torch (0: its default); 1 is often fastest on a busy machine."
     ),
 ) -> None:
     """Chat with a model in the terminal (reads stdin line by line when it is not a terminal)."""
     import torch
-    from gpt2_core.device import pick_device
+    from gpt2_core.device import pick_device, pick_dtype
     from gpt2_core.weights import load_model
 
     from gpt2_sft.chat import ChatSession, run_chat
@@ -132,7 +137,8 @@ def chat(
     if threads:
         torch.set_num_threads(threads)
 
-    gpt = load_model(model, device=pick_device(device))
+    where = pick_device(device)
+    gpt = load_model(model, device=where, dtype=pick_dtype(dtype, where))
     session = ChatSession(gpt, sampling, system=system)
     interactive = sys.stdin.isatty()
     run_chat(
