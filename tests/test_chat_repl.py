@@ -182,7 +182,7 @@ def test_chat_in_a_pseudo_terminal(model_dir: Path, tmp_path: Path) -> None:
         ["-m", "gpt2_cli", "chat", "--model", str(model_dir), "--max-tokens", "3", "--system", "Be brief."],
         env=cli_env(),
         encoding="utf-8",
-        timeout=60,
+        timeout=120,
     )
     try:
         child.expect("Ctrl-C stops a reply")
