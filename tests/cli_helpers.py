@@ -1,11 +1,14 @@
 """Running ``gpt2`` in tests: in a fresh process (what a user runs, plugin discovery included) or in this
-process (fast: no interpreter and torch start-up). On the path through pytest's ``pythonpath`` setting."""
+process (fast: no interpreter and torch start-up), and reading what a run logged. On the path through
+pytest's ``pythonpath`` setting."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +35,8 @@ def gpt2_here(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]
         code = e.code if isinstance(e.code, int) else 1
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def metrics(run: Path) -> list[dict]:
+    """The rows of ``RUN/metrics.jsonl`` (the jsonl logger's file)."""
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

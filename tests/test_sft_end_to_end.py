@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import metrics
 from gpt2_cli.main import main
 from gpt2_core.model import GPT, GPTConfig
 from gpt2_core.weights import load_model
@@ -103,10 +104,6 @@ def pretrained(tmp_path: Path) -> Path:
     losses = [r["train/loss"] for r in metrics(run) if "train/loss" in r]
     assert losses[-1] < losses[0] - 3  # it learned the corpus (10.5 -> ~6.3)
     return run / "latest"
-
-
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.slow

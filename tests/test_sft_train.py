@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import metrics
 from gpt2_cli.main import main
 from gpt2_core.model import GPT, GPTConfig
 from gpt2_core.tokenizer import Tokenizer
@@ -117,9 +118,7 @@ def test_sft_checkpoints_are_chat_models_and_resume(
     code, err = sft(["train", *common(setup), "--max-steps", "4", "--resume", "latest"], capsys)
     assert code == 0, err
     assert "resumed from" in err and "step_00000002" in err
-    steps = [
-        json.loads(line).get("step") for line in (setup["run"] / "metrics.jsonl").read_text().splitlines()
-    ]
+    steps = [row.get("step") for row in metrics(setup["run"])]
     assert max(s for s in steps if s is not None) == 4
     # `gpt2 generate` takes the result as it is.
     with pytest.raises(SystemExit) as done:

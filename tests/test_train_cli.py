@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from cli_helpers import gpt2, gpt2_here
+from cli_helpers import gpt2, gpt2_here, metrics
 
 HELLASWAG = Path(__file__).parents[1] / "packages" / "gpt2-train" / "tests" / "data" / "hellaswag_mini.jsonl"
 # The nano model on short sequences: a step takes a fraction of a second on one core.
@@ -23,10 +23,6 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("data") / "stdlib"
     prepare("python-stdlib", out, max_tokens=60_000, val_tokens=0.1, progress=False)
     return out
-
-
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import metrics
 
 SMALL = ["--model", "nano", "--micro-batch", "2", "--seq-len", "32", "--eval-every", "0", "--device", "cpu"]
 
@@ -43,8 +44,7 @@ def train_cmd(data_dir: Path, run: Path, *args: str) -> list[str]:
 
 
 def losses(run: Path) -> dict[int, float]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+    return {r["step"]: r["train/loss"] for r in metrics(run) if "train/loss" in r}
 
 
 def logged_steps(run: Path) -> int:
