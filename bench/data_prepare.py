@@ -32,13 +32,19 @@ out, workers, include_tests, shard_tokens = sys.argv[1], int(sys.argv[2]), sys.a
 def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_mib():
+    # VmHWM starts afresh at exec; ru_maxrss would carry over the (bigger) parent's peak from the fork.
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = peak_mib()
 t0, c0 = time.perf_counter(), cpu()
 m = prepare("python-stdlib", out, options={"include_tests": include_tests}, shard_tokens=shard_tokens,
             val_tokens=0.05, workers=workers, overwrite=True, progress=False)
 seconds, cpu_seconds = time.perf_counter() - t0, cpu() - c0
 tokens = m["tokens"]["train"] + m["tokens"]["val"]
-print(json.dumps({"seconds": seconds, "cpu": cpu_seconds, "tokens": tokens, "base_mib": base, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"seconds": seconds, "cpu": cpu_seconds, "tokens": tokens, "base_mib": base, "rss_mib": peak_mib()}))
 """
 
 

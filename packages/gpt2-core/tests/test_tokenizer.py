@@ -55,6 +55,15 @@ def test_whole_corpus_at_once(tokenizer: Tokenizer, hf_tokenizer) -> None:  # no
     assert tokenizer.encode_batch(CORPUS[:-1]) == [tokenizer.encode(t) for t in CORPUS[:-1]]
 
 
+def test_thread_encoding_is_a_separate_identical_encoding() -> None:
+    tokenizer = Tokenizer({"<|user|>": 50257})
+    own = tokenizer.thread_encoding()
+    assert own is not tokenizer.encoding and own is not tokenizer.thread_encoding()
+    text = "\n".join(CORPUS) + "<|user|>"
+    assert own.encode(text, allowed_special="all") == tokenizer.encode(text, allow_special=True)
+    assert own.encode_to_numpy(text, disallowed_special=()).tolist() == tokenizer.encode(text)
+
+
 def test_endoftext(tokenizer: Tokenizer) -> None:
     assert tokenizer.eot_id == 50256
     assert tokenizer.encode("<|endoftext|>", allow_special=True) == [50256]
