@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from gpt2_core.errors import UserError
+from gpt2_core.loss import cross_entropy
 from gpt2_core.tokenizer import EOT_ID, EOT_TOKEN  # also importable from here
 
 GPT2_VOCAB_SIZE = 50257
@@ -218,7 +219,13 @@ class GPT(nn.Module):
                 f"sequence of length {start + T} exceeds the context window ({self.config.block_size})"
             )
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        # Eager mode looks tokens up with a sparse gradient: it touches only the B*T rows read, and autograd
+        # adds them into the tied head's dense gradient instead of zero-filling, scattering into and adding
+        # a second vocab-sized matrix (~10% of a CPU training step for gpt2). Compiled graphs fuse the dense
+        # version themselves. The module's own `sparse` flag stays off: DDP would then expect a sparse
+        # gradient, and the tied weight's total gradient is dense.
+        tok = F.embedding(idx, self.transformer.wte.weight, sparse=not torch.compiler.is_compiling())
+        x = self.transformer.drop(tok + self.transformer.wpe(pos))
         for i, block in enumerate(self.transformer.h):
             if kv_cache is not None:
                 x = block(x, kv_cache.layers[i])
@@ -231,9 +238,7 @@ class GPT(nn.Module):
         if targets is None:
             return self.lm_head(x[:, [-1], :]), None
         logits = self.lm_head(x)
-        loss = F.cross_entropy(
-            logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=ignore_index
-        )
+        loss = cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index)
         return logits, loss
 
     # --- weight files (see gpt2_core.weights) ---
