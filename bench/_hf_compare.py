@@ -70,6 +70,7 @@ def hf_twin(model: torch.nn.Module):  # noqa: ANN201 (transformers is imported l
         )
     )
     sd = {k: v.t() if k.endswith(CONV1D_SUFFIXES) else v for k, v in model_state_dict(model).items()}
+    sd["transformer.wte.weight"] = sd["transformer.wte.weight"][: c.vocab_size]  # drop vocab padding rows
     missing, unexpected = hf.load_state_dict(sd, strict=False)
     assert not unexpected and all(k == "lm_head.weight" or k.endswith(".attn.bias") for k in missing), (
         missing,

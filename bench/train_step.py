@@ -2,6 +2,7 @@
 
     uv run python bench/train_step.py [--preset gpt2] [--batch 2] [--seq 256] [--repeats 3] [--threads N]
                                       [--precision fp32|bf16] [--compile none|ours|both]
+                                      [--vocab-multiple 64]
 
 Same config, same weights, same batch, the same optimizer settings for both (AdamW, lr 6e-4,
 betas (0.9, 0.95), weight decay 0.1, fused where torch supports it on the device), the same precision
@@ -44,6 +45,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--compile", default="none", choices=["none", "ours", "both"])
+    ap.add_argument(
+        "--vocab-multiple",
+        type=int,
+        default=1,
+        help="pad our vocabulary to a multiple of this (gpt2 train's default: 64); transformers keeps 50257",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -52,7 +59,7 @@ def main() -> None:
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    ours = GPT(get_preset(args.preset)).to(device).train()
+    ours = GPT(get_preset(args.preset).padded(args.vocab_multiple)).to(device).train()
     theirs = hf_twin(ours).to(device).train()
     fused = "fused" in inspect.signature(torch.optim.AdamW).parameters
     opt_ours, opt_theirs = adamw(ours, fused), adamw(theirs, fused)
@@ -88,7 +95,8 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(
         f"train step (fwd+bwd+AdamW fused={fused}), {args.preset}, {args.precision}, "
-        f"compiled: {args.compile}, batch {args.batch} x {args.seq} tokens, "
+        f"compiled: {args.compile}, our vocab {ours.config.padded_vocab_size}, "
+        f"batch {args.batch} x {args.seq} tokens, "
         f"{args.repeats} interleaved runs; last loss ours {losses['ours']:.3f}, "
         f"transformers {losses['transformers']:.3f}:"
     )

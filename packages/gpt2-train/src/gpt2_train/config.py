@@ -79,7 +79,7 @@ class TrainConfig:
     device: str = "auto"
     """cpu, cuda, mps or auto (under torchrun each rank takes cuda:LOCAL_RANK)."""
     precision: str = "auto"
-    """auto (bf16 autocast on CUDA, fp32 elsewhere), bf16 or fp32."""
+    """auto (bf16 autocast where the GPU or CPU computes in bf16 natively, fp32 elsewhere), bf16 or fp32."""
     compile: bool = True
     """torch.compile the model on CUDA (--no-compile to turn off); CPU/MPS runs are not compiled, since
     compiling there costs minutes and gains little."""
