@@ -2,10 +2,12 @@
 
     uv run python bench/train_throughput.py [--model tiny] [--micro-batch 16] [--seq-len 128]
         [--grad-accum 2] [--steps 10] [--warmup 2] [--repeats 3] [--device auto] [--compile]
+        [--precision auto|bf16|fp32]
 
 Builds the model, optimizer and step exactly as ``gpt2 train`` does (``gpt2_train.trainer.build_model``,
 ``gpt2_train.optim.build_optimizer``, ``gpt2_train.step.TrainStep``: accumulation, clipping, the guarded
-AdamW update, bf16 autocast on CUDA) and feeds it random tokens from memory, so the figure is the step alone.
+AdamW update; the same precision and device set-up) and feeds it random tokens from memory, so the figure
+is the step alone.
 Each repeat times ``--steps`` steps after ``--warmup`` untimed ones; the best and median are printed.
 """
 
@@ -54,6 +56,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     args = ap.parse_args()
 
     from gpt2_core.device import pick_device
@@ -61,7 +64,7 @@ def main() -> None:
     from gpt2_train.mfu import flops_per_token, peak_flops
     from gpt2_train.optim import build_optimizer
     from gpt2_train.step import TrainStep
-    from gpt2_train.trainer import build_model
+    from gpt2_train.trainer import autocast_dtype, build_model, setup_device
 
     device = pick_device(args.device)
     tokens = args.micro_batch * args.seq_len * args.grad_accum
@@ -75,20 +78,20 @@ def main() -> None:
     )
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")
+    setup_device(device)
     opt = build_optimizer(model, cfg, device)
     wrapped = torch.compile(model) if args.compile else model
+    step_dtype = autocast_dtype(args.precision, device)
     step = TrainStep(
         wrapped,
         opt,
         grad_accum=args.grad_accum,
         grad_clip=cfg.grad_clip,
         device=device,
-        autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
+        autocast_dtype=step_dtype,
     )
     source = RandomTokens(args.micro_batch, args.seq_len, model.config.vocab_size)
-    peak, desc = peak_flops(device)
+    peak, desc = peak_flops(device, step_dtype)
     fpt = flops_per_token(model, args.seq_len)
 
     def sync() -> None:
@@ -111,7 +114,8 @@ def main() -> None:
     print(f"device:  {desc}")
     print(
         f"model {args.model} ({model.num_params() / 1e6:.1f}M params), {args.micro_batch} x {args.seq_len} x "
-        f"{args.grad_accum} accumulation = {tokens:,} tokens/step, {fpt / 1e6:.1f} MFLOP/token"
+        f"{args.grad_accum} accumulation = {tokens:,} tokens/step, {fpt / 1e6:.1f} MFLOP/token, "
+        f"precision {args.precision} (autocast: {step_dtype})"
     )
     for name, r in (("best", max(rates)), ("median", statistics.median(rates))):
         mfu = f"{100 * r * fpt / peak:.1f}%" if peak else "n/a"

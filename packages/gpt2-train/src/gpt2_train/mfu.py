@@ -33,8 +33,12 @@ def flops_per_token(model: GPT, seq_len: int) -> float:
     return 6.0 * model.num_params() + 12.0 * cfg.n_layer * cfg.n_embd * seq_len
 
 
-def peak_flops(device: torch.device) -> tuple[float, str]:
-    """The device's peak FLOP/s and a description (CPU: an estimate from the core count, fp32 FMA)."""
+def peak_flops(device: torch.device, dtype: torch.dtype | None = None) -> tuple[float, str]:
+    """The device's peak FLOP/s and a description (CPU: an estimate from the core count and SIMD width).
+
+    ``dtype`` is the matmul dtype (bf16 under autocast, None for fp32): a CPU's bf16 instructions do more
+    FLOPs per cycle than its fp32 ones (CUDA figures are bf16 peaks already).
+    """
     if os.environ.get(PEAK_ENV):
         return float(os.environ[PEAK_ENV]), f"{PEAK_ENV}={os.environ[PEAK_ENV]}"
     if device.type == "cuda":
@@ -46,10 +50,17 @@ def peak_flops(device: torch.device) -> tuple[float, str]:
     if device.type == "cpu":
         cores = torch.get_num_threads()
         flops_per_cycle, ghz = _cpu_features()
+        kind = "fp32"
+        if dtype == torch.bfloat16:
+            caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+            if caps.get("amx_bf16"):  # AMX tiles: 1024 bf16 FLOPs per cycle per core
+                flops_per_cycle, kind = 1024, "bf16 (AMX)"
+            elif caps.get("avx512_bf16"):  # a bf16 dot product does two multiply-adds per fp32 lane
+                flops_per_cycle, kind = 2 * flops_per_cycle, "bf16"
         peak = cores * ghz * 1e9 * flops_per_cycle
         return (
             peak,
-            f"cpu x{cores} threads (estimated fp32 peak {peak / 1e9:.0f} GFLOP/s; set {PEAK_ENV} to correct)",
+            f"cpu x{cores} threads (estimated {kind} peak {peak / 1e9:.0f} GFLOP/s; set {PEAK_ENV} to correct)",
         )
     return 0.0, f"{device.type} (peak unknown: set {PEAK_ENV})"
 
