@@ -1,12 +1,13 @@
 """Training step speed: forward + backward + AdamW, gpt2_core.GPT vs transformers GPT2LMHeadModel.
 
     uv run python bench/train_step.py [--preset gpt2] [--batch 2] [--seq 256] [--repeats 3] [--threads N]
-                                      [--precision fp32|bf16] [--compile none|ours|both]
+                                      [--precision auto|fp32|bf16] [--compile none|ours|both]
                                       [--vocab-multiple 64]
 
 Same config, same weights, same batch, the same optimizer settings for both (AdamW, lr 6e-4,
 betas (0.9, 0.95), weight decay 0.1, fused where torch supports it on the device), the same precision
-(bf16: autocast, as ``gpt2 train --precision bf16``), in one process with the same threads, alternating;
+(``auto``: what ``gpt2 train`` picks here, bf16 autocast on a GPU or a CPU with AVX512-BF16/AMX, else fp32),
+in one process with the same threads, alternating;
 prints the best and the median tokens/s of each and their ratio. ``--compile ours`` is what
 ``gpt2 train --compile`` does; ``both`` compiles the transformers model too (the like-for-like figure).
 """
@@ -43,7 +44,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--compile", default="none", choices=["none", "ours", "both"])
     ap.add_argument(
         "--vocab-multiple",
@@ -66,10 +67,11 @@ def main() -> None:
     tokens = torch.randint(0, 50257, (args.batch, args.seq + 1), generator=torch.Generator().manual_seed(1))
     x, y = tokens[:, :-1].to(device), tokens[:, 1:].to(device)
     losses: dict[str, float] = {}
-    if args.precision == "bf16":
-        autocast = lambda: torch.autocast(device.type, torch.bfloat16)  # noqa: E731
-    else:
-        autocast = contextlib.nullcontext
+    from gpt2_train.trainer import autocast_dtype, setup_device
+
+    setup_device(device)  # as gpt2 train does (on CPU: freed memory kept); process-wide, so for both models
+    dtype = autocast_dtype(args.precision, device)
+    autocast = (lambda: torch.autocast(device.type, dtype)) if dtype is not None else contextlib.nullcontext
     fwd_ours = torch.compile(ours) if args.compile != "none" else ours
     fwd_theirs = torch.compile(theirs) if args.compile == "both" else theirs
 
@@ -94,7 +96,8 @@ def main() -> None:
     wall, cpu = interleaved({"ours": step_ours, "transformers": step_theirs}, args.repeats)
     print(f"machine: {machine()}")
     print(
-        f"train step (fwd+bwd+AdamW fused={fused}), {args.preset}, {args.precision}, "
+        f"train step (fwd+bwd+AdamW fused={fused}), {args.preset}, precision {args.precision} "
+        f"(autocast: {dtype}), "
         f"compiled: {args.compile}, our vocab {ours.config.padded_vocab_size}, "
         f"batch {args.batch} x {args.seq} tokens, "
         f"{args.repeats} interleaved runs; last loss ours {losses['ours']:.3f}, "
