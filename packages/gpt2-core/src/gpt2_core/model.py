@@ -220,10 +220,10 @@ class GPT(nn.Module):
             )
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
         # Eager mode looks tokens up with a sparse gradient: it touches only the B*T rows read, and autograd
-        # adds them into the tied head's dense gradient instead of zero-filling, scattering into and adding
-        # a second vocab-sized matrix (~10% of a CPU training step for gpt2). Compiled graphs fuse the dense
-        # version themselves. The module's own `sparse` flag stays off: DDP would then expect a sparse
-        # gradient, and the tied weight's total gradient is dense.
+        # adds them into the tied head's dense gradient instead of allocating, zero-filling, scattering into
+        # and adding a second vocab-sized matrix (154 MB for gpt2). Compiled graphs fuse the dense version
+        # themselves. The module's own `sparse` flag stays off: DDP would then expect a sparse gradient,
+        # and the tied weight's total gradient is dense.
         tok = F.embedding(idx, self.transformer.wte.weight, sparse=not torch.compiler.is_compiling())
         x = self.transformer.drop(tok + self.transformer.wpe(pos))
         for i, block in enumerate(self.transformer.h):
