@@ -1,4 +1,6 @@
 import json
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +112,36 @@ def test_resume_after_interruption(
         got = prepare(synthetic, out, **kwargs)
         assert got == ref, k
         assert shard_bytes(out) == shard_bytes(tmp_path / "ref"), k
+
+
+def test_a_failed_prepare_leaves_no_write_running(
+    synthetic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shard being written when an error stops prepare() is finished before the error leaves it."""
+    slow_write, route = prepare_module.write_shard, prepare_module._route
+    calls = {"route": 0}
+
+    def write_slowly(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        time.sleep(0.3)
+        return slow_write(*args, **kwargs)
+
+    def route_then_fail(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls["route"] += 1
+        if calls["route"] == 2:
+            raise RuntimeError("dataset went away")
+        return route(*args, **kwargs)
+
+    monkeypatch.setattr(prepare_module, "write_shard", write_slowly)
+    monkeypatch.setattr(prepare_module, "_route", route_then_fail)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="went away"):
+        prepare(synthetic, out, options={"docs": 300}, shard_tokens=800, val_tokens=0, progress=False)
+    assert not [t for t in threading.enumerate() if t.name.startswith("gpt2-shards")]
+    manifest = (out / "manifest.json").read_text()
+    listed = json.loads(manifest)["shards"]
+    assert listed and all((out / s["name"]).is_file() and s["sha256"] for s in listed)
+    time.sleep(0.5)
+    assert (out / "manifest.json").read_text() == manifest  # nothing rewrites it afterwards
 
 
 def test_config_validation() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 CPU_BLOCK = 1 << 19
 """fp32 elements per block of rows on a CPU (2 MiB, ~10 GPT-2 rows): stays in cache between the passes."""
@@ -36,6 +37,7 @@ class _CrossEntropy(torch.autograd.Function):
         return torch.where(valid, lse - picked, 0.0).sum() / count
 
     @staticmethod
+    @once_differentiable  # the gradient is computed in place, not as a differentiable graph
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # noqa: ANN001
         logits, safe, valid, count = ctx.saved_tensors
         rows = _block_rows(logits)

@@ -219,12 +219,13 @@ class GPT(nn.Module):
                 f"sequence of length {start + T} exceeds the context window ({self.config.block_size})"
             )
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
-        # Eager mode looks tokens up with a sparse gradient: it touches only the B*T rows read, and autograd
-        # adds them into the tied head's dense gradient instead of allocating, zero-filling, scattering into
-        # and adding a second vocab-sized matrix (154 MB for gpt2). Compiled graphs fuse the dense version
-        # themselves. The module's own `sparse` flag stays off: DDP would then expect a sparse gradient,
-        # and the tied weight's total gradient is dense.
-        tok = F.embedding(idx, self.transformer.wte.weight, sparse=not torch.compiler.is_compiling())
+        # On CPU, eager mode looks tokens up with a sparse gradient: it touches only the B*T rows read, and
+        # autograd adds them into the tied head's dense gradient instead of allocating, zero-filling,
+        # scattering into and adding a second vocab-sized matrix (154 MB for gpt2). GPUs do that at memory
+        # speed (and deterministically), compiled graphs fuse it. The module's own `sparse` flag stays off:
+        # DDP would then expect a sparse gradient, and the tied weight's total gradient is dense.
+        sparse = idx.device.type == "cpu" and not torch.compiler.is_compiling()
+        tok = F.embedding(idx, self.transformer.wte.weight, sparse=sparse)
         x = self.transformer.drop(tok + self.transformer.wpe(pos))
         for i, block in enumerate(self.transformer.h):
             if kv_cache is not None:

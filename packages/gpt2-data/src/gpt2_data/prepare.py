@@ -56,7 +56,7 @@ class PrepareConfig:
     max_tokens: int | None = None
     """Stop after this many tokens in all (validation included); default: the whole dataset."""
     workers: int = 0
-    """Tokenizer threads; 0 uses every core."""
+    """Tokenizer threads; 0 uses every core. Each holds its own copy of the BPE tables (~10 MiB)."""
 
     def __post_init__(self) -> None:
         if self.shard_tokens < 1:
@@ -443,31 +443,39 @@ def _run(
             done_first, done = in_flight.popleft()
             yield done_first, [f.result() for f in done]
 
-    _stage(lambda: _batches(docs, resume["doc"], stop), texts, stop)
-    _stage(encode, encoded, stop)
-    for _ in range(workers):  # start the threads (each builds its Encoding) while the first batch is read
-        pool.submit(int)
-
     t0, done_at_start = time.perf_counter(), state["emitted"]
     last_doc = resume["doc"] - 1
     try:
-        with _progress_bar(progress, f"prepare {manifest['dataset']}", config.max_tokens) as update:
-            for first, batch in _drain(encoded, stop):
-                finished = _route(config, writers, batch, first, state, val_quota, fraction)
-                last_doc = state["doc"]
-                rate = (state["emitted"] - done_at_start) / max(time.perf_counter() - t0, 1e-9)
-                update(
-                    completed=state["emitted"],
-                    docs=last_doc + 1,
-                    rate=f"{rate / 1e6:.2f}M tok/s",
-                    shards=len(writers["val"].shards) + len(writers["train"].shards),
-                )
-                if finished:
-                    break
-    finally:
-        stop.set()  # let the reader and encoder threads end (they are daemons: never wait on a stuck dataset)
-        pool.shutdown(wait=False, cancel_futures=True)
-    return _finish(out, manifest, writers, fraction, state, last_doc, eot)
+        try:
+            _stage(lambda: _batches(docs, resume["doc"], stop), texts, stop)
+            _stage(encode, encoded, stop)
+            for _ in range(
+                workers
+            ):  # start the threads (each builds its Encoding) while the first batch is read
+                pool.submit(int)
+            with _progress_bar(progress, f"prepare {manifest['dataset']}", config.max_tokens) as update:
+                for first, batch in _drain(encoded, stop):
+                    finished = _route(config, writers, batch, first, state, val_quota, fraction)
+                    last_doc = state["doc"]
+                    rate = (state["emitted"] - done_at_start) / max(time.perf_counter() - t0, 1e-9)
+                    update(
+                        completed=state["emitted"],
+                        docs=last_doc + 1,
+                        rate=f"{rate / 1e6:.2f}M tok/s",
+                        shards=len(writers["val"].shards) + len(writers["train"].shards),
+                    )
+                    if finished:
+                        break
+        finally:
+            stop.set()  # let the reader and encoder threads end (daemons: never wait on a stuck dataset)
+            pool.shutdown(wait=False, cancel_futures=True)
+        return _finish(out, manifest, writers, fraction, state, last_doc, eot)
+    except BaseException:
+        # The shard already handed over finishes (with its manifest) before the error leaves prepare(), so a
+        # caller that retries in this process never races a write still going on from this run.
+        with contextlib.suppress(BaseException):
+            writes.close()
+        raise
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ the heap and never trimming it makes later steps reuse the pages: bf16 steps 1.4
 from __future__ import annotations
 
 import ctypes
-import platform
+import os
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
@@ -19,12 +19,16 @@ M_MMAP_MAX = -4
 
 def retain_freed_memory() -> bool:
     """Tell glibc's malloc to reuse freed memory in this process; False (and nothing done) off glibc."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):  # names glibc's version; raises or is empty elsewhere
+            return False
+    except (AttributeError, ValueError, OSError):
         return False
     try:
         libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    # No mmap'd chunks (big tensors come from the heap too), and never give the heap's top back.
+    # No mmap'd chunks (big tensors come from the heap too), and give the heap's top back only when over
+    # 2 GiB free (the largest threshold mallopt takes). Process-wide and for the rest of the process.
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
