@@ -7,8 +7,9 @@ between the stages are short, each split fills one shard buffer and at most one 
 memory stays bounded whatever the corpus size.
 
 Every document is preceded by ``<|endoftext|>`` (50256), as in GPT-2 and llm.c. Documents are consumed in the
-dataset's deterministic order; once each shard is on disk, ``manifest.json`` records where to resume, so an interrupted
-``prepare`` picks up after its last complete shard and ends with exactly the shards an uninterrupted run writes.
+dataset's deterministic order; once each shard is on disk, ``manifest.json`` records where to resume, so an
+interrupted ``prepare`` picks up after its last complete shard and ends with exactly the shards an
+uninterrupted run writes.
 """
 
 from __future__ import annotations
@@ -449,9 +450,8 @@ def _run(
         try:
             _stage(lambda: _batches(docs, resume["doc"], stop), texts, stop)
             _stage(encode, encoded, stop)
-            for _ in range(
-                workers
-            ):  # start the threads (each builds its Encoding) while the first batch is read
+            # Start the threads now: each builds its Encoding while the first batch is read.
+            for _ in range(workers):
                 pool.submit(int)
             with _progress_bar(progress, f"prepare {manifest['dataset']}", config.max_tokens) as update:
                 for first, batch in _drain(encoded, stop):
