@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import platform
 import subprocess
 import sys
 
 import pytest
+from gpt2_train.allocator import on_glibc
 
 CHILD = """
 import resource, sys
@@ -32,9 +32,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-@pytest.mark.skipif(
-    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc only"
-)
+@pytest.mark.skipif(not on_glibc(), reason="glibc's malloc only")
 def test_later_steps_reuse_freed_memory() -> None:
     def faults(retain: bool) -> int:
         out = subprocess.run(

@@ -54,6 +54,11 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def cpu_capabilities() -> dict[str, object]:
+    """This CPU's instruction-set features as torch reports them (``avx512_bf16``, ``amx_bf16``, ...)."""
+    return torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+
+
 def _cpu_has_native_bf16() -> bool:
-    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    caps = cpu_capabilities()
     return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))

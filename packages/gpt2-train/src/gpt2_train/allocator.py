@@ -18,12 +18,17 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 
 
+def on_glibc() -> bool:
+    """Whether this process runs on glibc (whose malloc ``retain_freed_memory`` tunes)."""
+    try:
+        return bool(os.confstr("CS_GNU_LIBC_VERSION"))  # names glibc's version; raises or is empty elsewhere
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 def retain_freed_memory() -> bool:
     """Tell glibc's malloc to reuse freed memory in this process; False (and nothing done) off glibc."""
-    try:
-        if not os.confstr("CS_GNU_LIBC_VERSION"):  # names glibc's version; raises or is empty elsewhere
-            return False
-    except (AttributeError, ValueError, OSError):
+    if not on_glibc():
         return False
     try:
         libc = ctypes.CDLL(None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import torch
+from gpt2_core.device import cpu_capabilities
 from gpt2_core.model import GPT
 
 # Dense bf16 tensor-core peaks (no sparsity), FLOP/s, matched against the CUDA device name.
@@ -52,7 +53,7 @@ def peak_flops(device: torch.device, dtype: torch.dtype | None = None) -> tuple[
         flops_per_cycle, ghz = _cpu_features()
         kind = "fp32"
         if dtype == torch.bfloat16:
-            caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+            caps = cpu_capabilities()
             if caps.get("amx_bf16"):  # AMX tiles: 1024 bf16 FLOPs per cycle per core
                 flops_per_cycle, kind = 1024, "bf16 (AMX)"
             elif caps.get("avx512_bf16"):  # a bf16 dot product does two multiply-adds per fp32 lane
