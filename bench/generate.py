@@ -1,16 +1,18 @@
 """Greedy decoding speed: gpt2_core.generate vs transformers GPT2LMHeadModel.generate, same weights.
 
     uv run python bench/generate.py [--preset gpt2] [--prompt 128] [--new 256] [--repeats 5] [--threads N]
-                                    [--dtype auto|float32|bfloat16]
+                                    [--dtype float32 auto ...]
 
 Batch 1, random weights (seeded), a random 128-token prompt, 256 new tokens, no early stop. Both run in
-this process with the same threads and the same dtype (``auto``: what ``gpt2 generate`` picks here, bf16 on
-a CPU with AVX512-BF16/AMX), alternating, and we print the best and the median tokens/s of each.
+this process with the same threads and the same dtype, alternating, and we print the best and the median
+tokens/s of each, for each dtype asked for: by default float32 (transformers' default) and ``auto`` (what
+``gpt2 generate`` picks here: bf16 on a GPU or a CPU with AVX512-BF16/AMX, else float32).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -28,7 +30,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 (both models)")
+    ap.add_argument(
+        "--dtype",
+        nargs="+",
+        default=["float32", "auto"],
+        help="auto, float32, bfloat16 (both models), one run each",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -39,40 +46,41 @@ def main() -> None:
     from gpt2_core.sampling import SamplingConfig
 
     torch.manual_seed(0)
-    dtype = pick_dtype(args.dtype, torch.device(args.device))
-    ours = GPT(get_preset(args.preset)).eval()
-    theirs = hf_twin(ours).to(args.device, dtype).eval()
-    ours = ours.to(args.device, dtype)
+    base = GPT(get_preset(args.preset)).eval()
     prompt = torch.randint(0, 50256, (args.prompt,), generator=torch.Generator().manual_seed(1)).tolist()
     greedy = SamplingConfig(max_new_tokens=args.new, temperature=0, stop_at_eot=False)
     hf_input = torch.tensor([prompt], device=args.device)
-    out: dict[str, list[int]] = {}
-
-    def run_ours() -> None:
-        out["ours"] = [int(t) for t in torch.stack(list(generate_ids(ours, prompt, greedy)))[:, 0]]
-
-    def run_theirs() -> None:
-        with torch.inference_mode():
-            ids = theirs.generate(
-                hf_input,
-                attention_mask=torch.ones_like(hf_input),
-                max_new_tokens=args.new,
-                min_new_tokens=args.new,
-                do_sample=False,
-                pad_token_id=50256,
-            )
-        out["transformers"] = ids[0, args.prompt :].tolist()
-
-    run_ours(), run_theirs()  # warm-up (allocator, thread pools, kernels)
-    wall, cpu = interleaved({"ours": run_ours, "transformers": run_theirs}, args.repeats)
-    same = sum(a == b for a, b in zip(out["ours"], out["transformers"]))
     print(f"machine: {machine()}")
-    print(
-        f"greedy decode, {args.preset}, {str(dtype).removeprefix('torch.')}, batch 1, prompt {args.prompt}, {args.new} new tokens, "
-        f"{args.repeats} interleaved runs:"
-    )
-    report(wall, cpu, args.new, "new tokens/s")
-    print(f"  identical greedy tokens: {same}/{args.new}")
+    for name in dict.fromkeys(pick_dtype(d, torch.device(args.device)) for d in args.dtype):
+        theirs = hf_twin(base).to(args.device, name).eval()
+        ours = copy.deepcopy(base).to(args.device, name)
+        out: dict[str, list[int]] = {}
+
+        def run_ours(ours: GPT = ours, out: dict = out) -> None:
+            out["ours"] = [int(t) for t in torch.stack(list(generate_ids(ours, prompt, greedy)))[:, 0]]
+
+        def run_theirs(theirs: torch.nn.Module = theirs, out: dict = out) -> None:
+            with torch.inference_mode():
+                ids = theirs.generate(
+                    hf_input,
+                    attention_mask=torch.ones_like(hf_input),
+                    max_new_tokens=args.new,
+                    min_new_tokens=args.new,
+                    do_sample=False,
+                    pad_token_id=50256,
+                )
+            out["transformers"] = ids[0, args.prompt :].tolist()
+
+        run_ours(), run_theirs()  # warm-up (allocator, thread pools, kernels)
+        wall, cpu = interleaved({"ours": run_ours, "transformers": run_theirs}, args.repeats)
+        same = sum(a == b for a, b in zip(out["ours"], out["transformers"]))
+        print(
+            f"greedy decode, {args.preset}, {str(name).removeprefix('torch.')}, batch 1, prompt {args.prompt}, "
+            f"{args.new} new tokens, {args.repeats} interleaved runs:"
+        )
+        report(wall, cpu, args.new, "new tokens/s")
+        print(f"  identical greedy tokens: {same}/{args.new}")
+        del ours, theirs
 
 
 if __name__ == "__main__":

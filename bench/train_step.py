@@ -1,14 +1,14 @@
 """Training step speed: forward + backward + AdamW, gpt2_core.GPT vs transformers GPT2LMHeadModel.
 
     uv run python bench/train_step.py [--preset gpt2] [--batch 2] [--seq 256] [--repeats 3] [--threads N]
-                                      [--precision auto|fp32|bf16] [--compile none|ours|both]
+                                      [--precision fp32 auto ...] [--compile none|ours|both]
                                       [--vocab-multiple 64]
 
 Same config, same weights, same batch, the same optimizer settings for both (AdamW, lr 6e-4,
-betas (0.9, 0.95), weight decay 0.1, fused where torch supports it on the device), the same precision
-(``auto``: what ``gpt2 train`` picks here, bf16 autocast on a GPU or a CPU with AVX512-BF16/AMX, else fp32),
-in one process with the same threads, alternating;
-prints the best and the median tokens/s of each and their ratio. ``--compile ours`` is what
+betas (0.9, 0.95), weight decay 0.1, fused where torch supports it on the device), the same precision,
+in one process with the same threads, alternating; prints the best and the median tokens/s of each and
+their ratio, for each precision asked for: by default fp32 (transformers' default) and ``auto`` (what
+``gpt2 train`` picks here: bf16 autocast on a GPU or a CPU with AVX512-BF16/AMX, else fp32). ``--compile ours`` is what
 ``gpt2 train --compile`` does; ``both`` compiles the transformers model too (the like-for-like figure).
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import inspect
 import sys
 from pathlib import Path
@@ -44,7 +45,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--precision", nargs="+", default=["fp32", "auto"], choices=["auto", "fp32", "bf16"])
     ap.add_argument("--compile", default="none", choices=["none", "ours", "both"])
     ap.add_argument(
         "--vocab-multiple",
@@ -66,44 +67,45 @@ def main() -> None:
     opt_ours, opt_theirs = adamw(ours, fused), adamw(theirs, fused)
     tokens = torch.randint(0, 50257, (args.batch, args.seq + 1), generator=torch.Generator().manual_seed(1))
     x, y = tokens[:, :-1].to(device), tokens[:, 1:].to(device)
-    losses: dict[str, float] = {}
     from gpt2_train.trainer import autocast_dtype, setup_device
 
     setup_device(device)  # as gpt2 train does (on CPU: freed memory kept); process-wide, so for both models
-    dtype = autocast_dtype(args.precision, device)
-    autocast = (lambda: torch.autocast(device.type, dtype)) if dtype is not None else contextlib.nullcontext
     fwd_ours = torch.compile(ours) if args.compile != "none" else ours
     fwd_theirs = torch.compile(theirs) if args.compile == "both" else theirs
-
-    def step_ours() -> None:
-        with autocast():
-            _, loss = fwd_ours(x, y)
-        loss.backward()
-        opt_ours.step()
-        opt_ours.zero_grad(set_to_none=True)
-        losses["ours"] = loss.item()
-
-    def step_theirs() -> None:
-        with autocast():
-            loss = fwd_theirs(input_ids=x, labels=x).loss
-        loss.backward()
-        opt_theirs.step()
-        opt_theirs.zero_grad(set_to_none=True)
-        losses["transformers"] = loss.item()
-
-    for _ in range(2):  # warm-up: optimizer state, and torch.compile's first (and recompiled) graphs
-        step_ours(), step_theirs()
-    wall, cpu = interleaved({"ours": step_ours, "transformers": step_theirs}, args.repeats)
     print(f"machine: {machine()}")
-    print(
-        f"train step (fwd+bwd+AdamW fused={fused}), {args.preset}, precision {args.precision} "
-        f"(autocast: {dtype}), "
-        f"compiled: {args.compile}, our vocab {ours.config.padded_vocab_size}, "
-        f"batch {args.batch} x {args.seq} tokens, "
-        f"{args.repeats} interleaved runs; last loss ours {losses['ours']:.3f}, "
-        f"transformers {losses['transformers']:.3f}:"
-    )
-    report(wall, cpu, args.batch * args.seq, "tokens/s")
+    for precision in args.precision:
+        dtype = autocast_dtype(precision, device)
+        autocast = functools.partial(torch.autocast, device.type, dtype) if dtype else contextlib.nullcontext
+        losses: dict[str, float] = {}
+
+        def step_ours(autocast=autocast, losses=losses) -> None:  # noqa: ANN001
+            with autocast():
+                _, loss = fwd_ours(x, y)
+            loss.backward()
+            opt_ours.step()
+            opt_ours.zero_grad(set_to_none=True)
+            losses["ours"] = loss.item()
+
+        def step_theirs(autocast=autocast, losses=losses) -> None:  # noqa: ANN001
+            with autocast():
+                loss = fwd_theirs(input_ids=x, labels=x).loss
+            loss.backward()
+            opt_theirs.step()
+            opt_theirs.zero_grad(set_to_none=True)
+            losses["transformers"] = loss.item()
+
+        for _ in range(2):  # warm-up: optimizer state, and torch.compile's first (and recompiled) graphs
+            step_ours(), step_theirs()
+        wall, cpu = interleaved({"ours": step_ours, "transformers": step_theirs}, args.repeats)
+        print(
+            f"train step (fwd+bwd+AdamW fused={fused}), {args.preset}, precision {precision} "
+            f"(autocast: {dtype}), "
+            f"compiled: {args.compile}, our vocab {ours.config.padded_vocab_size}, "
+            f"batch {args.batch} x {args.seq} tokens, "
+            f"{args.repeats} interleaved runs; last loss ours {losses['ours']:.3f}, "
+            f"transformers {losses['transformers']:.3f}:"
+        )
+        report(wall, cpu, args.batch * args.seq, "tokens/s")
 
 
 if __name__ == "__main__":

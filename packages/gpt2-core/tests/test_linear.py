@@ -17,7 +17,9 @@ needs_onednn = pytest.mark.skipif(not onednn_available(), reason="no oneDNN fp32
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
-    """Shapes of the inputs of every oneDNN product made while the test runs."""
+    """Shapes of the inputs of every oneDNN product made while the test runs, small products included."""
+    monkeypatch.setattr(linear_module, "MIN_MACS", 0)
+    monkeypatch.setattr(linear_module, "MIN_WEIGHT_GRAD_IN", 0)
     seen: list[tuple[int, ...]] = []
     real = linear_module._onednn
 
@@ -55,6 +57,22 @@ def test_output_and_gradients_equal_f_linear(
 
 
 @needs_onednn
+def test_small_products_and_narrow_weight_gradients_stay_on_blas(
+    calls: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(linear_module, "MIN_MACS", 4 * 8 * 6)
+    monkeypatch.setattr(linear_module, "MIN_WEIGHT_GRAD_IN", 9)
+    monkeypatch.setattr(linear_module, "MAX_CACHED_COPY", 4 * 6 - 1)
+    x, w = torch.randn(4, 8, requires_grad=True), torch.randn(6, 8, requires_grad=True)
+    linear(x[:3], w).sum().backward()  # 3 * 8 * 6 multiply-adds: F.linear
+    assert calls == []
+    out, ref = grads(linear, x, w, None), grads(F.linear, x, w, None)
+    assert calls == [(4, 8), (4, 6)]  # 8 inputs < 9 and a 4 x 6 copy: weight gradient on BLAS
+    for a, r in zip(out, ref, strict=True):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
 def test_only_the_needed_gradients_are_computed(calls: list) -> None:
     x, w = torch.randn(4, 8), torch.randn(6, 8, requires_grad=True)
     linear(x, w).sum().backward()  # x needs no gradient: forward and weight gradient only
@@ -88,14 +106,17 @@ def test_linear_is_an_nn_linear_with_the_same_state_dict() -> None:
 
 
 @needs_onednn
-def test_model_training_step_matches_f_linear(calls: list, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_model_training_step_matches_f_linear(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     ours = GPT(get_preset("nano"))
     ref = copy.deepcopy(ours)
     idx, targets = torch.randint(0, 50257, (2, 16)), torch.randint(0, 50257, (2, 16))
+    calls: list[tuple[int, ...]] = []
+    real = linear_module._onednn
+    monkeypatch.setattr(linear_module, "_onednn", lambda *a: calls.append(a[0].shape) or real(*a))
     _, loss = ours(idx, targets)
     loss.backward()
-    assert calls  # the model's products went through oneDNN
+    assert len(calls) == 3  # at the default thresholds only the LM head (32 x 32 x 50257) is big enough
     monkeypatch.setattr(linear_module, "onednn_available", lambda: False)
     _, ref_loss = ref(idx, targets)
     ref_loss.backward()

@@ -6,6 +6,11 @@ AMD EPYC (Zen 5) GPT-2's training products measured 390-470 GFLOP/s through oneD
 MKL, and decoding's matrix-vector products were 2x (blocks) to 3.6x (the 50257-row head) faster. It is the
 same fp32 arithmetic, summed in another order (differences of fp32 rounding size).
 
+oneDNN costs ~10 us more per call than MKL, so products under ``MIN_MACS`` stay on MKL. For the weight
+gradient oneDNN first copies the (tokens, out) output gradient to transposed memory; when that copy leaves
+the cache and ``in_features`` is small it costs more than it saves (2x slower at 512 tokens, 128 inputs and
+50257 outputs), so such products stay on MKL too.
+
 Everywhere else (GPU, bf16 or autocast, compiled graphs, builds without oneDNN, other architectures) this
 is ``F.linear``, and the parameters and state dict are ``nn.Linear``'s.
 """
@@ -19,6 +24,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+
+MIN_MACS = 1 << 19
+"""Multiply-adds below which a product stays on MKL (a 768 x 768 matrix times one vector is ~0.6M)."""
+MIN_WEIGHT_GRAD_IN = 256
+"""in_features from which the weight gradient goes through oneDNN whatever the size of the copy above."""
+MAX_CACHED_COPY = 1 << 22
+"""Elements of output gradient (16 MiB of fp32) up to which its transposed copy counts as cheap."""
 
 
 @functools.cache
@@ -53,7 +65,9 @@ class _OneDNNLinear(torch.autograd.Function):
             grad_x = _onednn(grad, weight.t(), None)  # grad @ weight
         g = grad.reshape(-1, grad.size(-1))
         if ctx.needs_input_grad[1]:
-            grad_w = _onednn(g.t(), x.reshape(-1, x.size(-1)).t(), None)  # g.T @ x
+            x = x.reshape(-1, x.size(-1))
+            cheap_copy = x.size(1) >= MIN_WEIGHT_GRAD_IN or g.numel() <= MAX_CACHED_COPY
+            grad_w = _onednn(g.t(), x.t(), None) if cheap_copy else g.t() @ x
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g.sum(0)
         return grad_x, grad_w, grad_b
@@ -68,6 +82,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
         and not torch.jit.is_tracing()
+        and x.numel() * weight.size(0) >= MIN_MACS
         and onednn_available()
     ):
         if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
