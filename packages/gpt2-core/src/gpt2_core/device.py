@@ -40,8 +40,8 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     """The dtype to run inference in. ``auto``: bfloat16 where ``device`` computes in it natively, else float32.
 
     Natively: a CUDA GPU with bf16 support, or a CPU with AVX512-BF16 or AMX (there, batch-1 decoding reads
-    every weight per token, and the bf16 kernels stream half the bytes at a higher rate: ~3.8x fp32's speed
-    on a Zen 4 CPU; litgpt defaults to bf16 for inference too). Elsewhere bf16 would be emulated and slower.
+    every weight per token, and the bf16 kernels stream half the bytes: ~1.8x fp32's speed on a Zen 5 CPU;
+    litgpt defaults to bf16 for inference too). Elsewhere bf16 would be emulated and slower.
     """
     if name != "auto":
         if name not in DTYPES:

@@ -1,18 +1,21 @@
-"""``Linear``: ``nn.Linear`` whose fp32 matrix products on an x86 CPU go through oneDNN instead of BLAS.
+"""``Linear``: ``nn.Linear`` whose fp32 matrix products on an AMD CPU go through oneDNN instead of MKL.
 
-PyTorch sends fp32 matrix products on a CPU to the BLAS it links (MKL in the x86 wheels) and bf16 ones to
-oneDNN. MKL runs its generic AVX2 code on AMD processors; oneDNN runs AVX-512 on both vendors. On a 2-core
-AMD EPYC (Zen 5) GPT-2's training products measured 390-470 GFLOP/s through oneDNN against 160-220 through
-MKL, and decoding's matrix-vector products were 2x (blocks) to 3.6x (the 50257-row head) faster. It is the
-same fp32 arithmetic, summed in another order (differences of fp32 rounding size).
+PyTorch sends fp32 matrix products on an x86 CPU to MKL and bf16 ones to oneDNN. MKL runs its generic
+AVX2 code on AMD processors; oneDNN runs AVX-512 there. On a 2-core AMD EPYC (Zen 5) GPT-2's training
+products measured 390-470 GFLOP/s through oneDNN against 160-220 through MKL, and decoding's
+matrix-vector products were 2x (blocks) to 3.6x (the 50257-row head) faster. It is the same fp32
+arithmetic, summed in another order (differences of fp32 rounding size). Intel CPUs keep MKL, which runs
+AVX-512 there (not measured against oneDNN).
 
 oneDNN costs ~10 us more per call than MKL, so products under ``MIN_MACS`` stay on MKL. For the weight
 gradient oneDNN first copies the (tokens, out) output gradient to transposed memory; when that copy leaves
 the cache and ``in_features`` is small it costs more than it saves (2x slower at 512 tokens, 128 inputs and
 50257 outputs), so such products stay on MKL too.
 
-Everywhere else (GPU, bf16 or autocast, compiled graphs, builds without oneDNN, other architectures) this
-is ``F.linear``, and the parameters and state dict are ``nn.Linear``'s.
+Everywhere else (GPU, bf16 or autocast, torch.compile, jit tracing, forward-mode AD and torch.func
+transforms, ``torch.backends.mkldnn`` disabled) this is ``F.linear``, and the parameters and state dict are
+``nn.Linear``'s. Limits of the oneDNN path: no double backward; ``torch.fx.symbolic_trace`` cannot trace
+through the device check (trace with torch.export instead).
 """
 
 from __future__ import annotations
@@ -21,27 +24,31 @@ import functools
 import platform
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from gpt2_core.device import cpu_capabilities
+
 MIN_MACS = 1 << 19
 """Multiply-adds below which a product stays on MKL (a 768 x 768 matrix times one vector is ~0.6M)."""
-MIN_WEIGHT_GRAD_IN = 256
-"""in_features from which the weight gradient goes through oneDNN whatever the size of the copy above."""
 MAX_CACHED_COPY = 1 << 22
-"""Elements of output gradient (16 MiB of fp32) up to which its transposed copy counts as cheap."""
+"""Elements of output gradient (16 MiB of fp32) up to which oneDNN's transposed copy of it is cheap."""
+MIN_WEIGHT_GRAD_IN = 256
+"""in_features from which the weight gradient goes through oneDNN, however big that copy."""
 
 
 @functools.cache
 def onednn_available() -> bool:
-    """Whether this build can run fp32 products through oneDNN (x86 with PyTorch's mkldnn ops)."""
-    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        return hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    except RuntimeError:  # pragma: no cover - a build without the op
-        return False
+    """Whether fp32 products should run on oneDNN here: an AMD x86 CPU and a build with PyTorch's mkldnn ops."""
+    amd = "AMD" in str(cpu_capabilities().get("cpu_name", "")) or "AuthenticAMD" in platform.processor()
+    return (
+        amd
+        and platform.machine().lower() in ("x86_64", "amd64")
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
 
 
 def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -50,10 +57,14 @@ def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
 
 
 class _OneDNNLinear(torch.autograd.Function):
+    """The oneDNN op has no derivative formula: the backward's two products go through oneDNN too."""
+
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:  # noqa: ANN001
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
+        # Like F.linear, keep the input only for the weight gradient and the weight only for the input's.
+        ctx.save_for_backward(
+            x if ctx.needs_input_grad[1] else None, weight if ctx.needs_input_grad[0] else None
+        )
         return _onednn(x, weight, bias)
 
     @staticmethod
@@ -66,26 +77,29 @@ class _OneDNNLinear(torch.autograd.Function):
         g = grad.reshape(-1, grad.size(-1))
         if ctx.needs_input_grad[1]:
             x = x.reshape(-1, x.size(-1))
-            cheap_copy = x.size(1) >= MIN_WEIGHT_GRAD_IN or g.numel() <= MAX_CACHED_COPY
-            grad_w = _onednn(g.t(), x.t(), None) if cheap_copy else g.t() @ x
-        if ctx.has_bias and ctx.needs_input_grad[2]:
+            use_onednn = x.size(1) >= MIN_WEIGHT_GRAD_IN or g.numel() <= MAX_CACHED_COPY
+            grad_w = _onednn(g.t(), x.t(), None) if use_onednn else g.t() @ x
+        if ctx.needs_input_grad[2]:
             grad_b = g.sum(0)
         return grad_x, grad_w, grad_b
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear``, through oneDNN for fp32 on an x86 CPU outside autocast, compiled and traced graphs."""
+    """``F.linear``, through oneDNN for big enough fp32 products on an AMD CPU (see the module docstring)."""
     if (
-        x.device.type == "cpu"
+        x.device.type == weight.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
         and (bias is None or bias.dtype == torch.float32)
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()
         and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
         and x.numel() * weight.size(0) >= MIN_MACS
+        and not torch.is_autocast_enabled("cpu")
+        and not torch._C._are_functorch_transforms_active()
+        and forward_ad._current_level < 0
+        and torch.backends.mkldnn.enabled
         and onednn_available()
     ):
-        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
             return _OneDNNLinear.apply(x, weight, bias)
         return _onednn(x, weight, bias)
     return F.linear(x, weight, bias)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from gpt2_core.errors import UserError
-from gpt2_core.linear import Linear
+from gpt2_core.linear import Linear  # nn.Linear, with fp32 products on AMD CPUs run by oneDNN (2x MKL)
 from gpt2_core.loss import cross_entropy
 from gpt2_core.tokenizer import EOT_ID, EOT_TOKEN  # also importable from here
 
