@@ -8,8 +8,9 @@ Same config, same weights, same batch, the same optimizer settings for both (Ada
 betas (0.9, 0.95), weight decay 0.1, fused where torch supports it on the device), the same precision,
 in one process with the same threads, alternating; prints the best and the median tokens/s of each and
 their ratio, for each precision asked for: by default fp32 (transformers' default) and ``auto`` (what
-``gpt2 train`` picks here: bf16 autocast on a GPU or a CPU with AVX512-BF16/AMX, else fp32). ``--compile ours`` is what
-``gpt2 train --compile`` does; ``both`` compiles the transformers model too (the like-for-like figure).
+``gpt2 train`` picks here: bf16 autocast on a GPU or a CPU with AVX512-BF16/AMX, else fp32).
+``--compile ours`` is what ``gpt2 train --compile`` does; ``both`` compiles the transformers model too
+(the like-for-like figure).
 """
 
 from __future__ import annotations
