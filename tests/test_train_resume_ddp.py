@@ -101,9 +101,14 @@ def test_sigkill_then_resume_is_bit_identical(data_dir: Path, tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_match_one_process_with_twice_the_accumulation(data_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", ["auto", "fp32"])  # fp32 on AMD: gpt2_core.linear's oneDNN autograd
+def test_two_gloo_ranks_match_one_process_with_twice_the_accumulation(
+    data_dir: Path, tmp_path: Path, precision: str
+) -> None:
     # 256 tokens per step: 2 ranks x 2 micro-batches x (2 x 32), or 1 process x 4 micro-batches.
     args = [
+        "--precision",
+        precision,
         "--total-batch-tokens",
         "256",
         "--max-steps",
