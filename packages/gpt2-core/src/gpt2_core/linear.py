@@ -90,6 +90,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         x.device.type == weight.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
         and (bias is None or bias.dtype == torch.float32)
+        and onednn_available()  # cached: elsewhere (Intel, other builds) the checks stop here
         and not torch.jit.is_tracing()
         and not torch.compiler.is_compiling()
         and x.numel() * weight.size(0) >= MIN_MACS
@@ -97,7 +98,6 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         and not torch._C._are_functorch_transforms_active()
         and forward_ad._current_level < 0
         and torch.backends.mkldnn.enabled
-        and onednn_available()
     ):
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
             return _OneDNNLinear.apply(x, weight, bias)
