@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import platform
 
 import pytest
 import torch
@@ -12,15 +11,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from gpt2_core import GPT, get_preset
 from gpt2_core import linear as linear_module
-from gpt2_core.linear import Linear, linear
+from gpt2_core.linear import Linear, linear, onednn_built
 
 # The oneDNN path runs on AMD CPUs only; any x86 build with the op can test it.
-needs_onednn = pytest.mark.skipif(
-    platform.machine().lower() not in ("x86_64", "amd64")
-    or not torch.backends.mkldnn.is_available()
-    or not hasattr(torch.ops.mkldnn, "_linear_pointwise"),
-    reason="no oneDNN fp32 linear in this build",
-)
+needs_onednn = pytest.mark.skipif(not onednn_built(), reason="no oneDNN fp32 linear in this build")
 
 
 def spy_on_onednn(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:

@@ -39,16 +39,20 @@ MIN_WEIGHT_GRAD_IN = 256
 """in_features from which the weight gradient goes through oneDNN, however big that copy."""
 
 
-@functools.cache
-def onednn_available() -> bool:
-    """Whether fp32 products should run on oneDNN here: an AMD x86 CPU and a build with PyTorch's mkldnn ops."""
-    amd = "AMD" in str(cpu_capabilities().get("cpu_name", "")) or "AuthenticAMD" in platform.processor()
+def onednn_built() -> bool:
+    """Whether this is an x86 build with PyTorch's oneDNN linear op (whatever the CPU's vendor)."""
     return (
-        amd
-        and platform.machine().lower() in ("x86_64", "amd64")
+        platform.machine().lower() in ("x86_64", "amd64")
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_linear_pointwise")
     )
+
+
+@functools.cache
+def onednn_available() -> bool:
+    """Whether fp32 products should run on oneDNN here: an AMD CPU and :func:`onednn_built`."""
+    amd = "AMD" in str(cpu_capabilities().get("cpu_name", "")) or "AuthenticAMD" in platform.processor()
+    return amd and onednn_built()
 
 
 def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
