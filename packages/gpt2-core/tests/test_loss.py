@@ -48,11 +48,18 @@ def test_custom_ignore_index_and_all_ignored() -> None:
     targets = torch.tensor([1, -1, 3, -1, 5, 6])
     (ours, _), (ref, _) = both(logits, targets, ignore_index=-1)
     assert ours.item() == pytest.approx(ref.item(), rel=1e-6)
-    x = logits.clone().requires_grad_()
-    loss = cross_entropy(x, torch.full((6,), -100))
-    assert loss.isnan()  # a mean over nothing, as F.cross_entropy gives
+
+
+@pytest.mark.parametrize("compiling", [False, True])  # the custom Function, and the plain compiled form
+def test_all_ignored_is_zero_loss_and_zero_gradient(compiling: bool) -> None:
+    x = torch.randn(6, 50).requires_grad_()
+    with mock.patch.object(torch.compiler, "is_compiling", return_value=compiling):
+        loss = cross_entropy(x, torch.full((6,), -100))
+    assert (
+        loss.item() == 0.0
+    )  # F.cross_entropy gives NaN here: a micro-batch cut to its prompt would poison the step
     loss.backward()
-    assert not x.grad.any()
+    assert x.grad is not None and not x.grad.any() and not x.grad.isnan().any()
 
 
 def test_target_out_of_range_is_an_error() -> None:

@@ -4,7 +4,8 @@
 log-softmax as big as them, and in backward zero-fills one more such tensor and reads two. For GPT-2 those
 tensors are (B*T, 50257): the largest in the step. Here the forward keeps one log-sum-exp per row, and the
 backward writes the gradient straight into a tensor of the logits' dtype, a block of rows at a time, so the
-fp32 temporaries stay small (on a CPU, in cache). The result is the same mean cross-entropy (fp32).
+fp32 temporaries stay small (on a CPU, in cache). The result is the same mean cross-entropy (fp32), except
+that a mean over no counted target is 0 with a zero gradient, not NaN.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class _CrossEntropy(torch.autograd.Function):
         valid = targets != ignore_index
         safe = torch.where(valid, targets, 0)  # ignored rows pick logit 0, then count for nothing
         picked = logits.gather(1, safe[:, None]).squeeze(1).float()
-        count = valid.sum()
+        count = valid.sum().clamp(min=1)  # no counted target: 0 loss and 0 gradient, not 0/0
         ctx.save_for_backward(logits, safe, valid, count)
         return torch.where(valid, lse - picked, 0.0).sum() / count
 
@@ -55,9 +56,12 @@ class _CrossEntropy(torch.autograd.Function):
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
     """Mean cross-entropy (fp32) of ``logits`` (N, V) against ``targets`` (N,), skipping ``ignore_index``.
 
-    Equals ``F.cross_entropy(logits.float(), targets, ignore_index=ignore_index)``; when every target is
-    ignored the loss is nan (a mean over nothing) and the gradient zero.
+    Equals ``F.cross_entropy(logits.float(), targets, ignore_index=ignore_index)``, except when every target
+    is ignored (a conversation cut to its prompt): then the loss is 0 and the gradient zero, where
+    ``F.cross_entropy`` gives NaN. Callers that weight micro-batches by their number of targets (the
+    trainer) rely on that: a micro-batch without targets adds nothing.
     """
     if torch.compiler.is_compiling():  # a compiled graph fuses the plain version into one kernel itself
-        return F.cross_entropy(logits.float(), targets, ignore_index=ignore_index)
+        total = F.cross_entropy(logits.float(), targets, ignore_index=ignore_index, reduction="sum")
+        return total / (targets != ignore_index).sum().clamp(min=1)
     return _CrossEntropy.apply(logits, targets, ignore_index)

@@ -71,24 +71,8 @@ def any_rank(env: DistEnv, flag: bool) -> bool:
     return bool(t.item())
 
 
-def max_over_ranks(env: DistEnv, value: int) -> int:
-    if not env.enabled:
-        return value
-    t = torch.tensor([value], dtype=torch.int64)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=env.control_group)
-    return int(t.item())
-
-
-def mean_over_ranks(env: DistEnv, t: torch.Tensor) -> torch.Tensor:
-    """The mean of tensor ``t`` over ranks (gloo has no AVG: sum, then divide)."""
-    if not env.enabled:
-        return t
-    t = t.clone()
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t / env.world_size
-
-
 def sum_over_ranks(env: DistEnv, t: torch.Tensor) -> torch.Tensor:
+    """The sum of tensor ``t`` over ranks (a copy; ``t`` is left as it is)."""
     if not env.enabled:
         return t
     t = t.clone()

@@ -7,8 +7,8 @@ import contextlib
 import torch
 from gpt2_core.model import GPT
 
-from gpt2_train.distributed import DistEnv, mean_over_ranks
-from gpt2_train.step import BatchSource
+from gpt2_train.distributed import DistEnv, sum_over_ranks
+from gpt2_train.step import IGNORE_INDEX, BatchSource
 
 
 def autocast_for(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -25,23 +25,30 @@ def val_loss(
     env: DistEnv,
     autocast_dtype: torch.dtype | None = None,
 ) -> float:
-    """Mean loss over the first ``batches`` micro-batches of ``source`` (reset first: the same ones each
-    time), averaged over ranks, each rank reading its own part of the val stream."""
+    """Loss per counted target over the first ``batches`` micro-batches of ``source`` (reset first: the
+    same ones each time) on every rank, each rank reading its own part of the val stream.
+
+    The total NLL over the total count of targets that are not -100, like the training loss (see
+    ``gpt2_train.step``), not a mean of batch means; NaN when no batch holds a counted target.
+    """
     reset = getattr(source, "reset", None)
     if reset is not None:
         reset()
     was_training = model.training
     model.eval()
-    total = torch.zeros((), device=env.device)
+    totals = torch.zeros(2, device=env.device)  # (summed NLL, counted targets)
     try:
         for _ in range(batches):
             x, y = source.next_batch()
+            count = int((y != IGNORE_INDEX).sum())
             with autocast_for(env.device, autocast_dtype):
                 _, loss = model(x.to(env.device), y.to(env.device))
-            total += loss.float()
+            totals[0] += loss.float() * count
+            totals[1] += count
     finally:
         model.train(was_training)
-    return float(mean_over_ranks(env, total / batches))
+    nll, count = sum_over_ranks(env, totals).tolist()
+    return nll / count if count else float("nan")
 
 
 def sample_text(model: GPT, prompt: str, max_tokens: int, seed: int = 0) -> str:

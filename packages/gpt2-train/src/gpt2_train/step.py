@@ -1,8 +1,14 @@
 """One optimizer step: gradient accumulation over micro-batches, clipping, and a guarded AdamW update.
 
 This is the function ``gpt2 train`` runs and ``bench/train_throughput.py`` times. It never reads a
-value back to the host on CUDA: loss and grad norm come back as device tensors that the loop reads
-only on logged steps, and a non-finite step is skipped on the device by fused AdamW's ``found_inf``.
+value back from the GPU: loss and grad norm come back as device tensors that the loop reads only on
+logged steps, and a non-finite step is skipped on the device by fused AdamW's ``found_inf``.
+
+The objective of a step is the sum of the per-token losses over every counted target (not -100) of every
+micro-batch on every rank, divided by the number of those targets. A mean of micro-batch means is not
+that when masks make the counts unequal (SFT counts only assistant tokens): Hugging Face's trainer had
+this fault and fixed it the same way, by normalising with the number of items in the whole batch. The
+counts are taken from the batches on the host before the step, so knowing them costs no GPU sync.
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ from typing import Protocol
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+
+IGNORE_INDEX = -100
+"""Targets with this value do not count (the model's and PyTorch's default ``ignore_index``)."""
 
 
 class BatchSource(Protocol):
@@ -36,18 +45,21 @@ class StepResult:
     """Device tensors; read them (``float(...)``) only when logging."""
 
     loss: torch.Tensor
-    """Mean loss over every micro-batch of the step and every rank."""
+    """Mean loss per counted target over every micro-batch of the step and every rank (NaN when none)."""
     grad_norm: torch.Tensor
     """Global gradient norm before clipping."""
     finite: torch.Tensor
     """False when the loss or gradients were NaN/inf and the update was skipped."""
+    targets: int
+    """Counted targets in the step over every rank; 0 means the step had nothing to learn and was skipped."""
 
 
 class TrainStep:
     """``step(source, lr)`` runs ``grad_accum`` micro-batches from ``source`` and updates the model.
 
     ``model`` may be a plain ``GPT``, a compiled one, or a DDP wrapper; with DDP the gradient
-    all-reduce happens only on the last micro-batch.
+    all-reduce happens only on the last micro-batch. ``count_group`` is the process group (gloo, CPU
+    tensors) over which the ranks add up their target counts; default: the world group.
     """
 
     def __init__(
@@ -59,6 +71,7 @@ class TrainStep:
         grad_clip: float,
         device: torch.device,
         autocast_dtype: torch.dtype | None = None,
+        count_group: dist.ProcessGroup | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -69,6 +82,7 @@ class TrainStep:
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self.ddp = isinstance(model, DistributedDataParallel)
         self.world_size = dist.get_world_size() if self.ddp else 1
+        self.count_group = count_group
         # Fused AdamW skips a step on the device when found_inf is 1; otherwise we check on the host,
         # which costs nothing on CPU where everything is synchronous anyway.
         self.device_skip = bool(optimizer.defaults.get("fused"))
@@ -83,25 +97,38 @@ class TrainStep:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
+    def _count_targets(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[int], int]:
+        """Counted targets of each micro-batch here, and of the whole step over every rank."""
+        counts = [int((y != IGNORE_INDEX).sum()) for _, y in batches]
+        total = torch.tensor([sum(counts)], dtype=torch.int64)
+        if self.ddp:
+            dist.all_reduce(total, op=dist.ReduceOp.SUM, group=self.count_group)
+        return counts, int(total.item())
+
     def __call__(self, source: BatchSource, lr: float) -> StepResult:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        batches = [source.next_batch() for _ in range(self.grad_accum)]
+        counts, total = self._count_targets(batches)
+        if total == 0:  # every target of the step is masked: nothing to learn, and 0/0 to avoid
+            zero = torch.zeros((), device=self.device)
+            self.optimizer.zero_grad(set_to_none=True)
+            return StepResult(loss=zero * float("nan"), grad_norm=zero, finite=zero == 0, targets=0)
         loss_sum = torch.zeros((), device=self.device)
-        for micro in range(self.grad_accum):
-            x, y = source.next_batch()
+        for micro, (x, y) in enumerate(batches):
             x, y = self._to_device(x), self._to_device(y)
             last = micro == self.grad_accum - 1
             sync = contextlib.nullcontext() if (last or not self.ddp) else self.model.no_sync()
             with sync:
                 with self._autocast():
                     _, loss = self.model(x, y)
-                # Each micro-batch's mean, scaled so the accumulated gradient is the mean over the step.
-                (loss / self.grad_accum).backward()
-            loss_sum += loss.detach()
-        loss = loss_sum / self.grad_accum
+                # The model gives this micro-batch's mean; weighted by its share of the step's targets it
+                # becomes its sum over the step's count. DDP averages gradients over ranks: times world_size.
+                (loss * (counts[micro] * self.world_size / total)).backward()
+            loss_sum += loss.detach() * counts[micro]
         if self.ddp:
-            dist.all_reduce(loss, op=dist.ReduceOp.SUM)
-            loss = loss / self.world_size
+            dist.all_reduce(loss_sum, op=dist.ReduceOp.SUM)
+        loss = loss_sum / total
         if self.grad_clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         else:
@@ -113,4 +140,4 @@ class TrainStep:
         elif bool(finite):
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return StepResult(loss=loss, grad_norm=grad_norm, finite=finite)
+        return StepResult(loss=loss, grad_norm=grad_norm, finite=finite, targets=total)

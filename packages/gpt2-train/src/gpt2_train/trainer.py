@@ -256,6 +256,7 @@ class Trainer:
             grad_clip=cfg.grad_clip,
             device=dev,
             autocast_dtype=self.autocast_dtype,
+            count_group=self.env.control_group,
         )
 
         self.flops_per_token = flops_per_token(self.model, cfg.seq_len)
@@ -349,6 +350,8 @@ class Trainer:
                 result = self.train_step(self.train_source, lr_at(self.step, cfg, self.total_steps))
                 self.step += 1
                 self.tokens_seen += self.tokens_per_step
+                if result.targets == 0:
+                    self._warn(f"step {self.step}: no counted target in any micro-batch, step skipped")
                 streak = torch.where(result.finite, 0, streak + 1)
                 worst = torch.maximum(worst, streak)
                 final = self.step == self.total_steps
@@ -362,7 +365,7 @@ class Trainer:
                             f"{int(worst)} non-finite steps in a row by step {self.step}: stopped; the last good "
                             f"checkpoint is {cfg.run_dir}/latest; try a lower --lr or --grad-clip"
                         )
-                if self.step % cfg.log_every == 0 or final:
+                if (self.step % cfg.log_every == 0 or final) and result.targets:
                     now = time.perf_counter()
                     last_loss = self._log_step(result, now - last_log_time, self.step - last_log_step)
                     last_log_time, last_log_step = now, self.step
@@ -434,8 +437,11 @@ class Trainer:
         return loss
 
     def _report_nonfinite(self, result: StepResult) -> None:
-        msg = f"step {self.step}: non-finite loss/gradient (loss {float(result.loss)}), update skipped"
         self.logger.log({"train/nonfinite": 1.0}, self.step)
+        self._warn(f"step {self.step}: non-finite loss/gradient (loss {float(result.loss)}), update skipped")
+
+    def _warn(self, msg: str) -> None:
+        """One warning line: to the loggers, and to stderr unless the console logger prints it."""
         self.logger.log_text("warnings", msg, self.step)
         if self.env.is_main and "console" not in self.cfg.loggers:
             print(f"warning: {msg}", file=sys.stderr)
