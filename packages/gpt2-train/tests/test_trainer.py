@@ -165,3 +165,22 @@ def test_plugin_logger_factory_gets_run_dir_and_resolved_config(tmp_path: Path) 
     cfg = small_config(tmp_path, max_steps=2, loggers=["rec"])
     Trainer(cfg, model=small_model(), train_source=CountingSource(), logger_registry={"rec": Recorder}).fit()
     assert seen == [(tmp_path, 2), 1, 2, "closed"]
+
+
+def test_a_step_without_counted_targets_warns_once_and_is_not_non_finite(tmp_path: Path, capsys) -> None:
+    class MaskedAt(CountingSource):
+        def next_batch(self):
+            x, y = super().next_batch()
+            if self.pos in (3, 4):  # both micro-batches of step 2
+                y = torch.full_like(y, -100)
+            return x, y
+
+    cfg = small_config(tmp_path, max_steps=4, max_nonfinite=1)
+    tr = Trainer(cfg, model=small_model(), train_source=MaskedAt())
+    res = tr.fit()
+    assert res.step == 4  # max_nonfinite=1 would have stopped the run at a non-finite step
+    err = capsys.readouterr().err
+    assert err.count("no counted target") == 1 and "step 2" in err
+    logged = rows(tmp_path)
+    assert not any("train/nonfinite" in r for r in logged)
+    assert sorted(r["step"] for r in logged if "train/loss" in r) == [1, 3, 4]
