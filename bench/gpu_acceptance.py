@@ -83,7 +83,7 @@ class Plan:
             "tests": 75,
         }
     )
-    deadline: float = 465.0
+    deadline: float = 450.0
     device: str = "cuda"
 
 

@@ -78,7 +78,7 @@ def ours_step(args: argparse.Namespace, model_name: str, micro: int, device: tor
     from gpt2_train.config import TrainConfig
     from gpt2_train.optim import build_optimizer
     from gpt2_train.step import TrainStep
-    from gpt2_train.trainer import autocast_dtype, build_model
+    from gpt2_train.trainer import autocast_dtype, build_model, setup_device
 
     cfg = TrainConfig(
         model=model_name,
@@ -90,6 +90,7 @@ def ours_step(args: argparse.Namespace, model_name: str, micro: int, device: tor
         **flags,  # type: ignore[arg-type]
     )
     accel.check(cfg, device)
+    setup_device(device)  # TF32 on CUDA; on CPU, the allocator keeps freed memory
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
     opt = build_optimizer(model, cfg, device)
