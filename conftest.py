@@ -27,9 +27,15 @@ FIXTURES = Path(__file__).parent / "tests" / "fixtures"
 
 def install_on_path(package_dir: Path, target: Path) -> Path:
     """Copy a src-layout package into ``target`` and write its dist-info (METADATA, entry_points.txt)."""
-    meta = tomllib.loads((package_dir / "pyproject.toml").read_text())["project"]
     for module in (package_dir / "src").iterdir():
         shutil.copytree(module, target / module.name, dirs_exist_ok=True)
+    return write_dist_info(package_dir, target)
+
+
+def write_dist_info(package_dir: Path, target: Path) -> Path:
+    """Write only the dist-info of a src-layout package into ``target``: with its ``src`` on the path too,
+    importlib.metadata then finds the package's entry points as after ``pip install``."""
+    meta = tomllib.loads((package_dir / "pyproject.toml").read_text())["project"]
     dist = target / f"{meta['name'].replace('-', '_')}-{meta['version']}.dist-info"
     dist.mkdir(parents=True, exist_ok=True)
     (dist / "METADATA").write_text(

@@ -38,19 +38,33 @@ def free() -> None:
     torch._dynamo.reset()
 
 
-def timed(step: Callable[[], torch.Tensor], steps: int, warmup: int, device: torch.device) -> float:
-    """Seconds per step, after ``warmup`` untimed steps; one host read-back at the end, as a logged step."""
+def timed(
+    step: Callable[[], torch.Tensor],
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    losses: list[float] | None = None,
+) -> float:
+    """Seconds per step, after ``warmup`` untimed steps; one host read-back at the end, as a logged step.
+
+    ``losses``, when given, receives the loss of every step, warm-up included (read back after timing).
+    """
+    kept = []
     for _ in range(warmup):
-        step()
+        kept.append(step())
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(steps):
         loss = step()
+        kept.append(loss)
     float(loss)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / steps
+    sec = (time.perf_counter() - t0) / steps
+    if losses is not None:
+        losses.extend(float(x) for x in kept)
+    return sec
 
 
 def bind(step: Callable, source: RandomTokens) -> Callable[[], torch.Tensor]:
@@ -64,7 +78,7 @@ def ours_step(args: argparse.Namespace, model_name: str, micro: int, device: tor
     from gpt2_train.config import TrainConfig
     from gpt2_train.optim import build_optimizer
     from gpt2_train.step import TrainStep
-    from gpt2_train.trainer import build_model
+    from gpt2_train.trainer import autocast_dtype, build_model, setup_device
 
     cfg = TrainConfig(
         model=model_name,
@@ -76,6 +90,7 @@ def ours_step(args: argparse.Namespace, model_name: str, micro: int, device: tor
         **flags,  # type: ignore[arg-type]
     )
     accel.check(cfg, device)
+    setup_device(device)  # TF32 on CUDA; on CPU, the allocator keeps freed memory
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
     opt = build_optimizer(model, cfg, device)
@@ -85,14 +100,14 @@ def ours_step(args: argparse.Namespace, model_name: str, micro: int, device: tor
         grad_accum=1,
         grad_clip=cfg.grad_clip,
         device=device,
-        autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
+        autocast_dtype=autocast_dtype(cfg.precision, device),
     )
     return step, model
 
 
-def hf_step(micro: int, args: argparse.Namespace, device: torch.device):
+def hf_step(micro: int, args: argparse.Namespace, device: torch.device, source=None):
     """transformers' GPT-2 of the same shape (its own 50257-row vocab), sdpa attention, bf16 autocast,
-    compile, the same AdamW settings."""
+    compile, the same AdamW settings; on ``source`` (random tokens by default)."""
     torch.manual_seed(0)
     theirs = hf_twin(GPT(get_preset(args.model))).to(device).train()
     theirs.config._attn_implementation = "sdpa"
@@ -108,7 +123,7 @@ def hf_step(micro: int, args: argparse.Namespace, device: torch.device):
         fused=device.type == "cuda",
     )
     fwd = torch.compile(theirs) if args.compile and device.type == "cuda" else theirs
-    source = RandomTokens(micro, args.seq_len, 50257)
+    source = source or RandomTokens(micro, args.seq_len, 50257)
 
     def step() -> torch.Tensor:
         x, y = source.next_batch()
@@ -124,17 +139,34 @@ def hf_step(micro: int, args: argparse.Namespace, device: torch.device):
     return step
 
 
+def throughput(
+    model: torch.nn.Module, micro: int, sec: float, seq_len: int, device
+) -> dict[str, float | None]:
+    """tokens/s, MFU (a fraction of the device's dense bf16 peak; None where the peak is unknown) and the
+    peak GPU memory in GiB since the last ``free()`` (None off CUDA) of a step of ``micro x seq_len``
+    tokens taking ``sec`` seconds."""
+    from gpt2_train.mfu import flops_per_token, peak_flops
+
+    tps = micro * seq_len / sec
+    peak, _ = peak_flops(device)
+    return {
+        "tokens_per_s": tps,
+        "mfu": tps * flops_per_token(model, seq_len) / peak if peak else None,
+        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
+    }
+
+
 def report(
     label: str, model: torch.nn.Module, micro: int, sec: float, args: argparse.Namespace, device
 ) -> float:
-    from gpt2_train.mfu import flops_per_token, peak_flops
-
-    tps = micro * args.seq_len / sec
-    peak, _ = peak_flops(device)
-    mfu = f"{100 * tps * flops_per_token(model, args.seq_len) / peak:5.1f}%" if peak else "  n/a"
-    mem = f"{torch.cuda.max_memory_allocated() / 2**30:6.1f} GiB" if device.type == "cuda" else ""
-    print(f"  {label:34s} micro {micro:3d}: {tps:12,.0f} tokens/s  MFU {mfu}  peak mem {mem}", flush=True)
-    return tps
+    fig = throughput(model, micro, sec, args.seq_len, device)
+    mfu = f"{100 * fig['mfu']:5.1f}%" if fig["mfu"] is not None else "  n/a"
+    mem = f"{fig['peak_mem_gib']:6.1f} GiB" if fig["peak_mem_gib"] is not None else ""
+    print(
+        f"  {label:34s} micro {micro:3d}: {fig['tokens_per_s']:12,.0f} tokens/s  MFU {mfu}  peak mem {mem}",
+        flush=True,
+    )
+    return fig["tokens_per_s"]
 
 
 def measure_ours(
