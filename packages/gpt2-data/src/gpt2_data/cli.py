@@ -117,6 +117,12 @@ def prepare_command(
         f"{out}: {len(manifest['shards'])} shards, {tokens['train']:,} train + {tokens['val']:,} val tokens "
         f"from {manifest['documents']:,} documents"
     )
+    replaced = manifest.get("replaced_bytes", {})
+    if replaced:
+        typer.echo(
+            f"undecodable bytes read as U+FFFD: {sum(replaced.values()):,} in {len(replaced)} file(s) "
+            "(manifest.json: replaced_bytes)"
+        )
 
 
 def inspect_command(

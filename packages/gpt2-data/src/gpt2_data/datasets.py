@@ -29,14 +29,22 @@ import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from gpt2_core.config import field_docs, from_dict
+from gpt2_core.decoding import Utf8Decoder
 from gpt2_core.errors import UserError
+
+from gpt2_data.records import SAMPLE_BY, TEXT_FORMATS, read_hub_rows, read_records, read_texts
 
 
 class TextDataset:
-    """Base class of datasets: an ``Options`` dataclass and ``documents()``."""
+    """Base class of datasets: an ``Options`` dataclass and ``documents()``.
+
+    ``self.decoder`` turns the bytes a dataset reads into text (``gpt2_core.decoding``); it follows an
+    ``encoding_errors`` option when the dataset has one, and ``gpt2 data prepare`` records how many bytes it
+    replaced in each file.
+    """
 
     @dataclass
     class Options:
@@ -44,6 +52,7 @@ class TextDataset:
 
     def __init__(self, options: Any = None) -> None:
         self.options = options if options is not None else type(self).Options()
+        self.decoder = Utf8Decoder(getattr(self.options, "encoding_errors", "replace"))
 
     def documents(self) -> Iterator[str]:
         """Every document's text, in an order that is the same on every run."""
@@ -121,7 +130,7 @@ class PythonStdlib(TextDataset):
 
     def documents(self) -> Iterator[str]:
         for path in self.files():
-            text = path.read_text(encoding="utf-8", errors="replace")
+            text = self.decoder.decode(path.read_bytes(), str(path))
             if text.strip():
                 yield text
         if self.options.include_topics:
@@ -131,7 +140,7 @@ class PythonStdlib(TextDataset):
                 yield topics[key]
 
 
-# --- datasets read through Hugging Face `datasets` -------------------------------------------------------
+# --- datasets read through Hugging Face `datasets`, and local files -------------------------------------
 
 
 def _texts(rows: Any, text_field: str, source: str) -> Iterator[str]:
@@ -158,20 +167,15 @@ class HubDataset(TextDataset):
         """Split to read."""
         text_field: str = "text"
         """Column holding each document's text."""
+        encoding_errors: str = "replace"
+        """replace: undecodable bytes become U+FFFD, counted; strict: they stop with an error."""
 
     def documents(self) -> Iterator[str]:
-        import datasets
-
         opts = self.options
         if not opts.path:
             raise UserError("dataset option --path is required (a hub id such as org/name, or a folder)")
-        try:
-            rows = datasets.load_dataset(opts.path, name=opts.name or None, split=opts.split, streaming=True)
-        except (FileNotFoundError, ValueError, ConnectionError) as e:
-            raise UserError(
-                f"{opts.path}: cannot open dataset ({type(e).__name__}: {str(e).splitlines()[0]})"
-            ) from e
         # Streaming reads the files in their listed order, without shuffling: a deterministic document order.
+        rows = read_hub_rows(opts.path, opts.name, opts.split, self.decoder)
         yield from _texts(rows, opts.text_field, opts.path)
 
 
@@ -188,26 +192,23 @@ class FinewebEdu(HubDataset):
         """Split to read (FineWeb-Edu has only train)."""
         text_field: str = "text"
         """Column holding each document's text."""
+        encoding_errors: str = "replace"
+        """replace: undecodable bytes become U+FFFD, counted; strict: they stop with an error."""
 
 
 class Files(TextDataset):
-    """Local .txt, .jsonl/.json or .parquet files (paths or globs), read through `datasets`."""
+    """Local .txt, .jsonl/.json or .parquet files (paths or globs), in sorted order."""
 
     @dataclass
     class Options:
         paths: str = ""
         """Comma-separated files or globs (for example 'data/*.jsonl'); read in sorted order."""
         text_field: str = "text"
-        """Field holding the text in .jsonl and .parquet files."""
+        """Field holding the text in .jsonl, .json and .parquet files."""
         sample_by: str = "document"
         """For .txt files: one document per file (document), per paragraph, or per line."""
-
-    FORMATS: ClassVar[dict[str, str]] = {
-        ".txt": "text",
-        ".jsonl": "json",
-        ".json": "json",
-        ".parquet": "parquet",
-    }
+        encoding_errors: str = "replace"
+        """replace: undecodable bytes become U+FFFD, counted per file; strict: they stop with an error."""
 
     def files(self) -> list[str]:
         if not self.options.paths:
@@ -218,20 +219,19 @@ class Files(TextDataset):
             if not matches:
                 raise UserError(f"{pattern}: no such file (dataset files, --paths)")
             found += matches
+        for path in found:
+            if Path(path).suffix.lower() not in TEXT_FORMATS:
+                raise UserError(f"{path}: unsupported file type; use {', '.join(TEXT_FORMATS)}")
         return found
 
     def documents(self) -> Iterator[str]:
-        import datasets
-
-        if self.options.sample_by not in ("document", "paragraph", "line"):
-            raise UserError(f"--sample-by {self.options.sample_by!r}: choose document, paragraph or line")
+        if self.options.sample_by not in SAMPLE_BY:
+            raise UserError(f"--sample-by {self.options.sample_by!r}: choose {', '.join(SAMPLE_BY)}")
         for path in self.files():
-            builder = self.FORMATS.get(Path(path).suffix.lower())
-            if builder is None:
-                raise UserError(f"{path}: unsupported file type; use {', '.join(self.FORMATS)}")
-            kwargs: dict[str, Any] = {"sample_by": self.options.sample_by} if builder == "text" else {}
-            rows = datasets.load_dataset(builder, data_files=[path], split="train", streaming=True, **kwargs)
-            yield from _texts(rows, "text" if builder == "text" else self.options.text_field, path)
+            if Path(path).suffix.lower() == ".txt":
+                yield from read_texts(path, self.decoder, self.options.sample_by)
+            else:
+                yield from _texts(read_records(path, self.decoder), self.options.text_field, path)
 
 
 BUILTIN: dict[str, type[TextDataset]] = {

@@ -9,7 +9,8 @@ memory stays bounded whatever the corpus size.
 Every document is preceded by ``<|endoftext|>`` (50256), as in GPT-2 and llm.c. Documents are consumed in the
 dataset's deterministic order; once each shard is on disk, ``manifest.json`` records where to resume, so an
 interrupted ``prepare`` picks up after its last complete shard and ends with exactly the shards an
-uninterrupted run writes.
+uninterrupted run writes. The manifest also counts, per file, the bytes that were not UTF-8 and were read as
+U+FFFD (``replaced_bytes``).
 """
 
 from __future__ import annotations
@@ -320,7 +321,10 @@ def prepare(
     manifest = _start(out, identity, overwrite)
     if manifest.get("complete"):
         return manifest
-    return _run(config, ds.documents(), out, manifest, tokenizer, progress)
+    manifest = _run(config, ds.documents(), out, manifest, tokenizer, progress, ds.decoder.replaced)
+    for source in manifest["replaced_bytes"]:
+        ds.decoder.warn(source)
+    return manifest
 
 
 def _start(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[str, Any]:
@@ -362,6 +366,7 @@ def _run(
     manifest: dict[str, Any],
     tokenizer: Any,
     progress: bool,
+    replaced: dict[str, int],
 ) -> dict[str, Any]:
     resume = manifest.get("resume", {"doc": 0, "emitted": 0, "skip": {}})
     prefix = manifest["dataset"].replace("/", "-")
@@ -469,6 +474,7 @@ def _run(
         finally:
             stop.set()  # let the reader and encoder threads end (daemons: never wait on a stuck dataset)
             pool.shutdown(wait=False, cancel_futures=True)
+        manifest["replaced_bytes"] = {source: n for source, n in replaced.items() if n}
         return _finish(out, manifest, writers, fraction, state, last_doc, eot)
     except BaseException:
         # The shard already handed over finishes (with its manifest) before the error leaves prepare(), so a
@@ -550,15 +556,18 @@ def _finish(
         # The default one-shard validation split holds the whole corpus: re-split it by documents instead.
         tokens = val.take_pending()
         bounds = np.append(np.flatnonzero(tokens == eot), len(tokens))
+        n_docs = len(bounds) - 1
+        is_val = [_is_val_doc(i, SMALL_CORPUS_VAL_FRACTION) for i in range(n_docs)]
+        if n_docs >= 2 and not any(is_val):  # under 20 documents: the last one is val, so val loss has data
+            is_val[-1] = True
         parts: dict[str, list[np.ndarray]] = {"val": [], "train": []}
-        for i in range(len(bounds) - 1):
-            split = "val" if _is_val_doc(i, SMALL_CORPUS_VAL_FRACTION) else "train"
-            parts[split].append(tokens[bounds[i] : bounds[i + 1]])
+        for i in range(n_docs):
+            parts["val" if is_val[i] else "train"].append(tokens[bounds[i] : bounds[i + 1]])
         for split, chunks in parts.items():
             if chunks:
                 writers[split].add(0, 0, np.concatenate(chunks), 0)
         manifest["val_split"] = (
-            f"every {round(1 / SMALL_CORPUS_VAL_FRACTION)}th document (corpus < one shard)"
+            f"every {round(1 / SMALL_CORPUS_VAL_FRACTION)}th document, at least one (corpus < one shard)"
         )
     end = (last_doc + 1, 0)
     for w in (val, train):
@@ -574,6 +583,11 @@ def _finish(
     if not totals["train"]:
         raise UserError(
             f"dataset {manifest['dataset']!r}: all {totals['val']} tokens went to validation; lower --val-tokens"
+        )
+    if fraction is not None and not totals["val"] and last_doc >= 1:
+        raise UserError(
+            f"--val-tokens {fraction}: none of the {last_doc + 1} documents went to validation (every "
+            f"{round(1 / fraction)}th does); give a larger fraction, or a token count such as --val-tokens 1000"
         )
     manifest.pop("resume", None)
     manifest.update(complete=True, documents=last_doc + 1, tokens=totals)
