@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -168,12 +169,15 @@ def stream(
     prompt_ids: Sequence[int] | None = None,
     kv_cache: KVCache | None = None,
     stop_ids: Sequence[int] = (),
+    generated: list[int] | None = None,
 ) -> Iterator[str]:
     """Yield the completion of ``prompt`` piece by piece as it is generated (one sequence).
 
     Bytes of a character split across tokens are held back until the character is complete, and text
     that might be the start of a stop string is held back until it is known not to be one.
-    ``kv_cache`` and ``stop_ids`` are as in :func:`generate_ids`.
+    ``kv_cache`` and ``stop_ids`` are as in :func:`generate_ids`; every new id (a stop id included) is
+    appended to ``generated`` when given, so a caller reusing the cache knows which ids it holds.
+    Closing this iterator early stops generation at once and leaves ``kv_cache`` consistent.
     """
     if cfg.num_return_sequences != 1:
         raise UserError("streaming produces one sequence: use --num-seq 1 with --stream")
@@ -182,20 +186,23 @@ def stream(
     held = ""
     longest_stop = max((len(s) for s in cfg.stop), default=0)
     steps = generate_ids(model, ids, cfg, eot_id=tokenizer.eot_id, kv_cache=kv_cache, stop_ids=stop_ids)
-    for step in steps:
-        t = int(step[0])
-        if (cfg.stop_at_eot and t == tokenizer.eot_id) or t in stop_ids:
-            break
-        held += decoder.decode(tokenizer.decode_bytes([t]))
-        held, stopped = _cut_at_stop(held, cfg.stop)
-        if stopped:
-            yield held
-            return
-        # Emit all but a tail that could still grow into a stop string.
-        safe = len(held) - max(0, longest_stop - 1)
-        if safe > 0:
-            yield held[:safe]
-            held = held[safe:]
+    with contextlib.closing(steps):  # runs generate_ids' clean-up now, not when the frame is collected
+        for step in steps:
+            t = int(step[0])
+            if generated is not None:
+                generated.append(t)
+            if (cfg.stop_at_eot and t == tokenizer.eot_id) or t in stop_ids:
+                break
+            held += decoder.decode(tokenizer.decode_bytes([t]))
+            held, stopped = _cut_at_stop(held, cfg.stop)
+            if stopped:
+                yield held
+                return
+            # Emit all but a tail that could still grow into a stop string.
+            safe = len(held) - max(0, longest_stop - 1)
+            if safe > 0:
+                yield held[:safe]
+                held = held[safe:]
     held += decoder.decode(b"", final=True)
     if held:
         yield held
