@@ -87,6 +87,7 @@ class Engine:
         self.waiting: collections.deque[Job] = collections.deque()
         self._wake = threading.Condition()
         self._stopping = False
+        self.tokens_generated = 0
         self._thread = threading.Thread(target=self._run, name="gpt2-serve-decoder", daemon=True)
 
     @property
@@ -104,13 +105,14 @@ class Engine:
         self._thread.join()
 
     def stats(self) -> dict[str, int]:
-        """Running and waiting jobs, and the cache rows in use (equal to running between steps)."""
+        """Running and waiting jobs, the cache rows in use (equal to running between steps), tokens so far."""
         with self._wake:
             return {
                 "running": len(self.running),
                 "waiting": len(self.waiting),
                 "rows_in_use": self.cache.batch,
                 "max_batch": self.max_batch,
+                "tokens_generated": self.tokens_generated,
             }
 
     def submit(self, jobs: Sequence[Job]) -> None:
@@ -197,6 +199,7 @@ class Engine:
     def _emit(self, job: Job, token: int) -> None:
         job.last = token
         job.generated += 1
+        self.tokens_generated += 1
         if token in job.stop_ids:
             job.done = True
             job._send(End(job.index, "stop"))
