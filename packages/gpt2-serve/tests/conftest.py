@@ -20,10 +20,10 @@ from gpt2_serve.app import create_app
 MODEL_NAME = "nano-chat"
 
 
-def chat_model() -> GPT:
-    """A nano GPT (64-token window) with the special-token chat template; random weights."""
+def chat_model(block_size: int = 64) -> GPT:
+    """A nano GPT (64-token window by default) with the special-token chat template; random weights."""
     torch.manual_seed(0)
-    return add_chat_template(GPT(get_preset("nano").padded(64))).eval()
+    return add_chat_template(GPT(get_preset("nano", block_size=block_size).padded(64))).eval()
 
 
 @dataclass

@@ -97,6 +97,7 @@ def post(server: Any, path: str, body: object, **kw: object) -> httpx.Response:
         ("/chat/completions", {"messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages"),
         ("/chat/completions", {"messages": []}, 400, "messages"),
         ("/chat/completions", {"messages": [{"role": "user", "content": 3}]}, 400, "messages"),
+        ("/chat/completions", {"messages": [{"role": "user", "content": "hi " * 70}]}, 400, "messages"),
         ("/completions", {"model": "gpt-4o", "prompt": "x"}, 404, "model"),
     ],
 )

@@ -169,7 +169,7 @@ def parse(
     prompts = chat_prompt(body, template) if chat else completion_prompts(body, tokenizer, vocab_size)
     prompts = [prompts] if chat else prompts
     longest = max(len(p) for p in prompts)
-    default_max = context - longest if chat else 16  # OpenAI's defaults: the rest of the context; 16
+    default_max = max(1, context - longest) if chat else 16  # OpenAI's: the rest of the context; 16
     key = "max_completion_tokens" if chat and body.get("max_completion_tokens") is not None else "max_tokens"
     max_tokens = _integer(body, key, default_max, 1, context)
     assert max_tokens is not None
