@@ -37,8 +37,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from gpt2_core import GPT, get_preset
-    from gpt2_sft.chat import ChatSampling, ChatSession
-    from gpt2_sft.template import add_chat_template
+    from gpt2_core.chat import ChatSampling, ChatSession
+    from gpt2_core.chat_template import add_chat_template
 
     torch.manual_seed(0)
     model = add_chat_template(GPT(get_preset("gpt2").padded(64))).eval()

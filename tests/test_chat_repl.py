@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from gpt2_cli.chat import run_chat
+from gpt2_core.chat import ChatSampling, ChatSession
+from gpt2_core.chat_template import add_chat_template
 from gpt2_core.model import GPT
 from gpt2_core.presets import get_preset
 from gpt2_core.tokenizer import Tokenizer
-from gpt2_sft.chat import ChatSampling, ChatSession, run_chat
-from gpt2_sft.template import add_chat_template
 
 WORD = " yes"
 

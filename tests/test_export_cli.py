@@ -133,9 +133,9 @@ def test_user_errors_are_one_line_exit_2(gpt2, tmp_path: Path, args: list[str], 
 
 
 def test_sft_chat_template_renders_the_ids_gpt2_chat_uses(tmp_path: Path) -> None:
-    """transformers' apply_chat_template on the export equals gpt2-sft's ChatTemplate.encode."""
-    template = pytest.importorskip("gpt2_sft.template")
+    """transformers' apply_chat_template on the export equals gpt2-core's ChatTemplate.encode."""
     transformers = pytest.importorskip("transformers")
+    from gpt2_core import chat_template as template
     from gpt2_export.exporters import run_export
     from gpt2_export.hf import HFExporter
 

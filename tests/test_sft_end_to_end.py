@@ -19,10 +19,10 @@ import pytest
 import torch
 from cli_helpers import metrics
 from gpt2_cli.main import main
+from gpt2_core.chat import ChatSampling, ChatSession
+from gpt2_core.chat_template import add_chat_template
 from gpt2_core.model import GPT, GPTConfig
 from gpt2_core.weights import load_model
-from gpt2_sft.chat import ChatSampling, ChatSession
-from gpt2_sft.template import add_chat_template
 
 WORDS = [
     "list",

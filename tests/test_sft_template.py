@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from gpt2_core.chat_template import ChatTemplate, add_chat_template, chat_config
 from gpt2_core.errors import UserError
 from gpt2_core.model import GPT
 from gpt2_core.presets import get_preset
 from gpt2_core.weights import load_model, save_model
-from gpt2_sft.template import ChatTemplate, add_chat_template, chat_config
 
 CONV = [
     {"role": "system", "content": "Be terse."},

@@ -11,12 +11,12 @@ import pytest
 import torch
 from cli_helpers import metrics
 from gpt2_cli.main import main
+from gpt2_core.chat_template import ChatTemplate, chat_config
 from gpt2_core.model import GPT, GPTConfig
 from gpt2_core.tokenizer import Tokenizer
 from gpt2_core.weights import load_model
 from gpt2_sft.data import Examples, load_split, prepare
 from gpt2_sft.loader import IGNORE, SFTLoader
-from gpt2_sft.template import ChatTemplate, chat_config
 
 
 def examples(lengths: list[int]) -> Examples:

@@ -163,7 +163,7 @@ def test_plugins_lists_ours_with_versions(capsys: pytest.CaptureFixture[str]) ->
     code, out, _ = run(capsys, "plugins")
     assert code == 0
     line = next(line for line in out.splitlines() if "gpt2-cli" in line)
-    assert "0.1" in line and "register_commands: generate, plugins" in line
+    assert "0.1" in line and "register_commands: generate, chat, plugins" in line
     for name in ("gpt2-data", "gpt2-train", "gpt2-sft", "gpt2-export"):
         assert name in out
 

@@ -9,6 +9,7 @@ import torch
 from gpt2_core import GPT, UserError
 from gpt2_core import generate as gen
 from gpt2_core.generate import generate, generate_ids, sample_next, stream
+from gpt2_core.model import KVCache
 from gpt2_core.sampling import SamplingConfig
 from gpt2_core.tokenizer import Tokenizer
 
@@ -153,6 +154,25 @@ def test_streaming_concatenates_to_the_generated_text(nano: GPT, tokenizer: Toke
     assert "".join(stream(nano, tokenizer, "Hi", cfg)) == generate(nano, tokenizer, "Hi", cfg)[0]
     with pytest.raises(UserError, match="num-seq"):
         list(stream(nano, tokenizer, "Hi", SamplingConfig(num_return_sequences=2)))
+
+
+def test_stream_reports_its_ids_and_closing_it_leaves_the_cache_consistent(
+    nano: GPT, tokenizer: Tokenizer
+) -> None:
+    cfg = SamplingConfig(max_new_tokens=10, temperature=0, stop_at_eot=False)
+    prompt = tokenizer.encode("Hi there")
+    ids = [int(t[0]) for t in generate_ids(nano, prompt, cfg)]
+    generated: list[int] = []
+    assert "".join(stream(nano, tokenizer, "", cfg, prompt_ids=prompt, generated=generated))
+    assert generated == ids
+    cache = KVCache(nano.config, 1, "cpu", torch.float32)
+    generated.clear()
+    pieces = stream(nano, tokenizer, "", cfg, prompt_ids=prompt, kv_cache=cache, generated=generated)
+    next(pieces)
+    pieces.close()
+    # Stopped after the first piece: the cache holds the prompt and every new id but the last.
+    assert {layer.length for layer in cache.layers} == {len(prompt) + len(generated) - 1}
+    assert generated == ids[: len(generated)]
 
 
 @pytest.mark.parametrize("use_cache", [True, False])

@@ -1,4 +1,4 @@
-"""gpt2-cli's own commands, registered like any plugin's: ``generate`` and ``plugins``."""
+"""gpt2-cli's own commands, registered like any plugin's: ``generate``, ``chat`` and ``plugins``."""
 
 from __future__ import annotations
 
@@ -99,4 +99,7 @@ def register_commands(app: Any) -> None:
             exclude=("stop_at_eot",),
         )(generate)
     )
+    from gpt2_cli.chat import chat_command
+
+    app.command("chat")(chat_command())
     app.command("plugins")(plugins)

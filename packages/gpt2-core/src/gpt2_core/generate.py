@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -159,6 +160,46 @@ def generate(
     return [_cut_at_stop(tokenizer.decode(t), cfg.stop)[0] for t in tokens]
 
 
+class TextPieces:
+    """New token ids of one sequence -> the text that is safe to show, piece by piece.
+
+    Bytes of a character split across tokens are held back until the character is complete, and text
+    that might be the start of a stop string is held back until it is known not to be one. Once a stop
+    string appears, ``stopped`` is set and the text before it is the last piece.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = ()) -> None:
+        self.tokenizer = tokenizer
+        self.stop = list(stop)
+        self.stopped = False
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._held = ""
+        self._hold = max(0, max((len(s) for s in self.stop), default=0) - 1)
+
+    def add(self, token: int) -> str:
+        """The text that ``token`` completes ("" while held back); nothing more once stopped."""
+        if self.stopped:
+            return ""
+        self._held += self._decoder.decode(self.tokenizer.decode_bytes([token]))
+        self._held, self.stopped = _cut_at_stop(self._held, self.stop)
+        if self.stopped:
+            out, self._held = self._held, ""
+            return out
+        # Emit all but a tail that could still grow into a stop string.
+        safe = len(self._held) - self._hold
+        if safe <= 0:
+            return ""
+        out, self._held = self._held[:safe], self._held[safe:]
+        return out
+
+    def finish(self) -> str:
+        """What is still held back, at the end of the sequence."""
+        if self.stopped:
+            return ""
+        out, self._held = self._held + self._decoder.decode(b"", final=True), ""
+        return out
+
+
 def stream(
     model: GPT,
     tokenizer: Tokenizer,
@@ -168,34 +209,32 @@ def stream(
     prompt_ids: Sequence[int] | None = None,
     kv_cache: KVCache | None = None,
     stop_ids: Sequence[int] = (),
+    generated: list[int] | None = None,
 ) -> Iterator[str]:
     """Yield the completion of ``prompt`` piece by piece as it is generated (one sequence).
 
-    Bytes of a character split across tokens are held back until the character is complete, and text
-    that might be the start of a stop string is held back until it is known not to be one.
-    ``kv_cache`` and ``stop_ids`` are as in :func:`generate_ids`.
+    Pieces are whole characters, and text that might start a stop string is held back (``TextPieces``).
+    ``kv_cache`` and ``stop_ids`` are as in :func:`generate_ids`; every new id (a stop id included) is
+    appended to ``generated`` when given, so a caller reusing the cache knows which ids it holds.
+    Closing this iterator early stops generation at once and leaves ``kv_cache`` consistent.
     """
     if cfg.num_return_sequences != 1:
         raise UserError("streaming produces one sequence: use --num-seq 1 with --stream")
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     ids = tokenizer.encode(prompt) if prompt_ids is None else prompt_ids
-    held = ""
-    longest_stop = max((len(s) for s in cfg.stop), default=0)
+    text = TextPieces(tokenizer, cfg.stop)
     steps = generate_ids(model, ids, cfg, eot_id=tokenizer.eot_id, kv_cache=kv_cache, stop_ids=stop_ids)
-    for step in steps:
-        t = int(step[0])
-        if (cfg.stop_at_eot and t == tokenizer.eot_id) or t in stop_ids:
-            break
-        held += decoder.decode(tokenizer.decode_bytes([t]))
-        held, stopped = _cut_at_stop(held, cfg.stop)
-        if stopped:
-            yield held
-            return
-        # Emit all but a tail that could still grow into a stop string.
-        safe = len(held) - max(0, longest_stop - 1)
-        if safe > 0:
-            yield held[:safe]
-            held = held[safe:]
-    held += decoder.decode(b"", final=True)
-    if held:
-        yield held
+    with contextlib.closing(steps):  # runs generate_ids' clean-up now, not when the frame is collected
+        for step in steps:
+            t = int(step[0])
+            if generated is not None:
+                generated.append(t)
+            if (cfg.stop_at_eot and t == tokenizer.eot_id) or t in stop_ids:
+                break
+            piece = text.add(t)
+            if piece:
+                yield piece
+            if text.stopped:
+                return
+    tail = text.finish()
+    if tail:
+        yield tail

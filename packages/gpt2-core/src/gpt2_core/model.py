@@ -111,14 +111,9 @@ class CausalSelfAttention(nn.Module):
         mask = None
         is_causal = True
         if cache is not None:
-            past = cache.length
+            mask = cache.attn_mask(T, x.device)  # None: causal over the new keys alone
             k, v = cache.append(k, v)
-            if T == 1:
-                is_causal = False  # one new query attends to everything cached
-            elif past > 0:
-                # New queries sit at positions past..past+T-1 and see keys up to their own position.
-                is_causal = False
-                mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            is_causal = mask is None and T > 1
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -219,7 +214,10 @@ class GPT(nn.Module):
             raise ValueError(
                 f"sequence of length {start + T} exceeds the context window ({self.config.block_size})"
             )
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+        if kv_cache is None:
+            pos = torch.arange(T, dtype=torch.long, device=idx.device)
+        else:
+            pos = kv_cache.positions(T, idx.device)  # (T,), or (B, T) where rows differ in length
         # On CPU, eager mode looks tokens up with a sparse gradient: it touches only the B*T rows read, and
         # autograd adds them into the tied head's dense gradient instead of allocating, zero-filling,
         # scattering into and adding a second vocab-sized matrix (154 MB for gpt2). GPUs do that at memory
@@ -266,6 +264,13 @@ class LayerKV:
         self.k, self.v = k, v
         self.length = 0
 
+    def attn_mask(self, T: int, device: torch.device) -> torch.Tensor | None:
+        """Which keys each of ``T`` new queries sees (T, length + T); None when plain causal masking does."""
+        if T == 1 or self.length == 0:
+            return None  # one new query sees everything; or nothing is cached yet
+        # New queries sit at positions past..past+T-1 and see keys up to their own position.
+        return torch.ones(T, self.length + T, dtype=torch.bool, device=device).tril(diagonal=self.length)
+
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         end = self.length + k.size(2)
         self.k[:, :, self.length : end] = k
@@ -299,7 +304,107 @@ class KVCache:
     def length(self) -> int:
         return self.layers[0].length
 
+    def positions(self, T: int, device: torch.device) -> torch.Tensor:
+        """Positions (T,) of ``T`` tokens that continue the cached sequence."""
+        return torch.arange(self.length, self.length + T, dtype=torch.long, device=device)
+
     def truncate(self, length: int) -> None:
         """Forget everything after the first ``length`` positions (to reuse a shared prefix)."""
         for layer in self.layers:
             layer.length = min(layer.length, length)
+
+
+class SlotLayerKV:
+    """Keys and values of one block for independent sequences, one per row, each with its own length."""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, lengths: list[int]) -> None:
+        self.k, self.v = k, v
+        self.lengths = lengths  # shared with the cache: one entry per active row, rows 0..B-1
+
+    def attn_mask(self, T: int, device: torch.device) -> torch.Tensor:
+        """(B, 1, T, max length + T): row b's query t sees its own keys up to position lengths[b] + t."""
+        past = torch.tensor(self.lengths, dtype=torch.long, device=device)
+        last = past[:, None] + torch.arange(T, device=device)  # (B, T) position of each new query
+        keys = torch.arange(max(self.lengths) + T, device=device)
+        return (keys <= last[:, :, None])[:, None]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, _, T, _ = k.shape
+        pos = torch.tensor(self.lengths, dtype=torch.long, device=k.device)[:, None] + torch.arange(
+            T, device=k.device
+        )
+        rows = torch.arange(B, device=k.device)[:, None]
+        # Indexing (rows, :, pos) puts the (B, T) index dims first: (B, T, n_head, head_dim).
+        self.k[rows, :, pos] = k.transpose(1, 2)
+        self.v[rows, :, pos] = v.transpose(1, 2)
+        end = max(self.lengths) + T
+        return self.k[:B, :, :end], self.v[:B, :, :end]
+
+
+class SlotKVCache:
+    """A KV cache of up to ``slots`` independent sequences decoded as one batch (continuous batching).
+
+    Active sequences are rows 0..``batch``-1, each with its own length: ``add`` puts a sequence prefilled
+    in a one-row ``KVCache`` into the next row, ``remove`` frees a row at once (the last row moves into
+    it, so the active rows stay one slice), and every forward pass feeds one or more new tokens to every
+    active row. Keys beyond a row's length are masked out, so rows never see each other's padding.
+    """
+
+    def __init__(self, config: GPTConfig, slots: int, device: torch.device | str, dtype: torch.dtype) -> None:
+        hd = config.n_embd // config.n_head
+        shape = (slots, config.n_head, config.block_size, hd)
+        self.lengths: list[int] = []
+        # Zeros, not empty: masked-out keys still meet their values in the product (0 * NaN is NaN).
+        self.layers = [
+            SlotLayerKV(
+                torch.zeros(shape, device=device, dtype=dtype),
+                torch.zeros(shape, device=device, dtype=dtype),
+                self.lengths,
+            )
+            for _ in range(config.n_layer)
+        ]
+
+    @property
+    def slots(self) -> int:
+        return self.layers[0].k.size(0)
+
+    @property
+    def batch(self) -> int:
+        """Active rows."""
+        return len(self.lengths)
+
+    @property
+    def length(self) -> int:
+        """The longest active row (what the context window limits)."""
+        return max(self.lengths, default=0)
+
+    def positions(self, T: int, device: torch.device) -> torch.Tensor:
+        """Positions (B, T) of ``T`` new tokens in each active row."""
+        past = torch.tensor(self.lengths, dtype=torch.long, device=device)
+        return past[:, None] + torch.arange(T, dtype=torch.long, device=device)
+
+    def advance(self, T: int) -> None:
+        """Count ``T`` tokens just fed to every active row (call after each forward pass)."""
+        self.lengths[:] = [n + T for n in self.lengths]
+
+    def add(self, prefilled: KVCache) -> int:
+        """Copy the one sequence in ``prefilled`` into a new active row; return the row."""
+        row, n = self.batch, prefilled.length
+        if row == self.slots:
+            raise ValueError(f"all {self.slots} rows of the cache are taken")
+        for mine, theirs in zip(self.layers, prefilled.layers):
+            mine.k[row, :, :n] = theirs.k[0, :, :n]
+            mine.v[row, :, :n] = theirs.v[0, :, :n]
+        self.lengths.append(n)
+        return row
+
+    def remove(self, row: int) -> None:
+        """Free ``row``: the last active row moves into it (the caller renumbers that sequence)."""
+        last = self.batch - 1
+        if row != last:
+            n = self.lengths[last]
+            for layer in self.layers:
+                layer.k[row, :, :n] = layer.k[last, :, :n]
+                layer.v[row, :, :n] = layer.v[last, :, :n]
+            self.lengths[row] = n
+        self.lengths.pop()

@@ -30,7 +30,7 @@ _BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": T
 def chat_template_jinja(config: GPTConfig) -> str | None:
     """The model's chat template as the Jinja string transformers renders, None for a base model.
 
-    gpt2-sft stores it in ``config.chat_template``: the Jinja string itself, or a dict holding it under
+    ``gpt2_core.chat_template`` stores it in ``config.chat_template``: the Jinja string itself, or a dict holding it under
     ``"jinja"`` (with whatever else the chat loop needs next to it).
     """
     template = config.chat_template

@@ -1,10 +1,8 @@
-"""``gpt2 sft prepare``, ``gpt2 sft --from MODEL ...`` and ``gpt2 chat``. Heavy imports stay in the bodies."""
+"""``gpt2 sft prepare`` and ``gpt2 sft --from MODEL ...``. Heavy imports stay in the bodies."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +11,6 @@ from gpt2_cli.options import dataclass_options
 from gpt2_core.errors import UserError
 from typer.core import TyperGroup
 
-from gpt2_sft.chat import ChatSampling
 from gpt2_sft.config import SFTConfig, SFTPrepareConfig
 
 SFT_HELP = """Fine-tune a model on instructions (under torchrun: DDP across its processes).
@@ -51,13 +48,13 @@ def prepare_command(
     Options of the dataset follow as --field value, e.g.
     gpt2 sft prepare --dataset alpaca --path data.jsonl --model runs/tiny/latest --out data/sft
     """
+    from gpt2_core.chat_template import ChatTemplate, chat_config
     from gpt2_core.model import GPTConfig
     from gpt2_core.tokenizer import Tokenizer
     from gpt2_data.cli import parse_dataset_options
     from gpt2_data.datasets import build_dataset
 
     from gpt2_sft.data import prepare, with_progress
-    from gpt2_sft.template import ChatTemplate, chat_config
 
     options = parse_dataset_options(config.dataset, list(ctx.args))
     dataset = build_dataset(config.dataset, options)
@@ -85,78 +82,6 @@ def prepare_command(
         f"truncated by whole turns to {max_len} tokens: {stats.truncated:,}; dropped: "
         f"{stats.dropped_too_long:,} too long, {stats.dropped_no_reply:,} without an assistant reply"
     )
-
-
-def _terminal_read(prompt: str) -> str:
-    with contextlib.suppress(ImportError):  # no readline on Windows
-        import readline  # noqa: F401  (line editing and history for input())
-    return input(prompt)
-
-
-def _pipe_read(prompt: str) -> str:
-    line = sys.stdin.readline()
-    if not line:
-        raise EOFError
-    return line.rstrip("\n")
-
-
-def _write(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
-def _info(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def chat(
-    sampling: ChatSampling,
-    model: Path = typer.Option(
-        ..., "--model", "-m", help="Model directory (fine-tuned by gpt2 sft, or any)."
-    ),
-    system: str = typer.Option("", "--system", help="System message that opens the conversation."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, mps, or auto."),
-    dtype: str = typer.Option(
-        "auto",
-        "--dtype",
-        help="float32, bfloat16, float16, or auto: bfloat16 on a GPU or CPU that computes in it natively.",
-    ),
-    threads: int = typer.Option(
-        0, "--threads", help="CPU threads for torch (0: its default); 1 is often fastest on a busy machine."
-    ),
-) -> None:
-    """Chat with a model in the terminal (reads stdin line by line when it is not a terminal)."""
-    import torch
-    from gpt2_core.device import pick_device, pick_dtype
-    from gpt2_core.weights import load_model
-
-    from gpt2_sft.chat import ChatSession, run_chat
-
-    if threads < 0:
-        raise UserError(f"--threads must be >= 0, got {threads}")
-    if threads:
-        torch.set_num_threads(threads)
-
-    where = pick_device(device)
-    gpt = load_model(model, device=where, dtype=pick_dtype(dtype, where))
-    session = ChatSession(gpt, sampling, system=system)
-    interactive = sys.stdin.isatty()
-    run_chat(
-        session,
-        read=_terminal_read if interactive else _pipe_read,
-        write=_write,
-        info=_info,
-        interactive=interactive,
-    )
-
-
-def chat_command() -> Callable[..., None]:
-    return dataclass_options(
-        ChatSampling,
-        into="sampling",
-        flags={"max_new_tokens": "--max-tokens"},
-        exclude=("num_return_sequences", "stop", "stop_at_eot"),
-    )(chat)
 
 
 def train_command(

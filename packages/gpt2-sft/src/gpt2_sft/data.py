@@ -26,9 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gpt2_core.chat_template import ChatTemplate, Message
 from gpt2_core.errors import UserError
-
-from gpt2_sft.template import ChatTemplate, Message
 
 if TYPE_CHECKING:
     import numpy as np

@@ -1,4 +1,4 @@
-"""gpt2-sft's implementations of the gpt2 hooks: instruction datasets, ``gpt2 sft`` and ``gpt2 chat``."""
+"""gpt2-sft's implementations of the gpt2 hooks: instruction datasets and ``gpt2 sft``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ def register_datasets(register: Callable[..., None]) -> None:
 
 @hookimpl
 def register_commands(app: Any) -> None:
-    from gpt2_sft.cli import chat_command, sft_app
+    from gpt2_sft.cli import sft_app
 
     app.add_typer(sft_app(), name="sft")
-    app.command("chat")(chat_command())

@@ -23,9 +23,8 @@ DATA_SUBDIR = "data"
 
 def build_sft_model(cfg: SFTConfig) -> GPT:
     """The model of ``--from`` with the chat template (added unless it has one)."""
+    from gpt2_core.chat_template import add_chat_template
     from gpt2_core.weights import load_model
-
-    from gpt2_sft.template import add_chat_template
 
     if not cfg.init_from:
         raise UserError(
@@ -56,11 +55,11 @@ def ensure_data(cfg: SFTConfig, model: GPT, options: dict[str, Any], is_main: bo
     except (UserError, ValueError):
         fresh = True
     if fresh and is_main:
+        from gpt2_core.chat_template import ChatTemplate
         from gpt2_core.tokenizer import Tokenizer
         from gpt2_data.datasets import build_dataset
 
         from gpt2_sft.data import prepare, with_progress
-        from gpt2_sft.template import ChatTemplate
 
         dataset = build_dataset(cfg.dataset, options)
         if not hasattr(dataset, "conversations"):

@@ -1,8 +1,8 @@
-"""``gpt2 chat``: a conversation with a model (``ChatSession``) and the terminal loop around it (``run_chat``).
+"""A conversation with a model: its messages, the prompt that fits the context window, streamed replies.
 
-As in llm's ``_run_chat``, the loop knows nothing about models: it reads lines, runs commands, and prints
-the pieces of text a ``reply`` iterator yields, through callbacks, so tests drive it with a list of lines
-or a pseudo-terminal. Closing the reply iterator (Ctrl-C) stops generation; the partial reply is kept.
+``ChatSession.reply`` yields the reply's text as ``gpt2_core.generate.stream`` produces it; closing the
+iterator (Ctrl-C in ``gpt2 chat``) stops generation and keeps the partial reply. The terminal loop around
+it lives with the ``gpt2 chat`` command in gpt2-cli.
 
 The session keeps the KV cache across turns: the next prompt usually starts with everything already fed
 (the history only grows), so only the new user turn is computed before the first new token.
@@ -10,18 +10,16 @@ The session keeps the KV cache across turns: the next prompt usually starts with
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gpt2_core.chat_template import ChatTemplate, Message
 from gpt2_core.errors import UserError
 from gpt2_core.sampling import SamplingConfig
-
-from gpt2_sft.template import ChatTemplate, Message
 
 if TYPE_CHECKING:
     from gpt2_core.model import GPT
@@ -124,7 +122,7 @@ class ChatSession:
 
         Closing the iterator early stops generation; what was generated so far stays in the history.
         """
-        from gpt2_core.generate import generate_ids
+        from gpt2_core.generate import stream
 
         if self.template is None:
             ids = (self.tokenizer.encode(text) or [self.tokenizer.eot_id])[-self._longest_prompt() :]
@@ -144,25 +142,19 @@ class ChatSession:
             self.sampling,
             max_new_tokens=min(self.sampling.max_new_tokens, self.model.config.block_size - len(ids)),
         )
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         out: list[int] = []
-        steps = generate_ids(
-            self.model, ids, cfg, eot_id=self.tokenizer.eot_id, kv_cache=self.cache, stop_ids=stop_ids
-        )
         try:
-            for step in steps:
-                t = int(step[0])
-                out.append(t)
-                if t in stop_ids or (cfg.stop_at_eot and t == self.tokenizer.eot_id):
-                    break
-                piece = decoder.decode(self.tokenizer.decode_bytes([t]))
-                if piece:
-                    yield piece
-            tail = decoder.decode(b"", final=True)
-            if tail:
-                yield tail
-        finally:
-            steps.close()  # runs generate_ids' cleanup now: the cache is consistent again
+            yield from stream(
+                self.model,
+                self.tokenizer,
+                "",
+                cfg,
+                prompt_ids=ids,
+                kv_cache=self.cache,
+                stop_ids=stop_ids,
+                generated=out,
+            )
+        finally:  # also when the caller stops early: the cache holds ids + out but the last token
             self._cached = ids + out
             self.last_reply_len = len(out)
             if self.template is not None:
@@ -182,79 +174,3 @@ class ChatSession:
         except OSError as e:
             raise ChatError(f"/save {path}: {e.strerror}") from e
         return p
-
-
-HELP = "Commands: /reset, /system TEXT, /save FILE, /exit. Ctrl-C stops a reply, Ctrl-D exits."
-
-
-def run_chat(
-    session: ChatSession,
-    *,
-    read: Callable[[str], str],
-    write: Callable[[str], None],
-    info: Callable[[str], None],
-    interactive: bool,
-) -> None:
-    """The REPL: read a line, run it as a command or send it, stream the reply.
-
-    ``read(prompt)`` returns a line, raising EOFError at the end (Ctrl-D) and KeyboardInterrupt on
-    Ctrl-C; ``write`` prints reply text; ``info`` prints notices. Non-interactive: one reply per line.
-    """
-    prompt = "> " if interactive else ""
-    if not session.is_chat:
-        info("This model has no chat template (pre-trained only): each line is continued as plain text.")
-    if interactive:
-        info(HELP)
-    trimmed = 0
-    while True:
-        try:
-            line = read(prompt)
-        except EOFError:
-            if interactive:
-                write("\n")
-            return
-        except KeyboardInterrupt:
-            write("\n")
-            info("(Ctrl-D or /exit to quit)")
-            continue
-        text = line.strip()
-        if not text:
-            continue
-        if text.startswith("/"):
-            command, _, arg = text.partition(" ")
-            arg = arg.strip()
-            if command in ("/exit", "/quit"):
-                return
-            if command == "/reset":
-                session.reset()
-                info("(conversation cleared)")
-            elif command == "/system":
-                session.system = arg or None
-                info(f"(system message {'set' if arg else 'cleared'})")
-            elif command == "/save":
-                if not arg:
-                    info("usage: /save FILE")
-                    continue
-                try:
-                    info(f"(saved to {session.save(arg)})")
-                except ChatError as e:
-                    info(f"error: {e}")
-            elif command == "/help":
-                info(HELP)
-            else:
-                info(f"unknown command {command}; {HELP}")
-            continue
-        pieces = session.reply(text)
-        try:
-            for piece in pieces:
-                write(piece)
-        except KeyboardInterrupt:
-            pieces.close()
-            write(" [stopped]")
-        except ChatError as e:
-            info(f"error: {e}")
-            continue
-        write("\n")
-        if session.trimmed_turns > trimmed and interactive:
-            info(f"({session.trimmed_turns} early turn(s) now left out to fit the context window)")
-        trimmed = session.trimmed_turns

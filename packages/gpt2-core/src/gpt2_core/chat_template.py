@@ -170,7 +170,7 @@ class ChatTemplate:
 def check_template(template: Any, source: str = "chat_template") -> dict[str, Any]:
     """``template`` if it is one this version understands, else a UserError naming ``source``."""
     if not isinstance(template, dict) or template.get("version") != TEMPLATE_VERSION:
-        raise UserError(f"{source}: not a gpt2-sft chat template (version {TEMPLATE_VERSION})")
+        raise UserError(f"{source}: not a gpt2 chat template (version {TEMPLATE_VERSION})")
     missing = {"bos", "roles", "end"} - set(template)
     if missing or set(template["roles"]) != set(ROLES):
         raise UserError(f"{source}: chat template lacks {sorted(missing) or 'roles ' + str(ROLES)}")

@@ -1,0 +1,170 @@
+"""``gpt2 chat``: the terminal loop (``run_chat``) around a ``gpt2_core.chat.ChatSession``, and the command.
+
+As in llm's ``_run_chat``, the loop knows nothing about models: it reads lines, runs commands, and prints
+the pieces of text a ``reply`` iterator yields, through callbacks, so tests drive it with a list of lines
+or a pseudo-terminal. Closing the reply iterator (Ctrl-C) stops generation; the partial reply is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from gpt2_core.chat import ChatError, ChatSampling
+from gpt2_core.errors import UserError
+
+from gpt2_cli.options import dataclass_options
+
+if TYPE_CHECKING:
+    from gpt2_core.chat import ChatSession
+
+HELP = "Commands: /reset, /system TEXT, /save FILE, /exit. Ctrl-C stops a reply, Ctrl-D exits."
+
+
+def run_chat(
+    session: ChatSession,
+    *,
+    read: Callable[[str], str],
+    write: Callable[[str], None],
+    info: Callable[[str], None],
+    interactive: bool,
+) -> None:
+    """The REPL: read a line, run it as a command or send it, stream the reply.
+
+    ``read(prompt)`` returns a line, raising EOFError at the end (Ctrl-D) and KeyboardInterrupt on
+    Ctrl-C; ``write`` prints reply text; ``info`` prints notices. Non-interactive: one reply per line.
+    """
+    prompt = "> " if interactive else ""
+    if not session.is_chat:
+        info("This model has no chat template (pre-trained only): each line is continued as plain text.")
+    if interactive:
+        info(HELP)
+    trimmed = 0
+    while True:
+        try:
+            line = read(prompt)
+        except EOFError:
+            if interactive:
+                write("\n")
+            return
+        except KeyboardInterrupt:
+            write("\n")
+            info("(Ctrl-D or /exit to quit)")
+            continue
+        text = line.strip()
+        if not text:
+            continue
+        if text.startswith("/"):
+            command, _, arg = text.partition(" ")
+            arg = arg.strip()
+            if command in ("/exit", "/quit"):
+                return
+            if command == "/reset":
+                session.reset()
+                info("(conversation cleared)")
+            elif command == "/system":
+                session.system = arg or None
+                info(f"(system message {'set' if arg else 'cleared'})")
+            elif command == "/save":
+                if not arg:
+                    info("usage: /save FILE")
+                    continue
+                try:
+                    info(f"(saved to {session.save(arg)})")
+                except ChatError as e:
+                    info(f"error: {e}")
+            elif command == "/help":
+                info(HELP)
+            else:
+                info(f"unknown command {command}; {HELP}")
+            continue
+        pieces = session.reply(text)
+        try:
+            for piece in pieces:
+                write(piece)
+        except KeyboardInterrupt:
+            pieces.close()
+            write(" [stopped]")
+        except ChatError as e:
+            info(f"error: {e}")
+            continue
+        write("\n")
+        if session.trimmed_turns > trimmed and interactive:
+            info(f"({session.trimmed_turns} early turn(s) now left out to fit the context window)")
+        trimmed = session.trimmed_turns
+
+
+def _terminal_read(prompt: str) -> str:
+    with contextlib.suppress(ImportError):  # no readline on Windows
+        import readline  # noqa: F401  (line editing and history for input())
+    return input(prompt)
+
+
+def _pipe_read(prompt: str) -> str:
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.rstrip("\n")
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _info(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def chat(
+    sampling: ChatSampling,
+    model: Path = typer.Option(
+        ..., "--model", "-m", help="Model directory (fine-tuned by gpt2 sft, or any)."
+    ),
+    system: str = typer.Option("", "--system", help="System message that opens the conversation."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, mps, or auto."),
+    dtype: str = typer.Option(
+        "auto",
+        "--dtype",
+        help="float32, bfloat16, float16, or auto: bfloat16 on a GPU or CPU that computes in it natively.",
+    ),
+    threads: int = typer.Option(
+        0, "--threads", help="CPU threads for torch (0: its default); 1 is often fastest on a busy machine."
+    ),
+) -> None:
+    """Chat with a model in the terminal (reads stdin line by line when it is not a terminal)."""
+    import torch
+    from gpt2_core.chat import ChatSession
+    from gpt2_core.device import pick_device, pick_dtype
+    from gpt2_core.weights import load_model
+
+    if threads < 0:
+        raise UserError(f"--threads must be >= 0, got {threads}")
+    if threads:
+        torch.set_num_threads(threads)
+
+    where = pick_device(device)
+    gpt = load_model(model, device=where, dtype=pick_dtype(dtype, where))
+    session = ChatSession(gpt, sampling, system=system)
+    interactive = sys.stdin.isatty()
+    run_chat(
+        session,
+        read=_terminal_read if interactive else _pipe_read,
+        write=_write,
+        info=_info,
+        interactive=interactive,
+    )
+
+
+def chat_command() -> Callable[..., None]:
+    """``chat`` with one flag per ``ChatSampling`` field a chat uses."""
+    return dataclass_options(
+        ChatSampling,
+        into="sampling",
+        flags={"max_new_tokens": "--max-tokens"},
+        exclude=("num_return_sequences", "stop", "stop_at_eot"),
+    )(chat)

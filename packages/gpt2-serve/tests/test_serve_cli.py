@@ -1,0 +1,73 @@
+"""``gpt2 serve`` as a user runs it: a model directory, 127.0.0.1 by default, one log line per request,
+user errors as one line with exit status 2."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from cli_helpers import gpt2_here
+
+
+def gpt2(*args: str, **kw: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GPT2_SERVE_API_KEY": ""}
+    return subprocess.Popen(
+        [sys.executable, "-m", "gpt2_cli", *args], env=env, text=True, stderr=subprocess.PIPE, **kw
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_a_model_directory(tmp_path: Path, make_chat_model) -> None:
+    make_chat_model().save_pretrained(tmp_path / "my-model")
+    port = free_port()
+    proc = gpt2("serve", "--model", str(tmp_path / "my-model"), "--port", str(port), "--threads", "1")
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health")
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert health.json()["model"] == "my-model"
+        body = {"model": "my-model", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}
+        reply = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=60)
+        assert reply.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert "http://127.0.0.1:" in err  # where it listens: loopback unless --host says otherwise
+    requests = [line for line in err.splitlines() if "gpt2_serve:" in line and '"' in line]
+    assert len(requests) == 2, err
+    assert '"GET /health" 200' in requests[0] and '"POST /v1/chat/completions" 200' in requests[1]
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-batch", "0"], "error: --max-batch must be >= 1"),
+        (["--port", "70000"], "error: --port must be <= 65535"),
+        ([], "error: {tmp}/missing: no such model directory"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], message: str
+) -> None:
+    code, _, err = gpt2_here(capsys, "serve", "--model", str(tmp_path / "missing"), *args)
+    assert code == 2
+    assert err.startswith(message.format(tmp=tmp_path)) and err.count("\n") == 1, err

@@ -1,0 +1,97 @@
+"""The decoding loop: sequences batched step by step give the tokens each gives alone; they join while
+others run, stop at stop ids and max_tokens, and leave (cancelled) without leaking cache rows."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from gpt2_core.generate import generate_ids
+from gpt2_core.model import GPT
+from gpt2_core.sampling import SamplingConfig
+from gpt2_serve.engine import End, Engine, Job, QueueFull, Token
+
+GREEDY = SamplingConfig(temperature=0, stop_at_eot=False)
+
+
+@pytest.fixture(scope="module")
+def model(make_chat_model) -> GPT:
+    return make_chat_model()
+
+
+def alone(model: GPT, prompt: list[int], n: int) -> list[int]:
+    cfg = SamplingConfig(max_new_tokens=n, temperature=0, stop_at_eot=False)
+    return [int(t[0]) for t in generate_ids(model, prompt, cfg)]
+
+
+async def drain(job: Job) -> tuple[list[int], str]:
+    tokens = []
+    while True:
+        event = await job.events.get()
+        if isinstance(event, End):
+            return tokens, event.reason
+        assert isinstance(event, Token)
+        tokens.append(event.id)
+
+
+def job(prompt: list[int], max_tokens: int, stop_ids: frozenset[int] = frozenset()) -> Job:
+    return Job(prompt, max_tokens, GREEDY, stop_ids, asyncio.Queue(), asyncio.get_running_loop())
+
+
+def test_batched_sequences_match_decoding_alone(model: GPT) -> None:
+    prompts = [list(range(100, 103)), list(range(200, 230)), [9], list(range(300, 311))]
+    lengths = [20, 8, 25, 12]
+
+    async def main() -> list[tuple[list[int], str]]:
+        engine = Engine(model, max_batch=3, max_queue=8)  # 4 jobs, 3 rows: the last waits for a free row
+        engine.start()
+        try:
+            jobs = [job(p, n) for p, n in zip(prompts[:2], lengths[:2])]
+            engine.submit(jobs)
+            first = await jobs[0].events.get()  # the others join while these two run
+            later = [job(p, n) for p, n in zip(prompts[2:], lengths[2:])]
+            engine.submit(later)
+            results = await asyncio.gather(*(drain(j) for j in jobs + later))
+            results[0] = ([first.id, *results[0][0]], results[0][1])
+            await asyncio.sleep(0.05)
+            assert engine.stats()["running"] == 0 and engine.stats()["rows_in_use"] == 0
+            return results
+        finally:
+            engine.stop()
+
+    results = asyncio.run(main())
+    for (tokens, reason), p, n in zip(results, prompts, lengths):
+        assert reason == "length" and tokens == alone(model, p, n)
+
+
+def test_stop_ids_queue_limit_and_cancel(model: GPT) -> None:
+    prompt = [5, 6, 7]
+    expected = alone(model, prompt, 6)
+
+    async def main() -> None:
+        engine = Engine(model, max_batch=1, max_queue=2)
+        engine.start()
+        try:
+            stopped = job(prompt, 30, stop_ids=frozenset({expected[3]}))
+            engine.submit([stopped])
+            tokens, reason = await drain(stopped)
+            assert reason == "stop" and tokens == expected[: expected.index(expected[3])]
+
+            running, *waiting = [job(prompt, 60) for _ in range(3)]
+            engine.submit([running])
+            await running.events.get()
+            engine.submit(waiting)  # the one row is taken: both wait
+            with pytest.raises(QueueFull):
+                engine.submit([job(prompt, 5)])
+            engine.cancel([running, *waiting])  # clients gone: the row and the queue free at once
+            assert engine.stats()["waiting"] == 0
+            again = job(prompt, 6)
+            engine.submit([again])
+            assert (await drain(again)) == (expected, "length")
+            await asyncio.sleep(0.05)
+            stats = engine.stats()
+            assert stats["running"] == stats["waiting"] == stats["rows_in_use"] == 0
+        finally:
+            engine.stop()
+
+    asyncio.run(main())

@@ -1,0 +1,75 @@
+"""The API key (401 without it, in OpenAI's shape), 503 when the queue is full, one log line per request."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+KEY = "s3cret-key"
+
+
+@pytest.fixture(scope="module")
+def guarded(serve, make_chat_model) -> Iterator[Any]:
+    model = make_chat_model()
+    # 50 ms or more a forward pass: a 60-token request holds the one row for over 3 s.
+    model.register_forward_pre_hook(lambda *_: time.sleep(0.05))
+    with serve(model, api_key=KEY, max_batch=1, max_queue=1) as server:
+        yield server
+
+
+def test_the_api_key_is_required_on_the_api(guarded: Any) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
+        response = httpx.get(guarded.api + "/models", headers=headers)
+        assert response.status_code == 401
+        assert response.json()["error"]["type"] == "authentication_error"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=guarded.api, api_key="wrong", max_retries=0).models.list()
+    client = openai.OpenAI(base_url=guarded.api, api_key=KEY, max_retries=0)
+    assert client.completions.create(model=guarded.name, prompt="Hi", max_tokens=2).choices[0].text
+    # The page and the health check carry no model output: they stay open.
+    assert httpx.get(guarded.url + "/").status_code == 200
+    assert httpx.get(guarded.url + "/health").status_code == 200
+
+
+def test_a_full_queue_is_503_and_frees_when_clients_leave(guarded: Any) -> None:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    body = {"prompt": "Hello", "max_tokens": 60, "stream": True}
+    before = httpx.get(guarded.url + "/health").json()["tokens_generated"]
+    with httpx.Client(base_url=guarded.api, headers=headers, timeout=30) as http:
+        with http.stream("POST", "/completions", json=body) as running:
+            next(running.iter_lines())  # it holds the one row
+            with http.stream("POST", "/completions", json=body) as waiting:
+                assert waiting.status_code == 200  # queued: its first token comes when the row frees
+                full = http.post("/completions", json=body)
+                assert full.status_code == 503
+                assert full.json()["error"] == {
+                    "message": full.json()["error"]["message"],
+                    "type": "server_error",
+                    "param": None,
+                    "code": "overloaded",
+                }
+        # both clients left mid-stream: their row and queue place are free again
+        deadline = time.monotonic() + 10
+        while (stats := httpx.get(guarded.url + "/health").json())["running"] + stats["waiting"]:
+            assert time.monotonic() < deadline, stats
+            time.sleep(0.05)
+        assert stats["rows_in_use"] == 0
+        # Leaving stopped the generation: far fewer than the 2 x 60 tokens asked for were decoded.
+        assert stats["tokens_generated"] - before < 60
+        assert http.post("/completions", json={**body, "stream": False, "max_tokens": 2}).status_code == 200
+
+
+def test_one_log_line_per_request(guarded: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gpt2_serve")
+    httpx.get(guarded.url + "/health")
+    httpx.post(guarded.api + "/completions", content=b"{", headers={"Authorization": f"Bearer {KEY}"})
+    time.sleep(0.1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "gpt2_serve"]
+    assert len(lines) == 2, lines
+    assert '"GET /health" 200' in lines[0] and '"POST /v1/completions" 400' in lines[1]
