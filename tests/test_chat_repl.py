@@ -248,3 +248,31 @@ def test_ctrl_c_stops_the_reply_and_ctrl_d_exits(model_dir: Path) -> None:
     finally:
         child.close()
     assert child.exitstatus == 0
+
+
+def test_piped_stdin_with_undecodable_bytes(model_dir: Path) -> None:
+    cmd = [sys.executable, "-m", "gpt2_cli", "chat", "--model", str(model_dir), "--max-tokens", "3"]
+    data = b"first\ncaf\xe9 \xff\nthird\n"
+    proc = subprocess.run(cmd, input=data, capture_output=True, env=cli_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode() == (WORD * 3 + "\n") * 3
+    assert "warning: stdin line 2: 2 undecodable bytes read as U+FFFD" in proc.stderr.decode()
+    proc = subprocess.run(
+        [*cmd, "--encoding-errors", "strict"], input=data, capture_output=True, env=cli_env(), timeout=120
+    )
+    err = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode == 2 and err[-1].startswith("error: stdin line 2: byte 3 is not UTF-8"), err
+    assert "Traceback" not in proc.stderr.decode()
+
+
+def test_generate_prompt_with_undecodable_bytes(model_dir: Path) -> None:
+    cmd = [sys.executable.encode(), b"-m", b"gpt2_cli", b"generate", b"--model", str(model_dir).encode()]
+    cmd += [b"--max-tokens", b"2", b"--prompt", b"caf\xe9"]
+    proc = subprocess.run(cmd, capture_output=True, env=cli_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().startswith("caf\ufffd")
+    assert "warning: --prompt: 1 undecodable byte read as U+FFFD" in proc.stderr.decode()
+    proc = subprocess.run(
+        [*cmd, b"--encoding-errors", b"strict"], capture_output=True, env=cli_env(), timeout=120
+    )
+    assert proc.returncode == 2 and b"error: --prompt: byte 3 is not UTF-8" in proc.stderr

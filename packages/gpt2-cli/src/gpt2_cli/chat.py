@@ -17,7 +17,7 @@ import typer
 from gpt2_core.chat import ChatError, ChatSampling
 from gpt2_core.errors import UserError
 
-from gpt2_cli.options import dataclass_options
+from gpt2_cli.options import ENCODING_ERRORS_HELP, dataclass_options
 
 if TYPE_CHECKING:
     from gpt2_core.chat import ChatSession
@@ -135,25 +135,41 @@ def chat(
     threads: int = typer.Option(
         0, "--threads", help="CPU threads for torch (0: its default); 1 is often fastest on a busy machine."
     ),
+    encoding_errors: str = typer.Option(
+        "replace", "--encoding-errors", help=ENCODING_ERRORS_HELP.format(source="input line")
+    ),
 ) -> None:
     """Chat with a model in the terminal (reads stdin line by line when it is not a terminal)."""
     import torch
     from gpt2_core.chat import ChatSession
+    from gpt2_core.decoding import Utf8Decoder, escape_stdin
     from gpt2_core.device import pick_device, pick_dtype
     from gpt2_core.weights import load_model
 
+    decoder = Utf8Decoder(encoding_errors)
     if threads < 0:
         raise UserError(f"--threads must be >= 0, got {threads}")
     if threads:
         torch.set_num_threads(threads)
+    escape_stdin()
+    lines = 0
+    interactive = sys.stdin.isatty()
+    raw_read = _terminal_read if interactive else _pipe_read
+
+    def read(prompt: str) -> str:
+        nonlocal lines
+        lines += 1
+        source = f"stdin line {lines}"
+        text = decoder.decode_os_text(raw_read(prompt), source)  # strict: a UserError ends the chat
+        decoder.warn(source)
+        return text
 
     where = pick_device(device)
     gpt = load_model(model, device=where, dtype=pick_dtype(dtype, where))
-    session = ChatSession(gpt, sampling, system=system)
-    interactive = sys.stdin.isatty()
+    session = ChatSession(gpt, sampling, system=decoder.decode_os_text(system, "--system"))
     run_chat(
         session,
-        read=_terminal_read if interactive else _pipe_read,
+        read=read,
         write=_write,
         info=_info,
         interactive=interactive,

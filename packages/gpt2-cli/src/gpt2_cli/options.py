@@ -24,6 +24,9 @@ import typer
 from gpt2_core.config import field_docs
 
 SUPPORTED = (int, float, str, bool)
+ENCODING_ERRORS_HELP = (
+    "replace: bytes of the {source} that are not UTF-8 are read as U+FFFD, with a warning; strict: an error."
+)
 
 
 def _cli_type(tp: Any) -> Any | None:

@@ -9,7 +9,7 @@ import typer
 from gpt2_core.hookspecs import hookimpl
 from gpt2_core.sampling import SamplingConfig
 
-from gpt2_cli.options import dataclass_options
+from gpt2_cli.options import ENCODING_ERRORS_HELP, dataclass_options
 
 
 def generate(
@@ -27,14 +27,21 @@ def generate(
         "--dtype",
         help="float32, bfloat16, float16, or auto: bfloat16 on a GPU or CPU that computes in it natively.",
     ),
+    encoding_errors: str = typer.Option(
+        "replace", "--encoding-errors", help=ENCODING_ERRORS_HELP.format(source="--prompt")
+    ),
 ) -> None:
     """Generate text from a model."""
+    from gpt2_core.decoding import Utf8Decoder
     from gpt2_core.device import pick_device, pick_dtype
     from gpt2_core.generate import generate as run_generate
     from gpt2_core.generate import stream as run_stream
     from gpt2_core.tokenizer import Tokenizer
     from gpt2_core.weights import load_model
 
+    decoder = Utf8Decoder(encoding_errors)
+    prompt = decoder.decode_os_text(prompt, "--prompt")  # argv bytes that were not UTF-8
+    decoder.warn("--prompt")
     where = pick_device(device)
     gpt = load_model(model, device=where, dtype=pick_dtype(dtype, where))
     tokenizer = Tokenizer.for_config(gpt.config)

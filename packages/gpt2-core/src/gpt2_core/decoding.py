@@ -64,6 +64,11 @@ class Utf8Decoder:
         self.replaced[source] = self.replaced.get(source, 0) + _counter.bytes
         return text
 
+    def decode_os_text(self, text: str, source: str) -> str:
+        """Text that Python decoded from the OS with ``surrogateescape`` (``sys.argv``; stdin once
+        :func:`escape_stdin` ran), its undecodable bytes decoded again by this decoder's rule."""
+        return self.decode(text.encode("utf-8", "surrogateescape"), source)
+
     def decode_tree(self, obj: Any, source: str) -> Any:
         """``obj`` with every ``bytes`` inside it (dicts and lists, at any depth) decoded."""
         if isinstance(obj, bytes):
@@ -83,3 +88,11 @@ class Utf8Decoder:
                 "(--encoding-errors strict refuses them)",
                 file=sys.stderr,
             )
+
+
+def escape_stdin() -> None:
+    """Make ``sys.stdin`` hand undecodable bytes on as lone surrogates (for ``decode_os_text``) instead of
+    raising ``UnicodeDecodeError`` in the middle of a read."""
+    reconfigure = getattr(sys.stdin, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(encoding="utf-8", errors="surrogateescape")

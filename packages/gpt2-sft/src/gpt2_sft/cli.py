@@ -54,7 +54,7 @@ def prepare_command(
     from gpt2_data.cli import parse_dataset_options
     from gpt2_data.datasets import build_dataset
 
-    from gpt2_sft.data import prepare, with_progress
+    from gpt2_sft.data import prepare_dataset
 
     options = parse_dataset_options(config.dataset, list(ctx.args))
     dataset = build_dataset(config.dataset, options)
@@ -64,8 +64,8 @@ def prepare_command(
     cfg = chat_config(base, config.template)
     template = ChatTemplate(cfg.chat_template, Tokenizer(cfg.special_tokens))
     max_len = config.max_len or cfg.block_size + 1
-    stats = prepare(
-        with_progress(dataset.conversations(), sys.stderr.isatty()),
+    stats = prepare_dataset(
+        dataset,
         template,
         out,
         max_len=max_len,

@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpt2_core.chat_template import ChatTemplate, Message
+from gpt2_core.decoding import Utf8Decoder
 from gpt2_core.errors import UserError
+from gpt2_data.records import RECORD_FORMATS, read_hub_rows, read_records
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,24 +49,16 @@ META_FILE = "meta.json"
 SPLITS = ("train", "val")
 
 
-def read_records(path: str, split: str, source: str) -> Iterator[dict[str, Any]]:
+def read_instruction_records(
+    path: str, split: str, decoder: Utf8Decoder, source: str
+) -> Iterator[dict[str, Any]]:
     """Rows of a local jsonl/json/parquet file, or of a hub dataset (or local dataset folder), by name."""
-    import datasets
-
-    p = Path(path)
     if not path:
         raise UserError(f"{source}: no --path given (a .jsonl/.json/.parquet file or a hub dataset name)")
-    builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(p.suffix.lower())
-    if builder and not p.is_file():
-        raise UserError(f"{source}: {p} not found")
-    try:
-        if builder:
-            ds = datasets.load_dataset(builder, data_files=str(p), split="train")
-        else:
-            ds = datasets.load_dataset(path, split=split)
-    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:
-        raise UserError(f"{source}: cannot read {path!r} ({str(e).splitlines()[0]})") from e
-    yield from ds
+    if Path(path).suffix.lower() in RECORD_FORMATS:
+        yield from read_records(path, decoder)
+    else:
+        yield from read_hub_rows(path, None, split, decoder, streaming=False)
 
 
 class InstructionDataset:
@@ -77,14 +72,20 @@ class InstructionDataset:
         """Split to read from a hub dataset (local files have one)."""
         limit: int = 0
         """Read at most this many records (0: all)."""
+        encoding_errors: str = "replace"
+        """replace: undecodable bytes become U+FFFD, counted per file; strict: they stop with an error."""
 
     name = "instructions"
 
     def __init__(self, options: Any = None) -> None:
         self.options = options if options is not None else type(self).Options()
+        self.decoder = Utf8Decoder(self.options.encoding_errors)
 
     def records(self) -> Iterator[dict[str, Any]]:
-        for i, row in enumerate(read_records(self.options.path, self.options.split, f"dataset {self.name}")):
+        o = self.options
+        for i, row in enumerate(
+            read_instruction_records(o.path, o.split, self.decoder, f"dataset {self.name}")
+        ):
             if self.options.limit and i >= self.options.limit:
                 return
             yield row
@@ -182,6 +183,8 @@ class PrepareStats:
     """Conversations without an assistant message (nothing to learn from)."""
     tokens: dict[str, int] = field(default_factory=dict)
     target_tokens: dict[str, int] = field(default_factory=dict)
+    replaced_bytes: dict[str, int] = field(default_factory=dict)
+    """Per file: bytes that were not UTF-8 and were read as U+FFFD."""
 
 
 def fit_conversation(
@@ -232,6 +235,23 @@ def with_progress(conversations: Iterator[list[Message]], enabled: bool) -> Iter
             progress.advance(task)
 
 
+def prepare_dataset(
+    dataset: InstructionDataset, template: ChatTemplate, out_dir: str | Path, **kwargs: Any
+) -> PrepareStats:
+    """:func:`prepare` on ``dataset``'s conversations, with a progress bar on a terminal; the bytes its files
+    held that were not UTF-8 are counted in the stats and meta, with one warning line per file."""
+    stats = prepare(
+        with_progress(dataset.conversations(), sys.stderr.isatty()),
+        template,
+        out_dir,
+        replaced_bytes=dataset.decoder.replaced,
+        **kwargs,
+    )
+    for source in stats.replaced_bytes:
+        dataset.decoder.warn(source)
+    return stats
+
+
 def prepare(
     conversations: Iterator[list[Message]],
     template: ChatTemplate,
@@ -241,11 +261,13 @@ def prepare(
     val_fraction: float = 0.05,
     seed: int = 0,
     meta: dict[str, Any] | None = None,
+    replaced_bytes: dict[str, int] | None = None,
 ) -> PrepareStats:
     """Tokenize ``conversations`` into ``out_dir`` (train and held-out val examples) and report counts.
 
     ``max_len`` is the longest example in tokens: a model's context window plus one (inputs and targets
-    are the same tokens shifted by one).
+    are the same tokens shifted by one). ``replaced_bytes``: the reader's per-file counts of undecodable
+    bytes, read once ``conversations`` is exhausted (the reader fills it as it goes).
     """
     import numpy as np
 
@@ -268,6 +290,7 @@ def prepare(
             f"no usable conversations ({stats.conversations} read, {stats.dropped_too_long} too long, "
             f"{stats.dropped_no_reply} without a reply)"
         )
+    stats.replaced_bytes = {k: v for k, v in (replaced_bytes or {}).items() if v}
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
     n_val = round(len(examples) * val_fraction)

@@ -59,14 +59,14 @@ def ensure_data(cfg: SFTConfig, model: GPT, options: dict[str, Any], is_main: bo
         from gpt2_core.tokenizer import Tokenizer
         from gpt2_data.datasets import build_dataset
 
-        from gpt2_sft.data import prepare, with_progress
+        from gpt2_sft.data import prepare_dataset
 
         dataset = build_dataset(cfg.dataset, options)
         if not hasattr(dataset, "conversations"):
             raise UserError(f"--dataset {cfg.dataset}: not an instruction dataset; use alpaca or chat")
         template = ChatTemplate(model.config.chat_template, Tokenizer.for_config(model.config))
-        stats = prepare(
-            with_progress(dataset.conversations(), sys.stderr.isatty()),
+        stats = prepare_dataset(
+            dataset,
             template,
             out,
             max_len=cfg.seq_len + 1,
