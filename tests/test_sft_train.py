@@ -131,8 +131,13 @@ def test_sft_user_errors(setup: dict[str, Path], tmp_path: Path, capsys: pytest.
         ["--dataset", "alpaca", "--path", str(setup["data"]), "--run-dir", str(setup["run"])], capsys
     )
     assert code == 2 and "--from" in err and "Traceback" not in err
-    code, err = sft([*common(setup), "--max-steps", "1", "--seq-len", "128"], capsys)
-    assert code == 2 and "--seq-len" in err
+    run = tmp_path / "early"
+    early = [*common(setup), "--max-steps", "1", "--run-dir", str(run)]
+    code, err = sft([*early, "--seq-len", "128"], capsys)
+    assert code == 2 and "--seq-len 128 exceeds the model's context window (64)" in err
+    code, err = sft([*early, "--total-batch-tokens", "100"], capsys)
+    assert code == 2 and "--total-batch-tokens 100 is not a multiple" in err
+    assert not run.exists()  # each check failed before any data was prepared
     # Examples prepared with plain-text markers do not fit a model that gets special tokens.
     cfg = chat_config(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=64), "plain")
     template = ChatTemplate(cfg.chat_template, Tokenizer(cfg.special_tokens))
@@ -151,6 +156,17 @@ def test_sft_user_errors(setup: dict[str, Path], tmp_path: Path, capsys: pytest.
         capsys,
     )
     assert code == 2 and "plain" in err and "gpt2 sft prepare" in err
+
+
+def test_sft_seq_len_defaults_to_the_model_context(
+    setup: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [a for a in common(setup) if a not in ("--seq-len", "32")]
+    run = tmp_path / "ctx"
+    code, err = sft([*args, "--run-dir", str(run), "--max-steps", "1", "--total-batch-tokens", "256"], capsys)
+    assert code == 0, err
+    assert "micro-batch 4 x 64" in err  # the base model's 64-token window
+    assert json.loads((run / "data" / "meta.json").read_text())["max_len"] == 65
 
 
 def test_sft_from_a_hugging_face_gpt2_uses_plain_markers(

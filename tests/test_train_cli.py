@@ -84,7 +84,7 @@ def test_train_then_generate_then_evaluate(data_dir: Path, tmp_path: Path, capsy
 
     # The same run directory again, without --resume: refused, naming the way out.
     code, _, err = gpt2_here(capsys, *args, "--max-steps", "6")
-    assert code == 2 and "--resume latest" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "--resume auto" in err and len(err.strip().splitlines()) == 1
 
     # Resuming with another model shape: refused, naming the difference.
     code, _, err = gpt2_here(capsys, *args, "--max-steps", "8", "--resume", "latest", "--model", "tiny")

@@ -77,7 +77,7 @@ def test_incompatible_model_refused_naming_the_difference(make_trainer, tmp_path
 
 def test_fresh_run_refuses_existing_checkpoints(make_trainer, tmp_path: Path) -> None:
     make_trainer(max_steps=2).fit()
-    with pytest.raises(UserError, match="--resume latest"):
+    with pytest.raises(UserError, match="already holds checkpoints: pass --resume auto"):
         make_trainer(max_steps=2)
     tr = make_trainer(max_steps=1, overwrite=True)
     assert Checkpointer(tmp_path / "run").checkpoints() == []
@@ -87,6 +87,15 @@ def test_fresh_run_refuses_existing_checkpoints(make_trainer, tmp_path: Path) ->
 def test_resume_nothing(make_trainer) -> None:
     with pytest.raises(UserError, match="no checkpoint"):
         make_trainer(resume="latest")
+
+
+def test_resume_auto_starts_fresh_then_continues(make_trainer, tmp_path: Path, capsys) -> None:
+    first = make_trainer(max_steps=2, resume="auto")
+    assert first.step == 0 and "no checkpoint in" in capsys.readouterr().err
+    first.fit()
+    second = make_trainer(max_steps=4, resume="auto")
+    assert second.step == 2
+    assert second.fit().step == 4
 
 
 class Crash(Exception):

@@ -41,9 +41,12 @@ def test_validation_names_flag(field: str, value: object, flag: str) -> None:
         TrainConfig(**{field: value})
 
 
-def test_presets_are_valid() -> None:
-    for name in PRESETS:
-        build_config(name)
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_build_with_their_values(name: str) -> None:
+    cfg = build_config(name)
+    assert isinstance(cfg, TrainConfig)
+    assert {k: getattr(cfg, k) for k in PRESETS[name]} == PRESETS[name]
+    assert cfg.max_steps or cfg.epochs  # something to train
 
 
 def test_schedule_warmup_cosine_floor() -> None:

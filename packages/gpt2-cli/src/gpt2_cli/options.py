@@ -9,6 +9,11 @@ Commands take a config object instead of a long parameter list::
 The parameter named ``into`` receives the built dataclass; the function's other parameters stay
 ordinary Typer parameters, so decorators stack (one per config). Validation stays in the dataclass's
 ``__post_init__``.
+
+A command whose config is layered (defaults < preset < TOML file < flags) passes ``given_only=True``:
+``into`` then receives a dict of just the flags the user typed, and the command builds and validates the
+merged config once. Building one from every flag's default first would validate a config nobody asked
+for (``--epochs 0`` fails against the default ``--max-steps 0``, though the preset sets max_steps).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import typer
 from gpt2_core.config import field_docs
 
 SUPPORTED = (int, float, str, bool)
+CONTEXT = "_dataclass_options_ctx"
+"""The hidden parameter through which a ``given_only`` wrapper receives Typer's context."""
 ENCODING_ERRORS_HELP = (
     "replace: bytes of the {source} that are not UTF-8 are read as U+FFFD, with a warning; strict: an error."
 )
@@ -50,8 +57,13 @@ def dataclass_options(
     flags: dict[str, str] | None = None,
     exclude: Sequence[str] = (),
     panel: str | None = None,
+    given_only: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator adding one Typer option per field of ``cls`` (renamed by ``flags``, minus ``exclude``)."""
+    """Decorator adding one Typer option per field of ``cls`` (renamed by ``flags``, minus ``exclude``).
+
+    ``into`` receives ``cls`` built from every option's value, or with ``given_only`` a dict of the
+    options typed on the command line (or set from the environment), by field name.
+    """
     flags = flags or {}
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
@@ -88,9 +100,20 @@ def dataclass_options(
             )
             names.append(f.name)
 
+        # Typer hands its context to one parameter only: the command's own, if it has one.
+        ctx_name = next((p.name for p in own if p.annotation is typer.Context), None)
+        if given_only and ctx_name is None:
+            extra.append(inspect.Parameter(CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
+
         @functools.wraps(func)
         def wrapper(**kwargs: Any) -> Any:
             values = {n: kwargs.pop(n) for n in names}
+            if given_only:
+                ctx = kwargs[ctx_name] if ctx_name else kwargs.pop(CONTEXT)
+                # By name: Typer ships its own copy of click, with its own ParameterSource enum.
+                typed = ("COMMANDLINE", "ENVIRONMENT")
+                given = {n: v for n, v in values.items() if ctx.get_parameter_source(n).name in typed}
+                return func(**kwargs, **{into: given})
             for f in dataclasses.fields(cls):
                 if (
                     f.name in values

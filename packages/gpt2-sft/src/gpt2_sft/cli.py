@@ -86,15 +86,12 @@ def prepare_command(
 
 def train_command(
     ctx: typer.Context,
-    config: SFTConfig,
+    flags: dict[str, Any],
     config_file: Path | None = typer.Option(None, "--config", help="TOML file of SFT config fields."),
 ) -> None:
-    from gpt2_train.cli import given_flags
     from gpt2_train.config import build_config
 
-    cfg = build_config(
-        None, str(config_file) if config_file else None, given_flags(SFTConfig, ctx), cls=SFTConfig
-    )
+    cfg = build_config(None, str(config_file) if config_file else None, flags, cls=SFTConfig)
     options: dict[str, Any] = {}
     if ctx.args:
         if not cfg.dataset or cfg.data_dir:
@@ -138,9 +135,10 @@ def sft_app() -> typer.Typer:
     app.command("train", help=SFT_HELP, context_settings=extra)(
         dataclass_options(
             SFTConfig,
-            into="config",
+            into="flags",
             flags={"init_from": "--from", "loggers": "--logger"},
             exclude=NOT_FOR_SFT,
+            given_only=True,
         )(train_command)
     )
     app.command("prepare", context_settings=extra)(

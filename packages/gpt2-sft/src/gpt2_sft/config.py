@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from gpt2_core.errors import UserError
 from gpt2_train.config import TrainConfig
@@ -48,8 +49,9 @@ class SFTConfig(TrainConfig):
     """Token slots per optimizer step over all ranks (padding included); accumulation makes up the difference."""
     micro_batch: int = 8
     """Rows of packed examples per forward/backward pass on each rank."""
-    seq_len: int = 1024
-    """Longest row in tokens (at most the model's context window); longer conversations lose whole turns."""
+    seq_len: int = 0
+    """Longest row in tokens (0: the model's context window, at most 1024); longer conversations lose whole
+    turns."""
     epochs: float = 2.0
     """Passes over the training examples, used when --max-steps is 0."""
     lr: float = 3e-5
@@ -71,8 +73,12 @@ class SFTConfig(TrainConfig):
     val_fraction: float = 0.05
     """With --dataset: the share of conversations held out for val loss."""
 
+    POSITIVE: ClassVar[tuple[str, ...]] = tuple(f for f in TrainConfig.POSITIVE if f != "seq_len")
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.seq_len < 0:
+            raise UserError(f"--seq-len must be >= 0 (0: the model's context window), got {self.seq_len}")
         if self.template not in ("auto", "special", "plain"):
             raise UserError(f"--template must be auto, special or plain, got {self.template!r}")
         if not 0.0 <= self.val_fraction < 1.0:

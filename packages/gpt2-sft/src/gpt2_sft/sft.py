@@ -19,6 +19,8 @@ from gpt2_sft.config import SFTConfig
 from gpt2_sft.data import read_meta
 
 DATA_SUBDIR = "data"
+DEFAULT_MAX_SEQ_LEN = 1024
+"""--seq-len 0 takes the model's context window, up to this (GPT-2's own)."""
 
 
 def build_sft_model(cfg: SFTConfig) -> GPT:
@@ -101,7 +103,7 @@ def check_data_matches(data_dir: Path, model: GPT) -> dict[str, Any]:
 def run_sft(cfg: SFTConfig, dataset_options: dict[str, Any] | None = None) -> TrainResult:
     """Fine-tune ``cfg.init_from`` (this rank's share under torchrun)."""
     from gpt2_train.distributed import broadcast_object, setup_distributed, teardown_distributed
-    from gpt2_train.trainer import Trainer
+    from gpt2_train.trainer import Trainer, preflight
 
     from gpt2_sft.data import load_split
     from gpt2_sft.loader import SFTLoader
@@ -109,6 +111,9 @@ def run_sft(cfg: SFTConfig, dataset_options: dict[str, Any] | None = None) -> Tr
     env = setup_distributed(cfg.device)
     try:
         model = build_sft_model(cfg)
+        block_size = model.config.block_size
+        cfg = replace(cfg, seq_len=cfg.seq_len or min(block_size, DEFAULT_MAX_SEQ_LEN))
+        preflight(cfg, block_size, env.world_size)  # before any data is prepared
         # Rank 0 prepares while the others wait; its error, if any, stops every rank (none is left
         # waiting in a collective call).
         try:

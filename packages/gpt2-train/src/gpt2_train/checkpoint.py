@@ -45,6 +45,8 @@ STATE_FILE = "state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 RANKS_FILE = "ranks.pt"
 LATEST = "latest"
+AUTO = "auto"
+"""``--resume auto``: ``latest`` when the run directory holds a checkpoint, else a fresh start."""
 PREFIX = "step_"
 
 

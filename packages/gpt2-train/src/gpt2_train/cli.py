@@ -5,7 +5,6 @@ Only the config module (torch-free) is imported here; torch and the trainer load
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,24 +24,12 @@ Multi-node: torchrun --nnodes=N --node-rank=I --rdzv-backend=c10d --rdzv-endpoin
 """
 
 
-def given_flags(cls: type, ctx: typer.Context) -> dict[str, Any]:
-    """The fields of ``cls`` whose flags the user typed (not left at their defaults)."""
-    given = {}
-    for f in dataclasses.fields(cls):
-        source = ctx.get_parameter_source(f.name)
-        # By name: Typer may ship its own copy of click, with its own ParameterSource enum.
-        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
-            given[f.name] = ctx.params[f.name]
-    return given
-
-
 def train_command(
-    ctx: typer.Context,
-    config: TrainConfig,
+    flags: dict[str, Any],
     preset: str | None = typer.Option(None, "--preset", help=f"Named recipe: {', '.join(PRESETS)}."),
     config_file: Path | None = typer.Option(None, "--config", help="TOML file of TrainConfig fields."),
 ) -> None:
-    cfg = build_config(preset, str(config_file) if config_file else None, given_flags(TrainConfig, ctx))
+    cfg = build_config(preset, str(config_file) if config_file else None, flags)
     from gpt2_train.trainer import train
 
     result = train(cfg)
@@ -113,7 +100,9 @@ def tensorboard_command(
 
 def register(app: Any) -> None:
     app.command("train", help=TRAIN_HELP)(
-        dataclass_options(TrainConfig, into="config", flags={"loggers": "--logger"})(train_command)
+        dataclass_options(TrainConfig, into="flags", flags={"loggers": "--logger"}, given_only=True)(
+            train_command
+        )
     )
     eval_app = typer.Typer(help="Evaluate a model.", no_args_is_help=True)
     eval_app.command("hellaswag")(hellaswag_command)

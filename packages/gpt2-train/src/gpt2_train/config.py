@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from gpt2_core.config import from_dict, read_toml
 from gpt2_core.errors import UserError
@@ -92,7 +92,8 @@ class TrainConfig:
     run_dir: str = "runs/gpt2"
     """Directory for checkpoints and logs; RUN_DIR/latest is the newest checkpoint."""
     resume: str | None = None
-    """Continue a run: latest (the newest good checkpoint in --run-dir) or a checkpoint directory."""
+    """Continue a run: latest (the newest good checkpoint in --run-dir), auto (latest if there is a checkpoint,
+    else start fresh: the same command line for the first start and every requeue), or a checkpoint directory."""
     overwrite: bool = False
     """Start afresh in a --run-dir that already holds checkpoints, deleting them."""
 
@@ -128,17 +129,19 @@ class TrainConfig:
     max_nonfinite: int = 5
     """Stop the run after this many non-finite (NaN/inf) steps in a row; such steps are skipped."""
 
+    POSITIVE: ClassVar[tuple[str, ...]] = (
+        "total_batch_tokens",
+        "micro_batch",
+        "seq_len",
+        "log_every",
+        "keep",
+        "max_nonfinite",
+        "dataset_shard_tokens",
+    )
+    """Fields that must be > 0 (a subclass may allow 0 with a meaning of its own)."""
+
     def __post_init__(self) -> None:
-        positive = (
-            "total_batch_tokens",
-            "micro_batch",
-            "seq_len",
-            "log_every",
-            "keep",
-            "max_nonfinite",
-            "dataset_shard_tokens",
-        )
-        for name in positive:
+        for name in self.POSITIVE:
             if getattr(self, name) <= 0:
                 raise UserError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")
         non_negative = (

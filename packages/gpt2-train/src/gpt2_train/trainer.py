@@ -24,7 +24,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gpt2_train import accel
 from gpt2_train.allocator import retain_freed_memory
-from gpt2_train.checkpoint import Checkpointer, LoadedCheckpoint, apply_checkpoint, capture_rng, restore_rng
+from gpt2_train.checkpoint import (
+    AUTO,
+    LATEST,
+    Checkpointer,
+    LoadedCheckpoint,
+    apply_checkpoint,
+    capture_rng,
+    restore_rng,
+)
 from gpt2_train.config import TrainConfig
 from gpt2_train.distributed import (
     DistEnv,
@@ -134,6 +142,30 @@ def prepare_data(cfg: TrainConfig, env: DistEnv) -> Path:
     return out
 
 
+def preflight(cfg: TrainConfig, block_size: int, world_size: int) -> int:
+    """The checks that need neither data nor weights, run before any work starts; returns the gradient
+    accumulation (micro-batches per rank per step).
+
+    Raises ``UserError`` when the batch does not split into micro-batches, ``--seq-len`` exceeds the
+    context window ``block_size``, or ``--run-dir`` holds checkpoints this run would neither resume nor
+    overwrite.
+    """
+    if cfg.seq_len > block_size:
+        raise UserError(f"--seq-len {cfg.seq_len} exceeds the model's context window ({block_size})")
+    per_micro = cfg.micro_batch * cfg.seq_len * world_size
+    if cfg.total_batch_tokens % per_micro:
+        raise UserError(
+            f"--total-batch-tokens {cfg.total_batch_tokens} is not a multiple of --micro-batch x --seq-len x "
+            f"ranks = {cfg.micro_batch} x {cfg.seq_len} x {world_size} = {per_micro}"
+        )
+    if not cfg.resume and not cfg.overwrite and Checkpointer(cfg.run_dir).checkpoints():
+        raise UserError(
+            f"--run-dir {cfg.run_dir} already holds checkpoints: pass --resume auto to continue, "
+            "--overwrite to start afresh, or another --run-dir"
+        )
+    return cfg.total_batch_tokens // per_micro
+
+
 def batches_per_epoch(source: Any) -> int | None:
     """``next_batch`` calls in one pass over ``source``, when it can tell (ShardLoader can)."""
     n = getattr(source, "batches_per_epoch", None)
@@ -192,20 +224,9 @@ class Trainer:
         dev = self.env.device
         world = self.env.world_size
         accel.check(cfg, dev)
-        per_micro = cfg.micro_batch * cfg.seq_len * world
-        if cfg.total_batch_tokens % per_micro:
-            raise UserError(
-                f"--total-batch-tokens {cfg.total_batch_tokens} is not a multiple of --micro-batch x --seq-len x "
-                f"ranks = {cfg.micro_batch} x {cfg.seq_len} x {world} = {per_micro}"
-            )
-        self.grad_accum = cfg.total_batch_tokens // per_micro
-
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self.model = model if model is not None else build_model(cfg)
-        if cfg.seq_len > self.model.config.block_size:
-            raise UserError(
-                f"--seq-len {cfg.seq_len} exceeds the model's context window ({self.model.config.block_size})"
-            )
+        self.grad_accum = preflight(cfg, self.model.config.block_size, world)
         self.model.to(dev)
         setup_device(dev)
         self.autocast_dtype = autocast_dtype(cfg.precision, dev)
@@ -238,10 +259,18 @@ class Trainer:
         self.tokens_seen = 0
         self.best_val_loss: float | None = None
         self.tokens_per_step = cfg.total_batch_tokens
-        if cfg.resume:
-            self._resume(cfg.resume)
-        else:
-            self._check_fresh_run_dir()
+        resume = cfg.resume
+        if resume == AUTO:
+            # Rank 0 looks, so that every rank takes the same branch even on node-local disks.
+            resume = broadcast_object(self.env, LATEST if self.checkpointer.checkpoints() else None)
+            if resume is None and self.env.is_main:
+                print(f"--resume auto: no checkpoint in {cfg.run_dir} yet, starting fresh", file=sys.stderr)
+        if resume:
+            self._resume(resume)
+        elif self.checkpointer.checkpoints() and cfg.overwrite:
+            if self.env.is_main:
+                self.checkpointer.clear()
+            barrier(self.env)
 
         # Wrap after loading: DDP broadcasts rank 0's weights, compile traces the final module.
         wrapped = accel.apply(self.model, cfg, dev)
@@ -283,17 +312,6 @@ class Trainer:
                 f"{self.grad_accum}; lower --total-batch-tokens or give --max-steps"
             )
         return steps
-
-    def _check_fresh_run_dir(self) -> None:
-        if self.checkpointer.checkpoints():
-            if not self.cfg.overwrite:
-                raise UserError(
-                    f"--run-dir {self.cfg.run_dir} already holds checkpoints: pass --resume latest to continue, "
-                    "--overwrite to start afresh, or another --run-dir"
-                )
-            if self.env.is_main:
-                self.checkpointer.clear()
-            barrier(self.env)
 
     def _resume(self, spec: str) -> None:
         # Rank 0 picks the checkpoint (falling back past unreadable ones); the others read the same one.
