@@ -91,7 +91,8 @@ def dataclass_options(
             else:
                 default = ...
             flag = flags.get(f.name, "--" + f.name.replace("_", "-"))
-            decls = [flag] if tp is not bool else [f"{flag}/--no-{flag[2:]}"]
+            is_flag = tp is bool or tp == typing.Optional[bool]  # noqa: UP045 (Optional: None = unset)
+            decls = [f"{flag}/--no-{flag[2:]}"] if is_flag else [flag]
             option = typer.Option(*decls, help=docs.get(f.name, ""), rich_help_panel=panel, show_default=True)
             extra.append(
                 inspect.Parameter(

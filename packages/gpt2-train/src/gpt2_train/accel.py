@@ -1,5 +1,5 @@
-"""GPU speed-ups applied to the model before DDP wraps it: float8 matmuls, activation checkpointing and
-``torch.compile``. Each is a flag of ``TrainConfig``; ``check`` refuses impossible combinations before any
+"""Speed-ups applied to the model before DDP wraps it: float8 matmuls, activation checkpointing and
+``torch.compile`` (inductor, on GPUs by default and on a CPU when asked). Each is a flag of ``TrainConfig``; ``check`` refuses impossible combinations before any
 work is done, ``apply`` does the wrapping.
 """
 
@@ -53,6 +53,11 @@ def apply(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.nn.Module
         from torchao.float8 import convert_to_float8_training
 
         convert_to_float8_training(model, module_filter_fn=_fp8_filter)
-    if cfg.compile and device.type == "cuda":
+    if compiles(cfg, device):
         return torch.compile(model)
     return model
+
+
+def compiles(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether the run compiles: as ``--compile``/``--no-compile`` say, and by default on CUDA only."""
+    return cfg.compile if cfg.compile is not None else device.type == "cuda"

@@ -80,9 +80,9 @@ class TrainConfig:
     """cpu, cuda, mps or auto (under torchrun each rank takes cuda:LOCAL_RANK)."""
     precision: str = "auto"
     """auto (bf16 autocast where the GPU or CPU computes in bf16 natively, fp32 elsewhere), bf16 or fp32."""
-    compile: bool = True
-    """torch.compile the model on CUDA (--no-compile to turn off); CPU/MPS runs are not compiled, since
-    compiling there costs minutes and gains little."""
+    compile: bool | None = None
+    """torch.compile the model (inductor). Default: on CUDA, off elsewhere (on a CPU, compiling costs
+    minutes and gains little); --compile compiles on a CPU too, --no-compile nowhere."""
     fp8: bool = False
     """Float8 matmuls in the transformer blocks through torchao (Hopper/Ada GPUs only; pip install torchao)."""
     activation_checkpointing: bool = False
