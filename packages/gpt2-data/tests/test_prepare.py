@@ -71,6 +71,19 @@ def test_small_corpus_default_val(synthetic: str, tmp_path: Path) -> None:
     assert "every 20th document" in m["val_split"]
 
 
+@pytest.mark.parametrize("docs", [2, 3, 19])
+def test_a_handful_of_documents_still_gets_a_val_document(synthetic: str, tmp_path: Path, docs: int) -> None:
+    m = prepare(synthetic, tmp_path / "d", options={"docs": docs}, progress=False)
+    assert (all_tokens(tmp_path / "d", "val") == 50256).sum() == 1
+    assert (all_tokens(tmp_path / "d", "train") == 50256).sum() == docs - 1
+    assert m["tokens"]["val"] > 0
+
+
+def test_a_val_fraction_that_picks_no_document_is_an_error(synthetic: str, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"--val-tokens 0\.05: none of the 5 documents went to validation"):
+        prepare(synthetic, tmp_path / "d", options={"docs": 5}, val_tokens=0.05, progress=False)
+
+
 def test_deterministic_and_idempotent(synthetic: str, tmp_path: Path) -> None:
     a = prepare(synthetic, tmp_path / "a", shard_tokens=999, val_tokens=0.2, workers=1, progress=False)
     b = prepare(synthetic, tmp_path / "b", shard_tokens=999, val_tokens=0.2, workers=2, progress=False)
