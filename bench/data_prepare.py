@@ -30,8 +30,8 @@ CHILD = """
 import json, resource, sys, time
 from gpt2_core.tokenizer import Tokenizer
 from gpt2_data.prepare import prepare
-from gpt2_core.plugins import get_datasets
-Tokenizer(), get_datasets()  # BPE tables and plugin loading are one-off costs (the CLI pays them before), not throughput
+from gpt2_data.datasets import dataset_registry
+Tokenizer(), dataset_registry()  # BPE tables and plugin loading are one-off costs (the CLI pays them before), not throughput
 out, workers, include_tests, shard_tokens = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4])
 def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)

@@ -1,9 +1,12 @@
-"""gpt2-core stands alone: it imports no CLI, data, logging or HF library and no other gpt2 package."""
+"""The package graph is honest: every import of a workspace package is declared, the declared graph has no
+cycle, gpt2-core stands alone (no CLI, data, logging, serving or HF library, no other gpt2 package), and each
+package finds its own built-in plugins without entry points."""
 
 from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,7 +17,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE_SRC = ROOT / "packages" / "gpt2-core" / "src" / "gpt2_core"
-FORBIDDEN = {"typer", "click", "rich", "datasets", "tensorboard", "transformers", "onnx", "onnxruntime"}
+FORBIDDEN = {
+    "typer",
+    "click",
+    "rich",
+    "datasets",
+    "tensorboard",
+    "transformers",
+    "onnx",
+    "onnxruntime",
+    "starlette",
+    "uvicorn",
+    "fastapi",
+}
+PACKAGES = sorted(p.parent for p in (ROOT / "packages").glob("*/pyproject.toml"))
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -26,6 +42,84 @@ def imported_modules(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module.split(".")[0])
     return names
+
+
+def declared(package: Path) -> set[str]:
+    """The workspace distributions ``package`` depends on (by normalised name: gpt2-core)."""
+    import tomllib
+
+    deps = tomllib.loads((package / "pyproject.toml").read_text())["project"].get("dependencies", [])
+    names = {re.split(r"[ <>=!~;\[]", d, maxsplit=1)[0].strip().lower().replace("_", "-") for d in deps}
+    return {n for n in names if n == "gpt2" or n.startswith("gpt2-")}
+
+
+def test_every_workspace_import_is_declared() -> None:
+    assert len(PACKAGES) >= 8
+    for package in PACKAGES:
+        own = package.name.replace("-", "_")
+        imported = set()
+        for path in (package / "src").rglob("*.py"):
+            imported |= {m for m in imported_modules(path) if m.startswith("gpt2_") and m != own}
+        missing = {m.replace("_", "-") for m in imported} - declared(package)
+        assert not missing, (
+            f"{package.name} imports {sorted(missing)} without declaring them in pyproject.toml"
+        )
+
+
+def test_declared_graph_has_no_cycle() -> None:
+    graph = {p.name: declared(p) for p in PACKAGES}
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"dependency cycle: {' -> '.join((*path, name))}"
+        if name in done:
+            return
+        for dep in graph.get(name, ()):
+            visit(dep, (*path, name))
+        done.add(name)
+
+    for name in graph:
+        visit(name, ())
+    assert graph["gpt2-cli"] == {"gpt2-core"}  # the host depends on no plugin
+    assert graph["gpt2"] == set(graph) - {"gpt2"}  # the umbrella install gives the whole toolkit
+
+
+BUILTINS = r"""
+import tempfile
+from pathlib import Path
+import gpt2_data
+from gpt2_export.exporters import exporter_registry
+from gpt2_sft.data import build_instruction_dataset
+from gpt2_train.config import TrainConfig
+from gpt2_train.loggers import build_loggers
+
+ds = gpt2_data.build_dataset("python-stdlib")
+assert next(iter(ds.documents()))
+with tempfile.TemporaryDirectory() as d:
+    Path(d, "a.jsonl").write_text('{"instruction": "hi", "output": "yo"}\n')
+    assert list(build_instruction_dataset("alpaca", {"path": str(Path(d, "a.jsonl"))}).conversations())
+    build_loggers(["console"], Path(d), TrainConfig()).close()
+assert {"hf", "onnx"} <= set(exporter_registry())
+print("OK")
+"""
+
+
+@pytest.mark.parametrize("how", ["allow-list empty", "no entry points"])
+def test_builtins_are_found_without_entry_points(how: str) -> None:
+    env = {**os.environ, "GPT2_LOAD_PLUGINS": ""} if how == "allow-list empty" else dict(os.environ)
+    code = BUILTINS
+    if how == "no entry points":
+        code = "import importlib.metadata as m\nm.entry_points = lambda **kw: []\n" + code
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "OK"
+
+
+def test_sft_command_module_imports_no_other_plugins_cli() -> None:
+    cli = ROOT / "packages" / "gpt2-sft" / "src" / "gpt2_sft" / "cli.py"
+    tree = ast.parse(cli.read_text())
+    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not {m for m in modules if m.endswith(".cli") and not m.startswith("gpt2_sft")}
 
 
 def test_core_sources_import_nothing_forbidden() -> None:

@@ -6,7 +6,7 @@ import sys
 
 import typer
 from gpt2_core.errors import UserError
-from gpt2_core.plugins import get_plugin_manager
+from gpt2_core.plugins import register_builtin
 
 
 def _version(value: bool) -> None:
@@ -41,7 +41,9 @@ def build_app() -> typer.Typer:
     ) -> None:
         """Train, fine-tune, chat with and export GPT-2 models."""
 
-    get_plugin_manager().hook.register_commands(app=app)
+    from gpt2_cli import plugin
+
+    register_builtin(plugin, "gpt2-cli").hook.register_commands(app=app)
     return app
 
 

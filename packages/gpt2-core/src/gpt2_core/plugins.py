@@ -11,6 +11,7 @@ import importlib.metadata
 import os
 import sys
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import pluggy
@@ -49,6 +50,20 @@ def get_plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
+def register_builtin(module: ModuleType, name: str) -> pluggy.PluginManager:
+    """Register a package's own plugin module, once, and return the manager.
+
+    Each package calls this from the library functions that look its registrations up (datasets, loggers,
+    exporters, the host's commands), as llm registers its default plugins by import: a package's built-ins
+    are then found even when ``GPT2_LOAD_PLUGINS`` leaves its entry point out or its entry-point metadata is
+    missing (a plain source checkout). Third-party plugins still come only through entry points.
+    """
+    pm = get_plugin_manager()
+    if not pm.is_registered(module) and pm.get_plugin(name) is None:
+        pm.register(module, name=name)
+    return pm
+
+
 def plugin_versions() -> dict[str, str]:
     """Entry-point name -> version of the distribution that provides it."""
     out = {}
@@ -70,15 +85,3 @@ def collect(hook: str, pm: pluggy.PluginManager | None = None) -> dict[str, Any]
 
     getattr(pm.hook, f"register_{hook}")(register=register)
     return found
-
-
-def get_datasets() -> dict[str, Any]:
-    return collect("datasets")
-
-
-def get_loggers() -> dict[str, Any]:
-    return collect("loggers")
-
-
-def get_exporters() -> dict[str, Any]:
-    return collect("exporters")

@@ -1,15 +1,13 @@
 """``gpt2 data list | prepare | inspect``.
 
 Dataset options are not fixed flags: each dataset declares its own ``Options`` dataclass, so ``prepare``
-accepts the chosen dataset's fields as extra ``--field value`` flags and checks them against that dataclass.
+accepts the chosen dataset's fields as extra ``--field value`` flags (``gpt2_data.dataset_options``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import typing
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -19,66 +17,12 @@ from gpt2_core.errors import UserError
 
 from gpt2_data.prepare import PrepareConfig
 
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
-
-
-def _parse(value: str, tp: Any, flag: str) -> Any:
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if args and typing.get_origin(tp) is not list:  # Optional[X]
-        tp = args[0]
-    try:
-        if tp is bool:
-            if value.lower() not in _TRUE | _FALSE:
-                raise ValueError(value)
-            return value.lower() in _TRUE
-        return tp(value) if tp in (int, float, str) else value
-    except ValueError as e:
-        raise UserError(f"{flag}: {value!r} is not a valid {getattr(tp, '__name__', tp)}") from e
-
-
-def parse_dataset_options(dataset: str, args: list[str]) -> dict[str, Any]:
-    """``['--text-field', 'body', '--no-include-topics']`` -> ``{'text_field': 'body', 'include_topics': False}``."""
-    from gpt2_data.datasets import get_dataset_class
-
-    options_cls = get_dataset_class(dataset).Options
-    hints = typing.get_type_hints(options_cls)
-    fields = {f.name.replace("_", "-"): f.name for f in dataclasses.fields(options_cls)}
-    known = ", ".join(f"--{k}" for k in fields) or "none"
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--"):
-            raise UserError(
-                f"unexpected argument {arg!r}; dataset options are --name value ({dataset}: {known})"
-            )
-        key, eq, value = arg[2:].partition("=")
-        negated = not eq and key.startswith("no-") and key[3:] in fields and hints[fields[key[3:]]] is bool
-        name = fields.get(key[3:] if negated else key)
-        if name is None:
-            raise UserError(
-                f"dataset {dataset!r} has no option --{key}; its options: {known} (gpt2 data list)"
-            )
-        if hints[name] is bool and not eq:
-            out[name] = not negated
-        else:
-            if not eq:
-                if i + 1 >= len(args):
-                    raise UserError(f"--{key} needs a value")
-                i += 1
-                value = args[i]
-            out[name] = _parse(value, hints[name], f"--{key}")
-        i += 1
-    return out
-
 
 def list_datasets() -> None:
     """Show every dataset (from every plugin) and its options."""
-    from gpt2_core.plugins import get_datasets
+    from gpt2_data.datasets import dataset_registry, describe, options_of
 
-    from gpt2_data.datasets import describe, options_of
-
-    for name, cls in sorted(get_datasets().items()):
+    for name, cls in sorted(dataset_registry().items()):
         typer.secho(name, bold=True, nl=False)
         typer.echo(f"  {describe(cls)}")
         for field, type_name, default, doc in options_of(cls):
@@ -99,6 +43,7 @@ def prepare_command(
     Options of the chosen dataset follow as --field value (see `gpt2 data list`), e.g.
     gpt2 data prepare --dataset files --paths 'notes/*.txt' --out data/notes
     """
+    from gpt2_data.dataset_options import parse_dataset_options
     from gpt2_data.prepare import prepare
 
     options = parse_dataset_options(config.dataset, list(ctx.args))

@@ -83,11 +83,19 @@ def options_of(cls: type) -> list[tuple[str, str, Any, str]]:
     return out
 
 
+def dataset_registry() -> dict[str, type]:
+    """Every registered dataset class by name: ours (registered here even when entry points are not
+    loaded) and every plugin's."""
+    from gpt2_core.plugins import collect, register_builtin
+
+    from gpt2_data import plugin
+
+    return collect("datasets", register_builtin(plugin, "gpt2-data"))
+
+
 def get_dataset_class(name: str) -> type:
     """The dataset class registered as ``name`` by any plugin."""
-    from gpt2_core.plugins import get_datasets
-
-    found = get_datasets()
+    found = dataset_registry()
     if name not in found:
         raise UserError(
             f"unknown dataset {name!r}; available: {', '.join(sorted(found)) or 'none'} (gpt2 data list)"

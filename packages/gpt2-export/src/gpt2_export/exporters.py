@@ -74,12 +74,20 @@ def describe(factory: Callable[..., Any]) -> str:
     return text.splitlines()[0] if text else ""
 
 
+def exporter_registry() -> dict[str, Callable[[], Exporter]]:
+    """Every registered exporter by name: ours (registered here even when entry points are not loaded)
+    and every plugin's."""
+    from gpt2_core.plugins import collect, register_builtin
+
+    from gpt2_export import plugin
+
+    return collect("exporters", register_builtin(plugin, "gpt2-export"))
+
+
 def get_exporter(name: str, registry: dict[str, Callable[[], Exporter]] | None = None) -> Exporter:
     """The exporter registered as ``name``; a UserError naming ``--format`` and the choices otherwise."""
     if registry is None:
-        from gpt2_core.plugins import get_exporters
-
-        registry = get_exporters()
+        registry = exporter_registry()
     if name not in registry:
         choices = ", ".join(sorted(registry)) or "none installed"
         raise UserError(f"--format {name!r}: unknown export format; choose one of: {choices}")

@@ -39,11 +39,10 @@ def export(
 ) -> None:
     """Export a model to another format (Hugging Face transformers, ONNX, or a plugin's)."""
     from gpt2_core.errors import UserError
-    from gpt2_core.plugins import get_exporters
 
-    from gpt2_export.exporters import describe, run_export
+    from gpt2_export.exporters import describe, exporter_registry, run_export
 
-    registry = get_exporters()
+    registry = exporter_registry()
     if list_formats:
         width = max((len(name) for name in registry), default=0)
         for name, factory in sorted(registry.items()):

@@ -51,15 +51,11 @@ def prepare_command(
     from gpt2_core.chat_template import ChatTemplate, chat_config
     from gpt2_core.model import GPTConfig
     from gpt2_core.tokenizer import Tokenizer
-    from gpt2_data.cli import parse_dataset_options
-    from gpt2_data.datasets import build_dataset
 
-    from gpt2_sft.data import prepare_dataset
+    from gpt2_sft.data import build_instruction_dataset, instruction_dataset_options, prepare_dataset
 
-    options = parse_dataset_options(config.dataset, list(ctx.args))
-    dataset = build_dataset(config.dataset, options)
-    if not hasattr(dataset, "conversations"):
-        raise UserError(f"--dataset {config.dataset}: not an instruction dataset; use alpaca or chat")
+    options = instruction_dataset_options(config.dataset, list(ctx.args))
+    dataset = build_instruction_dataset(config.dataset, options)
     base = read_model_config(config.model) if config.model else GPTConfig().padded(64)
     cfg = chat_config(base, config.template)
     template = ChatTemplate(cfg.chat_template, Tokenizer(cfg.special_tokens))
@@ -96,9 +92,9 @@ def train_command(
     if ctx.args:
         if not cfg.dataset or cfg.data_dir:
             raise UserError(f"unexpected arguments {' '.join(ctx.args)}: dataset options go with --dataset")
-        from gpt2_data.cli import parse_dataset_options
+        from gpt2_sft.data import instruction_dataset_options
 
-        options = parse_dataset_options(cfg.dataset, list(ctx.args))
+        options = instruction_dataset_options(cfg.dataset, list(ctx.args))
     from gpt2_sft.sft import run_sft
 
     result = run_sft(cfg, options)

@@ -166,6 +166,34 @@ class ChatDataset(InstructionDataset):
             yield conv
 
 
+def _register_own_datasets() -> None:
+    from gpt2_core.plugins import register_builtin
+
+    from gpt2_sft import plugin
+
+    register_builtin(plugin, "gpt2-sft")
+
+
+def instruction_dataset_options(name: str, args: list[str]) -> dict[str, Any]:
+    """The options of instruction dataset ``name`` from extra ``--field value`` arguments."""
+    from gpt2_data.dataset_options import parse_dataset_options
+
+    _register_own_datasets()
+    return parse_dataset_options(name, args)
+
+
+def build_instruction_dataset(name: str, options: dict[str, Any]) -> InstructionDataset:
+    """Instruction dataset ``name`` (alpaca, chat, or a plugin's) with ``options``; ``UserError`` when
+    ``name`` is a plain-text dataset (it has no conversations to fine-tune on)."""
+    from gpt2_data.datasets import build_dataset
+
+    _register_own_datasets()
+    dataset = build_dataset(name, options)
+    if not hasattr(dataset, "conversations"):
+        raise UserError(f"--dataset {name}: not an instruction dataset; use alpaca or chat")
+    return dataset  # type: ignore[return-value]
+
+
 # --- tokenizing ---------------------------------------------------------------------------------------
 
 

@@ -59,13 +59,10 @@ def ensure_data(cfg: SFTConfig, model: GPT, options: dict[str, Any], is_main: bo
     if fresh and is_main:
         from gpt2_core.chat_template import ChatTemplate
         from gpt2_core.tokenizer import Tokenizer
-        from gpt2_data.datasets import build_dataset
 
-        from gpt2_sft.data import prepare_dataset
+        from gpt2_sft.data import build_instruction_dataset, prepare_dataset
 
-        dataset = build_dataset(cfg.dataset, options)
-        if not hasattr(dataset, "conversations"):
-            raise UserError(f"--dataset {cfg.dataset}: not an instruction dataset; use alpaca or chat")
+        dataset = build_instruction_dataset(cfg.dataset, options)
         template = ChatTemplate(model.config.chat_template, Tokenizer.for_config(model.config))
         stats = prepare_dataset(
             dataset,

@@ -71,9 +71,11 @@ def build_loggers(
 ) -> MultiLogger:
     """The loggers called ``names``, looked up in the plugin registry (``register_loggers``)."""
     if registry is None:
-        from gpt2_core.plugins import get_loggers
+        from gpt2_core.plugins import collect, register_builtin
 
-        registry = get_loggers()
+        from gpt2_train import plugin
+
+        registry = collect("loggers", register_builtin(plugin, "gpt2-train"))
     unknown = [n for n in names if n not in registry]
     if unknown:
         raise UserError(f"--logger: unknown logger {unknown[0]!r}; available: {', '.join(sorted(registry))}")
