@@ -77,8 +77,9 @@ def ours_step(args: argparse.Namespace, model_name: str, micro: int, device: tor
     from gpt2_train import accel
     from gpt2_train.config import TrainConfig
     from gpt2_train.optim import build_optimizer
+    from gpt2_train.precision import autocast_dtype
     from gpt2_train.step import TrainStep
-    from gpt2_train.trainer import autocast_dtype, build_model, setup_device
+    from gpt2_train.trainer import build_model, setup_device
 
     cfg = TrainConfig(
         model=model_name,

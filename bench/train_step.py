@@ -68,7 +68,8 @@ def main() -> None:
     opt_ours, opt_theirs = adamw(ours, fused), adamw(theirs, fused)
     tokens = torch.randint(0, 50257, (args.batch, args.seq + 1), generator=torch.Generator().manual_seed(1))
     x, y = tokens[:, :-1].to(device), tokens[:, 1:].to(device)
-    from gpt2_train.trainer import autocast_dtype, setup_device
+    from gpt2_train.precision import autocast_dtype
+    from gpt2_train.trainer import setup_device
 
     setup_device(device)  # as gpt2 train does (on CPU: freed memory kept); process-wide, so for both models
     fwd_ours = torch.compile(ours) if args.compile != "none" else ours

@@ -63,8 +63,9 @@ def main() -> None:
     from gpt2_train.config import TrainConfig
     from gpt2_train.mfu import flops_per_token, peak_flops
     from gpt2_train.optim import build_optimizer
+    from gpt2_train.precision import autocast_dtype
     from gpt2_train.step import TrainStep
-    from gpt2_train.trainer import autocast_dtype, build_model, setup_device
+    from gpt2_train.trainer import build_model, setup_device
 
     device = pick_device(args.device)
     tokens = args.micro_batch * args.seq_len * args.grad_accum

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from gpt2_cli.main import main
 from gpt2_core import hookspecs
+from gpt2_core.errors import RunStopped
 from gpt2_core.hookspecs import hookimpl
 from gpt2_core.plugins import collect, get_plugin_manager
 
@@ -121,6 +122,11 @@ class Registering:
             """A command from a test plugin."""
             print("fixture command ran")
 
+        @app.command("fixture-diverge")
+        def fixture_diverge() -> None:
+            """A command whose run stops itself, as a diverged training run does."""
+            raise RunStopped("5 non-finite steps in a row")
+
 
 @pytest.fixture
 def registered() -> Iterator[Registering]:
@@ -141,6 +147,11 @@ def test_a_registered_plugin_provides_commands_and_registries(
     assert "fixture-object" in out
     assert "register_commands: fixture-cmd" in out and "register_datasets: fixture-dataset" in out
     get_plugin_manager().check_pending()
+
+
+def test_a_stopped_run_exits_3_not_2(capsys: pytest.CaptureFixture[str], registered: Registering) -> None:
+    code, _, err = run(capsys, "fixture-diverge")
+    assert code == 3 and err.strip() == "error: 5 non-finite steps in a row"
 
 
 def test_duplicate_names_are_refused(registered: Registering) -> None:

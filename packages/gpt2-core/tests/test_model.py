@@ -163,3 +163,18 @@ def test_kv_cache_truncate_reuses_a_prefix(nano: GPT) -> None:
         logits, _ = nano(idx[:, 5:], kv_cache=cache)
         expected, _ = nano(idx)
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_all_positions_without_targets_equals_the_logits_with_targets() -> None:
+    import gpt2_core
+
+    torch.manual_seed(0)
+    model = gpt2_core.GPT(gpt2_core.get_preset("nano")).eval()
+    idx = torch.randint(0, 50257, (2, 9))
+    with torch.no_grad():
+        every, loss = model(idx, all_positions=True)
+        with_targets, _ = model(idx, idx)
+        last, _ = model(idx)
+    assert loss is None and every.shape == (2, 9, model.config.padded_vocab_size)
+    assert torch.equal(every, with_targets) and torch.equal(every[:, [-1]], last)
+    assert {"Tokenizer", "SamplingConfig", "generate", "stream"} <= set(gpt2_core.__all__)

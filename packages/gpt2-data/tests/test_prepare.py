@@ -97,7 +97,7 @@ def test_deterministic_and_idempotent(synthetic: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("val_tokens", [1700, 0.15])
-@pytest.mark.parametrize("where", ["write_shard", "_write_json"])
+@pytest.mark.parametrize("where", ["write_shard", "write_json_atomic"])
 def test_resume_after_interruption(
     synthetic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, val_tokens: float, where: str
 ) -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from gpt2_core import GPT, get_preset
 from gpt2_train import mfu
-from gpt2_train.trainer import autocast_dtype
+from gpt2_train.precision import autocast_dtype
 
 
 def test_flops_per_token_is_6n_plus_attention() -> None:

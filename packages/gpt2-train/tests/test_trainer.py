@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from gpt2_core.errors import RunStopped, UserError
 from gpt2_core.model import GPT
 from gpt2_train.checkpoint import Checkpointer
 from gpt2_train.step import TrainStep
@@ -85,8 +86,9 @@ def test_too_many_non_finite_steps_stop_the_run(tmp_path: Path) -> None:
     tr = Trainer(cfg, model=small_model(), train_source=CountingSource())
     # Steps 5..7 (forward passes 8..13 at two micro-batches per step) are NaN.
     tr.train_step.model = NaNAt(tr.model, set(range(8, 14)))
-    with pytest.raises(NonFiniteLoss, match="3 non-finite steps in a row by step 7"):
+    with pytest.raises(NonFiniteLoss, match="3 non-finite steps in a row by step 7") as stopped:
         tr.fit()
+    assert isinstance(stopped.value, RunStopped) and not isinstance(stopped.value, UserError)  # exit 3, not 2
     ck = Checkpointer(tmp_path)
     assert ck.checkpoints()[-1].name == "step_00000006"
     good = ck.read(ck.checkpoints()[-1])  # still complete and loadable

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
-from gpt2_core.errors import UserError
+from gpt2_core.errors import RunStopped, UserError
 from gpt2_core.plugins import register_builtin
 
 
@@ -48,7 +48,8 @@ def build_app() -> typer.Typer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run ``gpt2``; a UserError becomes one line on stderr and exit status 2.
+    """Run ``gpt2``; a UserError becomes one line on stderr and exit status 2, a RunStopped (a diverged
+    run) one line and its own status (3).
 
     Usage errors, ``--help``, ``--version`` and Ctrl-C are left to Typer's standalone mode (which exits
     itself); we only add the UserError case. Typer vendors its own copy of click, so catching
@@ -60,3 +61,6 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except RunStopped as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)

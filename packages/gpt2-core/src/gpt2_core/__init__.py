@@ -14,13 +14,36 @@ from typing import TYPE_CHECKING, Any
 from gpt2_core.errors import UserError
 
 if TYPE_CHECKING:
+    from gpt2_core.generate import generate, stream
     from gpt2_core.model import GPT, GPTConfig
     from gpt2_core.presets import PRESETS, get_preset
+    from gpt2_core.sampling import SamplingConfig
+    from gpt2_core.tokenizer import Tokenizer
 
 __version__ = version("gpt2-core")
-__all__ = ["GPT", "GPTConfig", "PRESETS", "UserError", "get_preset", "__version__"]
+__all__ = [
+    "GPT",
+    "GPTConfig",
+    "PRESETS",
+    "SamplingConfig",
+    "Tokenizer",
+    "UserError",
+    "__version__",
+    "generate",
+    "get_preset",
+    "stream",
+]
 
-_LAZY = {"GPT": "model", "GPTConfig": "model", "PRESETS": "presets", "get_preset": "presets"}
+_LAZY = {
+    "GPT": "model",
+    "GPTConfig": "model",
+    "PRESETS": "presets",
+    "get_preset": "presets",
+    "SamplingConfig": "sampling",
+    "Tokenizer": "tokenizer",
+    "generate": "generate",
+    "stream": "generate",
+}
 
 
 def __getattr__(name: str) -> Any:

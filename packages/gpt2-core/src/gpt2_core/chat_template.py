@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gpt2_core.errors import UserError
+from gpt2_core.tokenizer import EOT_TOKEN
 
 if TYPE_CHECKING:
     from gpt2_core.model import GPT, GPTConfig
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 ROLES = ("system", "user", "assistant")
 TEMPLATE_VERSION = 1
-BOS = "<|endoftext|>"
+BOS = EOT_TOKEN
 SPECIAL_MARKERS = {
     "system": "<|system|>",
     "user": "<|user|>",
@@ -42,7 +43,7 @@ PLAIN_MARKERS = {
     "user": "### User:\n",
     "assistant": "### Assistant:\n",
 }
-PLAIN_END = "<|endoftext|>"
+PLAIN_END = EOT_TOKEN
 
 Message = dict[str, str]
 

@@ -11,7 +11,7 @@ import torch
 from gpt2_core.errors import UserError
 from gpt2_core.model import GPT, KVCache
 from gpt2_core.sampling import SamplingConfig
-from gpt2_core.tokenizer import Tokenizer
+from gpt2_core.tokenizer import EOT_ID, Tokenizer
 
 
 def sample_next(
@@ -45,7 +45,7 @@ def generate_ids(
     prompt_ids: Sequence[int],
     cfg: SamplingConfig,
     *,
-    eot_id: int = 50256,
+    eot_id: int = EOT_ID,
     use_cache: bool = True,
     kv_cache: KVCache | None = None,
     stop_ids: Sequence[int] = (),

@@ -201,11 +201,13 @@ class GPT(nn.Module):
         *,
         kv_cache: KVCache | None = None,
         ignore_index: int = -100,
+        all_positions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits for ``idx`` (B, T), and the mean cross-entropy when ``targets`` (B, T) are given.
 
         Targets equal to ``ignore_index`` do not count (SFT masks prompt tokens this way). Without
-        targets only the last position's logits are computed: that is all generation needs.
+        targets only the last position's logits are computed, (B, 1, V): that is all generation needs;
+        ``all_positions`` asks for every position's, (B, T, V) (scoring a text, as HellaSwag does).
         With ``kv_cache``, ``idx`` continues the cached sequence and the cache is extended in place.
         """
         B, T = idx.size()
@@ -236,7 +238,7 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x)
 
         if targets is None:
-            return self.lm_head(x[:, [-1], :]), None
+            return self.lm_head(x if all_positions else x[:, [-1], :]), None
         logits = self.lm_head(x)
         loss = cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index)
         return logits, loss

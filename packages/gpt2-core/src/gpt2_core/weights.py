@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gpt2_core.errors import UserError
+from gpt2_core.files import write_json_atomic
 from gpt2_core.model import EOT_ID, GPT, GPTConfig
 
 WEIGHTS_FILE = "model.safetensors"
@@ -24,12 +25,6 @@ FORMAT = "gpt2-core/1"
 
 # Hugging Face stores these four as Conv1D weights, shaped (in, out): ours are nn.Linear, (out, in).
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def save_state_dict(
@@ -200,16 +195,7 @@ def load_model(
         raise UserError(
             f"{root}: not a directory; a model is a directory holding {CONFIG_FILE} and {WEIGHTS_FILE}"
         )
-    raw = read_json(root / CONFIG_FILE)
-    hf = is_hf_config(raw)
-    if hf:
-        config = config_from_hf(raw, str(root / CONFIG_FILE))
-    else:
-        raw = {k: v for k, v in raw.items() if k not in ("format", "info")}
-        try:
-            config = GPTConfig.from_dict(raw, str(root / CONFIG_FILE))
-        except TypeError as e:
-            raise UserError(f"{root / CONFIG_FILE}: {e}") from e
+    config, hf = read_config(root)
 
     weights = root / WEIGHTS_FILE
     if not weights.exists() and hf and (root / "pytorch_model.bin").exists():
@@ -246,3 +232,18 @@ def load_weights(model: GPT, sd: dict[str, torch.Tensor], source: str) -> None:
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The raw config.json of a model directory (ours: includes ``info``)."""
     return read_json(Path(path) / CONFIG_FILE)
+
+
+def read_config(path: str | os.PathLike[str]) -> tuple[GPTConfig, bool]:
+    """The ``GPTConfig`` of model directory ``path`` (ours, a checkpoint, or Hugging Face GPT-2) without
+    reading its weights, and whether it is a Hugging Face one. Raises ``UserError`` naming the file."""
+    source = str(Path(path) / CONFIG_FILE)
+    raw = load_config(path)
+    if is_hf_config(raw):
+        return config_from_hf(raw, source), True
+    try:
+        return GPTConfig.from_dict(
+            {k: v for k, v in raw.items() if k not in ("format", "info")}, source
+        ), False
+    except TypeError as e:
+        raise UserError(f"{source}: {e}") from e

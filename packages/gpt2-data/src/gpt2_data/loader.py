@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 from gpt2_core.errors import UserError
+from gpt2_core.tokenizer import EOT_ID
 
 from gpt2_data.prepare import read_manifest
 from gpt2_data.shards import open_shard, read_header, verify_shard
 
 GPT2_VOCAB_SIZE = 50257
-EOT_ID = 50256  # <|endoftext|>, which starts every document
 STATE_VERSION = 1
 _SCAN_TOKENS = 1 << 24  # document starts are found in chunks of this many tokens (32 MiB of uint16)
 

@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 from gpt2_core.errors import UserError
+from gpt2_core.files import TMP_SUFFIX, write_json_atomic
 
-from gpt2_data.shards import TMP_SUFFIX, write_shard
+from gpt2_data.shards import write_shard
 
 MANIFEST = "manifest.json"
 FORMAT = "gpt2-data/1"
@@ -256,12 +257,6 @@ def _is_val_doc(doc: int, fraction: float) -> bool:
     return int((doc + 1) * fraction) > int(doc * fraction)
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def read_manifest(data_dir: str | Path) -> dict[str, Any] | None:
     """``DIR/manifest.json`` as a dict, or None when the directory has none."""
     path = Path(data_dir) / MANIFEST
@@ -353,7 +348,7 @@ def _start(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[str, An
             tmp.unlink()
         return old
     fresh = {**identity, "complete": False, "shards": []}
-    _write_json(
+    write_json_atomic(
         out / MANIFEST, fresh
     )  # from now on the directory is ours to resume, even before a first shard
     return fresh
@@ -392,7 +387,7 @@ def _run(
                 "skip": {name: list(w.skip_before) for name, w in writers.items()},
             },
         }
-        return lambda: _write_json(out / MANIFEST, snapshot)
+        return lambda: write_json_atomic(out / MANIFEST, snapshot)
 
     old_shards = manifest.get("shards", [])
     writes = _ShardWrites()
@@ -591,5 +586,5 @@ def _finish(
         )
     manifest.pop("resume", None)
     manifest.update(complete=True, documents=last_doc + 1, tokens=totals)
-    _write_json(out / MANIFEST, manifest)
+    write_json_atomic(out / MANIFEST, manifest)
     return manifest

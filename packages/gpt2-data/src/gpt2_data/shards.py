@@ -14,27 +14,13 @@ from pathlib import Path
 
 import numpy as np
 from gpt2_core.errors import UserError
+from gpt2_core.files import TMP_SUFFIX, fsync_dir
 
 MAGIC = 20240520
 VERSION = 1
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 TOKEN_DTYPE = np.uint16
-TMP_SUFFIX = ".tmp"
-
-
-def _fsync_dir(path: Path) -> None:
-    # The rename is only durable once the directory entry is on disk too (no-op where unsupported).
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_shard(path: str | Path, tokens: np.ndarray) -> str:
@@ -52,7 +38,7 @@ def write_shard(path: str | Path, tokens: np.ndarray) -> str:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return digest.hexdigest()
 
 

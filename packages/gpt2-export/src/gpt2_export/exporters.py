@@ -105,13 +105,8 @@ def resolve_model_dir(path: Path, flag: str = "--model") -> Path:
     if (path / CONFIG_FILE).is_file():
         return path
     latest = path / LATEST
-    if latest.is_dir():
+    if latest.is_dir():  # the symlink the trainer keeps to its newest checkpoint
         return latest
-    if latest.is_file():
-        target = path / latest.read_text().strip()
-        if (target / CONFIG_FILE).is_file():
-            return target
-        raise UserError(f"{flag} {path}: {latest} points to {target}, which holds no {CONFIG_FILE}")
     raise UserError(
         f"{flag} {path}: no {CONFIG_FILE} (not a model or checkpoint directory) and no {LATEST} "
         "(not a run directory)"

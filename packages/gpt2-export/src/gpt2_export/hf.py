@@ -231,13 +231,13 @@ class HFExporter:
     dtypes = DTYPES
 
     def export(self, job: ExportJob) -> None:
+        from gpt2_core.files import write_json_atomic
         from gpt2_core.weights import (
             WEIGHTS_FILE,
             config_to_hf,
             model_state_dict,
             save_state_dict,
             state_dict_to_hf,
-            write_json_atomic,
         )
 
         config = job.model.config

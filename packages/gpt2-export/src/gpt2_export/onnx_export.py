@@ -123,7 +123,8 @@ class OnnxExporter:
             registration.setLevel(level)
             model.float()
 
-        from gpt2_core.weights import config_to_hf, write_json_atomic
+        from gpt2_core.files import write_json_atomic
+        from gpt2_core.weights import config_to_hf
 
         write_json_atomic(job.out / "config.json", config_to_hf(cfg, job.dtype))
         write_tokenizer_files(cfg, job.out)

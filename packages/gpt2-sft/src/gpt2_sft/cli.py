@@ -22,22 +22,6 @@ The result, RUN_DIR/latest, is a model directory for gpt2 chat, gpt2 generate an
 """
 
 
-def read_model_config(path: str | Path) -> Any:
-    """The ``GPTConfig`` of a model directory (ours, a checkpoint or Hugging Face GPT-2), without its weights."""
-    from gpt2_core.model import GPTConfig
-    from gpt2_core.weights import CONFIG_FILE, config_from_hf, is_hf_config, load_config
-
-    root = Path(path)
-    if not root.is_dir():
-        raise UserError(f"--model {root}: no such model directory")
-    raw = load_config(root)
-    if is_hf_config(raw):
-        return config_from_hf(raw, str(root / CONFIG_FILE))
-    return GPTConfig.from_dict(
-        {k: v for k, v in raw.items() if k not in ("format", "info")}, str(root / CONFIG_FILE)
-    )
-
-
 def prepare_command(
     ctx: typer.Context,
     config: SFTPrepareConfig,
@@ -51,12 +35,15 @@ def prepare_command(
     from gpt2_core.chat_template import ChatTemplate, chat_config
     from gpt2_core.model import GPTConfig
     from gpt2_core.tokenizer import Tokenizer
+    from gpt2_core.weights import read_config
 
     from gpt2_sft.data import build_instruction_dataset, instruction_dataset_options, prepare_dataset
 
     options = instruction_dataset_options(config.dataset, list(ctx.args))
     dataset = build_instruction_dataset(config.dataset, options)
-    base = read_model_config(config.model) if config.model else GPTConfig().padded(64)
+    if config.model and not Path(config.model).is_dir():
+        raise UserError(f"--model {config.model}: no such model directory")
+    base = read_config(config.model)[0] if config.model else GPTConfig().padded(64)
     cfg = chat_config(base, config.template)
     template = ChatTemplate(cfg.chat_template, Tokenizer(cfg.special_tokens))
     max_len = config.max_len or cfg.block_size + 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from gpt2_core.tokenizer import EOT_ID
 
 from gpt2_sft.data import Examples
 
@@ -31,7 +32,7 @@ class SFTLoader:
         seed: int = 0,
         shuffle: bool = True,
         pack: bool = True,
-        pad_id: int = 50256,
+        pad_id: int = EOT_ID,
     ) -> None:
         if len(examples) == 0:
             raise ValueError("no examples")

@@ -13,6 +13,7 @@ from typing import Any
 
 from gpt2_core.errors import UserError
 from gpt2_core.model import GPT
+from gpt2_core.tokenizer import EOT_ID
 from gpt2_train.trainer import TrainResult
 
 from gpt2_sft.config import SFTConfig
@@ -128,7 +129,7 @@ def run_sft(cfg: SFTConfig, dataset_options: dict[str, Any] | None = None) -> Tr
             rank=env.rank,
             world_size=env.world_size,
             pack=cfg.pack,
-            pad_id=model.config.special_tokens.get("<|endoftext|>", 50256),
+            pad_id=EOT_ID,
         )
         train = SFTLoader(load_split(data_dir, "train"), seed=cfg.seed, **common)
         val_examples = load_split(data_dir, "val")

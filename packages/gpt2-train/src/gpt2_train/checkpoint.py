@@ -28,14 +28,14 @@ from typing import Any
 import numpy as np
 import torch
 from gpt2_core.errors import UserError
+from gpt2_core.files import fsync_dir, fsync_file, write_json_atomic
 from gpt2_core.model import GPT, GPTConfig
 from gpt2_core.weights import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     load_weights,
-    read_json,
+    read_config,
     save_model,
-    write_json_atomic,
 )
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -93,20 +93,6 @@ def restore_rng(state: dict[str, Any]) -> None:
 def _to_tuple(x: Any) -> Any:
     # random.setstate insists on tuples; a round trip may have produced lists.
     return tuple(_to_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    if sys.platform == "win32":  # directories cannot be opened for fsync there
-        return
-    _fsync_file(path)
 
 
 def config_difference(saved: GPTConfig, wanted: GPTConfig) -> list[str]:
@@ -176,13 +162,13 @@ class Checkpointer:
         }
         write_json_atomic(tmp / STATE_FILE, state)
         for name in [*files, STATE_FILE]:
-            _fsync_file(tmp / name)
-        _fsync_dir(tmp)
+            fsync_file(tmp / name)
+        fsync_dir(tmp)
         if final.exists():  # the same step saved twice (e.g. at the end right after a cadence save)
             self._delete(final)
         os.replace(tmp, final)
         self._point_latest(final)
-        _fsync_dir(self.run_dir)
+        fsync_dir(self.run_dir)
         self.prune()
         return final
 
@@ -271,8 +257,7 @@ class Checkpointer:
 
 
 def check_model_config(path: Path, wanted: GPTConfig) -> None:
-    raw = read_json(path / CONFIG_FILE)
-    saved = GPTConfig.from_dict({k: v for k, v in raw.items() if k not in ("format", "info")}, str(path))
+    saved, _ = read_config(path)
     diff = config_difference(saved, wanted)
     if diff:
         raise IncompatibleCheckpoint(

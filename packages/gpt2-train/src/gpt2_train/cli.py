@@ -53,14 +53,14 @@ def hellaswag_command(
 
     from gpt2_train import hellaswag
     from gpt2_train.distributed import setup_distributed, teardown_distributed
-    from gpt2_train.evals import autocast_for
+    from gpt2_train.precision import autocast
 
     env = setup_distributed(device)
     try:
         gpt = load_model(model, device=env.device)
         examples = hellaswag.load_examples(file, limit)
         dtype = torch.bfloat16 if env.device.type == "cuda" else None
-        with autocast_for(env.device, dtype):
+        with autocast(env.device, dtype):
             res = hellaswag.evaluate(gpt, examples, env)
         if env.is_main:
             typer.echo(f"hellaswag: acc {res.acc:.4f}  acc_norm {res.acc_norm:.4f}  ({res.n} examples)")

@@ -222,10 +222,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def train_presets() -> list[str]:
-    return list(PRESETS)
-
-
 def build_config(
     preset: str | None = None,
     toml_file: str | None = None,

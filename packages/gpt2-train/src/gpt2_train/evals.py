@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from gpt2_core.model import GPT
 
 from gpt2_train.distributed import DistEnv, sum_over_ranks
+from gpt2_train.precision import autocast
 from gpt2_train.step import IGNORE_INDEX, BatchSource
-
-
-def autocast_for(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @torch.no_grad()
@@ -41,7 +34,7 @@ def val_loss(
         for _ in range(batches):
             x, y = source.next_batch()
             count = int((y != IGNORE_INDEX).sum())
-            with autocast_for(env.device, autocast_dtype):
+            with autocast(env.device, autocast_dtype):
                 _, loss = model(x.to(env.device), y.to(env.device))
             totals[0] += loss.float() * count
             totals[1] += count

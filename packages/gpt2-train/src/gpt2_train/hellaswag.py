@@ -104,7 +104,7 @@ def _rows(ex: Example, encode: Any, block_size: int) -> tuple[torch.Tensor, torc
 @torch.no_grad()
 def score_example(model: GPT, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[int, int]:
     """(prediction by summed loss, prediction by mean loss) for one example's rows."""
-    logits, _ = model(tokens, tokens)  # with targets, every position's logits come back
+    logits, _ = model(tokens, all_positions=True)
     logits = logits[:, :-1, : model.config.vocab_size].float()
     targets = tokens[:, 1:]
     losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")

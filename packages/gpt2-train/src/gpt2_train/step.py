@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from gpt2_train.precision import autocast
+
 IGNORE_INDEX = -100
 """Targets with this value do not count (the model's and PyTorch's default ``ignore_index``)."""
 
@@ -92,11 +94,6 @@ class TrainStep:
             return t.pin_memory().to(self.device, non_blocking=True)
         return t.to(self.device)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
-
     def _count_targets(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[int], int]:
         """Counted targets of each micro-batch here, and of the whole step over every rank."""
         counts = [int((y != IGNORE_INDEX).sum()) for _, y in batches]
@@ -120,7 +117,7 @@ class TrainStep:
             last = micro == self.grad_accum - 1
             sync = contextlib.nullcontext() if (last or not self.ddp) else self.model.no_sync()
             with sync:
-                with self._autocast():
+                with autocast(self.device, self.autocast_dtype):
                     _, loss = self.model(x, y)
                 # The model gives this micro-batch's mean; weighted by its share of the step's targets it
                 # becomes its sum over the step's count. DDP averages gradients over ranks: times world_size.

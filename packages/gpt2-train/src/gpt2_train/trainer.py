@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from gpt2_core.device import pick_dtype
-from gpt2_core.errors import UserError
+from gpt2_core.errors import RunStopped, UserError
 from gpt2_core.model import GPT
 from torch.nn.parallel import DistributedDataParallel
 
@@ -42,16 +41,17 @@ from gpt2_train.distributed import (
     gather_objects,
     setup_distributed,
 )
-from gpt2_train.evals import autocast_for, sample_text, val_loss
+from gpt2_train.evals import sample_text, val_loss
 from gpt2_train.loggers import MultiLogger, NullLogger, build_loggers
 from gpt2_train.mfu import flops_per_token, peak_flops
 from gpt2_train.optim import build_optimizer, lr_at
 from gpt2_train.paths import cache_dir
+from gpt2_train.precision import autocast, autocast_dtype
 from gpt2_train.step import BatchSource, StepResult, TrainStep
 
 
-class NonFiniteLoss(UserError):
-    """Too many NaN/inf steps in a row: the run stopped, its last checkpoint untouched."""
+class NonFiniteLoss(RunStopped):
+    """Too many NaN/inf steps in a row: the run stopped, its last checkpoint untouched (exit status 3)."""
 
 
 @dataclass
@@ -76,17 +76,6 @@ def setup_device(device: torch.device) -> None:
         torch.set_float32_matmul_precision("high")
     elif device.type == "cpu":
         retain_freed_memory()
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``--precision`` on ``device``; None means plain fp32.
-
-    auto: bf16 where the device computes in it natively (a CUDA GPU, or a CPU with AVX512-BF16/AMX, where a
-    gpt2 step runs ~2.7x faster than in fp32), fp32 elsewhere.
-    """
-    if precision == "bf16" or (precision == "auto" and pick_dtype("auto", device) == torch.bfloat16):
-        return torch.bfloat16
-    return None
 
 
 def build_model(cfg: TrainConfig) -> GPT:
@@ -475,7 +464,7 @@ class Trainer:
 
         if self._hellaswag is None:
             self._hellaswag = hellaswag.load_examples(self.cfg.hellaswag_file, self.cfg.hellaswag_limit)
-        with autocast_for(self.env.device, self.autocast_dtype):
+        with autocast(self.env.device, self.autocast_dtype):
             res = hellaswag.evaluate(self.model, self._hellaswag, self.env)
         self.logger.log({"eval/hellaswag_acc_norm": res.acc_norm, "eval/hellaswag_acc": res.acc}, self.step)
 
