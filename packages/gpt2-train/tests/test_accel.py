@@ -19,9 +19,15 @@ def test_fp8_is_refused_off_gpu(tmp_path: Path) -> None:
         Trainer(cfg, model=small_model(), train_source=CountingSource())
 
 
-def test_compile_is_not_applied_on_cpu(tmp_path: Path) -> None:
+def test_compile_defaults_to_cuda_only_and_is_honoured_on_cpu(tmp_path: Path) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not accel.compiles(small_config(tmp_path), cpu) and accel.compiles(small_config(tmp_path), cuda)
+    assert accel.compiles(small_config(tmp_path, compile=True), cpu)
+    assert not accel.compiles(small_config(tmp_path, compile=False), cuda)
     model = small_model()
-    assert accel.apply(model, small_config(tmp_path, compile=True), torch.device("cpu")) is model
+    assert accel.apply(model, small_config(tmp_path), cpu) is model
+    compiled = accel.apply(model, small_config(tmp_path, compile=True), cpu)
+    assert compiled is not model and compiled._orig_mod is model  # traced lazily: nothing compiled yet
 
 
 def test_activation_checkpointing_gives_the_same_gradients() -> None:

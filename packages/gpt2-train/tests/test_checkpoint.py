@@ -56,6 +56,7 @@ def test_corrupt_newest_falls_back_with_warning(make_trainer, tmp_path: Path, ca
     newest = run / "step_00000004" / "model.safetensors"
     newest.write_bytes(newest.read_bytes()[:1000])
     tr = make_trainer(max_steps=6, resume="latest")
+    tr.start()  # resuming happens here, not in the constructor
     assert tr.step == 2
     assert "step_00000004 is unreadable" in capsys.readouterr().err
     tr.fit()
@@ -66,13 +67,13 @@ def test_no_readable_checkpoint(make_trainer, tmp_path: Path) -> None:
     make_trainer(max_steps=2).fit()
     (tmp_path / "run" / "step_00000002" / "state.json").write_text("{")
     with pytest.raises(UserError, match="no readable checkpoint"):
-        make_trainer(max_steps=4, resume="latest")
+        make_trainer(max_steps=4, resume="latest").start()
 
 
 def test_incompatible_model_refused_naming_the_difference(make_trainer, tmp_path: Path) -> None:
     make_trainer(max_steps=2).fit()
     with pytest.raises(UserError, match=r"n_embd: checkpoint 16, this run 32"):
-        make_trainer(max_steps=4, resume="latest", model=small_model(n_embd=32))
+        make_trainer(max_steps=4, resume="latest", model=small_model(n_embd=32)).start()
 
 
 def test_fresh_run_refuses_existing_checkpoints(make_trainer, tmp_path: Path) -> None:
@@ -80,20 +81,23 @@ def test_fresh_run_refuses_existing_checkpoints(make_trainer, tmp_path: Path) ->
     with pytest.raises(UserError, match="already holds checkpoints: pass --resume auto"):
         make_trainer(max_steps=2)
     tr = make_trainer(max_steps=1, overwrite=True)
+    tr.start()
     assert Checkpointer(tmp_path / "run").checkpoints() == []
     tr.fit()
 
 
 def test_resume_nothing(make_trainer) -> None:
     with pytest.raises(UserError, match="no checkpoint"):
-        make_trainer(resume="latest")
+        make_trainer(resume="latest").start()
 
 
 def test_resume_auto_starts_fresh_then_continues(make_trainer, tmp_path: Path, capsys) -> None:
     first = make_trainer(max_steps=2, resume="auto")
+    first.start()
     assert first.step == 0 and "no checkpoint in" in capsys.readouterr().err
     first.fit()
     second = make_trainer(max_steps=4, resume="auto")
+    second.start()
     assert second.step == 2
     assert second.fit().step == 4
 
@@ -127,6 +131,7 @@ def test_exact_resume_after_crash(tmp_path: Path) -> None:
     with pytest.raises(Crash):
         run(tmp_path / "b", CrashingSource(4, 16, seed=1, crash_at=15)).fit()  # during step 8
     resumed = run(tmp_path / "b", CountingSource(4, 16, seed=1), resume="latest")
+    resumed.start()
     assert resumed.step == 6
     resumed.fit()
     for k, v in ref.model.state_dict().items():

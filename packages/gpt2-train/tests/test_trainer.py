@@ -85,7 +85,7 @@ def test_too_many_non_finite_steps_stop_the_run(tmp_path: Path) -> None:
     cfg = small_config(tmp_path, max_steps=20, checkpoint_every_steps=2, max_nonfinite=3)
     tr = Trainer(cfg, model=small_model(), train_source=CountingSource())
     # Steps 5..7 (forward passes 8..13 at two micro-batches per step) are NaN.
-    tr.train_step.model = NaNAt(tr.model, set(range(8, 14)))
+    tr.start().model = NaNAt(tr.model, set(range(8, 14)))
     with pytest.raises(NonFiniteLoss, match="3 non-finite steps in a row by step 7") as stopped:
         tr.fit()
     assert isinstance(stopped.value, RunStopped) and not isinstance(stopped.value, UserError)  # exit 3, not 2
@@ -186,3 +186,29 @@ def test_a_step_without_counted_targets_warns_once_and_is_not_non_finite(tmp_pat
     logged = rows(tmp_path)
     assert not any("train/nonfinite" in r for r in logged)
     assert sorted(r["step"] for r in logged if "train/loss" in r) == [1, 3, 4]
+
+
+def test_components_say_when_they_are_due(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpt2_train import checkpoint
+    from gpt2_train.evals import every
+
+    assert [s for s in range(1, 11) if every(4, s, s == 10)] == [4, 8, 10]
+    assert not any(every(0, s, True) for s in range(1, 5))
+    clock = iter([100.0, 100.2, 100.5, 101.5]).__next__  # one reading per call
+    monkeypatch.setattr(checkpoint.time, "monotonic", clock)
+    ck = Checkpointer(tmp_path, every_steps=5, every_seconds=1.0)  # last save: t=100
+    assert ck.due(5)  # by steps
+    assert not ck.due(3)  # t=100.5: half a second since the last save
+    assert ck.due(4)  # t=101.5: by the clock
+
+
+def test_close_ends_what_the_trainer_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpt2_train import trainer as trainer_module
+
+    restored = []
+    monkeypatch.setattr(trainer_module, "restore_malloc_defaults", lambda: restored.append(1))
+    monkeypatch.setattr(trainer_module, "setup_device", lambda device: True)  # as on glibc
+    tr = Trainer(small_config(tmp_path, max_steps=1), model=small_model(), train_source=CountingSource())
+    tr.fit()  # fit closes on the way out
+    tr.close()  # and closing again does nothing
+    assert restored == [1]

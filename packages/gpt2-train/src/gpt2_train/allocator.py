@@ -2,11 +2,9 @@
 
 glibc serves every allocation over 32 MiB with its own ``mmap`` and unmaps it on ``free``. A training step
 allocates and frees the same big tensors (logits, the embedding's gradient, ...) each time, so each step
-page-faults them in afresh: measured here, a third of a `tiny` CPU run went to system time. Allocating from
-the heap and trimming it only past 2 GiB free makes later steps reuse the pages: bf16 steps 1.4x faster for
-`tiny` and 1.3x for gpt2 124M, for a resident size that grows in the first steps and then stays flat (+47%
-for `tiny`, 1.2 -> 1.8 GiB; +22% for gpt2). CUDA memory is cached by PyTorch's own allocator and needs none
-of this.
+page-faults them in afresh, as system time. Allocating from the heap and trimming it only past 2 GiB free
+makes later steps reuse the pages, for a resident size that grows in the first steps and then stays flat
+(BENCHMARKS.md has the figures). CUDA memory is cached by PyTorch's own allocator and needs none of this.
 """
 
 from __future__ import annotations
@@ -16,6 +14,8 @@ import os
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
+GLIBC_DEFAULTS = {M_MMAP_MAX: 65536, M_TRIM_THRESHOLD: 128 * 1024}
+"""glibc's documented defaults (mallopt(3)), which ``restore_malloc_defaults`` puts back."""
 
 
 def on_glibc() -> bool:
@@ -38,3 +38,15 @@ def retain_freed_memory() -> bool:
     # No mmap'd chunks (big tensors come from the heap too), and give the heap's top back only when over
     # 2 GiB free (the largest threshold mallopt takes). Process-wide and for the rest of the process.
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def restore_malloc_defaults() -> None:
+    """Undo ``retain_freed_memory``: glibc's default mmap and trim settings again (nothing off glibc)."""
+    if not on_glibc():
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    for param, value in GLIBC_DEFAULTS.items():
+        mallopt(param, value)

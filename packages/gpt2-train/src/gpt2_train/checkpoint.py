@@ -21,6 +21,7 @@ import os
 import random
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,9 +105,27 @@ def config_difference(saved: GPTConfig, wanted: GPTConfig) -> list[str]:
 class Checkpointer:
     """Saves, lists, prunes and loads the checkpoints of one run directory (rank 0 writes)."""
 
-    def __init__(self, run_dir: str | os.PathLike[str], keep: int = 3) -> None:
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        keep: int = 3,
+        every_steps: int = 0,
+        every_seconds: float = 0.0,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.keep = keep
+        self.every_steps, self.every_seconds = every_steps, every_seconds
+        self.last_save = time.monotonic()
+        """When the last save ended (``time.monotonic()``); ranks that do not write set it themselves."""
+
+    def due(self, step: int) -> bool:
+        """Whether the clock (``every_seconds`` since the last save) or ``every_steps`` calls for a save.
+
+        The trainer also saves, due or not, at the last step, on a signal and when val loss improves.
+        """
+        by_steps = bool(self.every_steps) and step % self.every_steps == 0
+        by_clock = bool(self.every_seconds) and time.monotonic() - self.last_save >= self.every_seconds
+        return by_steps or by_clock
 
     # --- listing ---
 
@@ -170,6 +189,7 @@ class Checkpointer:
         self._point_latest(final)
         fsync_dir(self.run_dir)
         self.prune()
+        self.last_save = time.monotonic()
         return final
 
     def _point_latest(self, target: Path) -> None:

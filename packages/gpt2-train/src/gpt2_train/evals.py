@@ -1,4 +1,6 @@
-"""What the trainer measures besides the training loss: val loss and text samples (HellaSwag: hellaswag.py)."""
+"""What the trainer measures besides the training loss, each a component that says when it is due: val loss
+(``Validator``), HellaSwag accuracy (``HellaSwagEvaluator``; the benchmark itself is hellaswag.py) and text
+samples (``Sampler``)."""
 
 from __future__ import annotations
 
@@ -53,3 +55,66 @@ def sample_text(model: GPT, prompt: str, max_tokens: int, seed: int = 0) -> str:
     tok = Tokenizer.for_config(model.config)
     cfg = SamplingConfig(max_new_tokens=max_tokens, seed=seed, top_k=50, temperature=0.8)
     return prompt + generate(model, tok, prompt, cfg)[0]
+
+
+def every(n: int, step: int, last: bool) -> bool:
+    """Due on each multiple of ``n`` and at the last step; never when ``n`` is 0."""
+    return bool(n) and (step % n == 0 or last)
+
+
+class Validator:
+    """Val loss every ``every`` steps and at the last, over the same ``batches`` micro-batches of ``source``."""
+
+    def __init__(
+        self,
+        source: BatchSource | None,
+        batches: int,
+        every_steps: int,
+        env: DistEnv,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
+        self.source, self.batches, self.every_steps = source, batches, every_steps
+        self.env, self.autocast_dtype = env, autocast_dtype
+
+    def should_validate(self, step: int, last: bool) -> bool:
+        return self.source is not None and every(self.every_steps, step, last)
+
+    def validate(self, model: torch.nn.Module) -> dict[str, float]:
+        assert self.source is not None
+        return {"val/loss": val_loss(model, self.source, self.batches, self.env, self.autocast_dtype)}
+
+
+class HellaSwagEvaluator:
+    """HellaSwag acc and acc_norm every ``every`` steps and at the last (examples read on first use)."""
+
+    def __init__(
+        self, file: str | None, limit: int, every_steps: int, env: DistEnv, autocast_dtype: torch.dtype | None
+    ) -> None:
+        self.file, self.limit, self.every_steps = file, limit, every_steps
+        self.env, self.autocast_dtype = env, autocast_dtype
+        self._examples: list | None = None
+
+    def should_evaluate(self, step: int, last: bool) -> bool:
+        return every(self.every_steps, step, last)
+
+    def evaluate(self, model: GPT) -> dict[str, float]:
+        from gpt2_train import hellaswag
+
+        if self._examples is None:
+            self._examples = hellaswag.load_examples(self.file, self.limit)
+        with autocast(self.env.device, self.autocast_dtype):
+            res = hellaswag.evaluate(model, self._examples, self.env)
+        return {"eval/hellaswag_acc_norm": res.acc_norm, "eval/hellaswag_acc": res.acc}
+
+
+class Sampler:
+    """A seeded text sample from ``prompt`` every ``every`` steps and at the last (rank 0 only)."""
+
+    def __init__(self, prompt: str, tokens: int, every_steps: int, env: DistEnv) -> None:
+        self.prompt, self.tokens, self.every_steps, self.env = prompt, tokens, every_steps, env
+
+    def should_sample(self, step: int, last: bool) -> bool:
+        return self.env.is_main and every(self.every_steps, step, last)
+
+    def sample(self, model: GPT) -> str:
+        return sample_text(model, self.prompt, self.tokens)

@@ -7,6 +7,7 @@ function, the checkpointer, loggers and evaluators.
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import sys
@@ -22,7 +23,7 @@ from gpt2_core.model import GPT
 from torch.nn.parallel import DistributedDataParallel
 
 from gpt2_train import accel
-from gpt2_train.allocator import retain_freed_memory
+from gpt2_train.allocator import restore_malloc_defaults, retain_freed_memory
 from gpt2_train.checkpoint import (
     AUTO,
     LATEST,
@@ -40,13 +41,14 @@ from gpt2_train.distributed import (
     broadcast_object,
     gather_objects,
     setup_distributed,
+    teardown_distributed,
 )
-from gpt2_train.evals import sample_text, val_loss
+from gpt2_train.evals import HellaSwagEvaluator, Sampler, Validator, every
 from gpt2_train.loggers import MultiLogger, NullLogger, build_loggers
 from gpt2_train.mfu import flops_per_token, peak_flops
 from gpt2_train.optim import build_optimizer, lr_at
 from gpt2_train.paths import cache_dir
-from gpt2_train.precision import autocast, autocast_dtype
+from gpt2_train.precision import autocast_dtype
 from gpt2_train.step import BatchSource, StepResult, TrainStep
 
 
@@ -70,12 +72,12 @@ class TrainResult:
 # --- building the parts -----------------------------------------------------------------------------
 
 
-def setup_device(device: torch.device) -> None:
-    """Process-wide settings for training on ``device``: TF32 matmuls on CUDA; on CPU, keep freed memory."""
+def setup_device(device: torch.device) -> bool:
+    """Process-wide settings for training on ``device``: TF32 matmuls on CUDA; on CPU, keep freed memory
+    (True when that was set, for ``restore_malloc_defaults`` to undo)."""
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")
-    elif device.type == "cpu":
-        retain_freed_memory()
+    return device.type == "cpu" and retain_freed_memory()
 
 
 def build_model(cfg: TrainConfig) -> GPT:
@@ -195,7 +197,13 @@ class _Signals:
 
 
 class Trainer:
-    """Builds every component from ``cfg`` unless given, restores ``cfg.resume``, and runs ``fit()``."""
+    """The training loop over small components, each built from ``cfg`` unless given.
+
+    ``Trainer(cfg)`` builds the model, batch sources, optimizer, checkpointer, loggers and evaluators;
+    ``start()`` restores ``cfg.resume`` (or clears the run with ``--overwrite``) and wraps the model for the
+    run (speed-ups, DDP); ``fit()`` starts if needed and trains, asking each component whether it is due;
+    ``close()`` ends what the trainer started (``fit`` calls it on the way out).
+    """
 
     def __init__(
         self,
@@ -209,6 +217,7 @@ class Trainer:
         logger_registry: dict[str, Any] | None = None,
     ) -> None:
         self.cfg = cfg
+        self._own_env = env is None
         self.env = env or setup_distributed(cfg.device)
         dev = self.env.device
         world = self.env.world_size
@@ -217,7 +226,7 @@ class Trainer:
         self.model = model if model is not None else build_model(cfg)
         self.grad_accum = preflight(cfg, self.model.config.block_size, world)
         self.model.to(dev)
-        setup_device(dev)
+        self._retains_memory = setup_device(dev)
         self.autocast_dtype = autocast_dtype(cfg.precision, dev)
 
         if train_source is None:
@@ -239,15 +248,60 @@ class Trainer:
             if cfg.eval_every:
                 val_source = ShardLoader(data_dir, split="val", shuffle=False, **common)
         self.train_source: BatchSource = train_source
-        self.val_source = val_source
 
         self.total_steps = cfg.max_steps or self._steps_for_epochs()
         self.optimizer = build_optimizer(self.model, cfg, dev)
-        self.checkpointer = Checkpointer(cfg.run_dir, keep=cfg.keep)
+        self.checkpointer = Checkpointer(
+            cfg.run_dir,
+            keep=cfg.keep,
+            every_steps=cfg.checkpoint_every_steps,
+            every_seconds=cfg.checkpoint_every_seconds,
+        )
+        self.validator = Validator(
+            val_source, cfg.eval_batches, cfg.eval_every, self.env, self.autocast_dtype
+        )
+        self.hellaswag = HellaSwagEvaluator(
+            cfg.hellaswag_file, cfg.hellaswag_limit, cfg.hellaswag_every, self.env, self.autocast_dtype
+        )
+        self.sampler = Sampler(cfg.sample_prompt, cfg.sample_tokens, cfg.sample_every, self.env)
         self.step = 0
         self.tokens_seen = 0
         self.best_val_loss: float | None = None
         self.tokens_per_step = cfg.total_batch_tokens
+        self.train_step: TrainStep | None = None
+        """Built by ``start()``: the step function over the wrapped model."""
+
+        self.flops_per_token = flops_per_token(self.model, cfg.seq_len)
+        self.peak, self.device_desc = peak_flops(dev, self.autocast_dtype)
+        resolved = replace(cfg, max_steps=self.total_steps)
+        if logger is not None:
+            self.logger = logger
+        elif self.env.is_main:
+            self.logger = build_loggers(cfg.loggers, Path(cfg.run_dir), resolved, logger_registry)
+        else:
+            self.logger = NullLogger()
+        self._closed = False
+
+    # --- set-up ---
+
+    def _steps_for_epochs(self) -> int:
+        n = batches_per_epoch(self.train_source)
+        if n is None:
+            raise UserError("--epochs needs a batch source that knows its length; give --max-steps instead")
+        steps = math.floor(self.cfg.epochs * n / self.grad_accum)
+        if steps < 1:
+            raise UserError(
+                f"--epochs {self.cfg.epochs}: one epoch is only {n} micro-batches, less than one step of "
+                f"{self.grad_accum}; lower --total-batch-tokens or give --max-steps"
+            )
+        return steps
+
+    def start(self) -> TrainStep:
+        """Resume (``--resume``) or clear (``--overwrite``) the run, then wrap the model and build the step
+        function; once (later calls return the step function)."""
+        if self.train_step is not None:
+            return self.train_step
+        cfg, dev = self.cfg, self.env.device
         resume = cfg.resume
         if resume == AUTO:
             # Rank 0 looks, so that every rank takes the same branch even on node-local disks.
@@ -266,7 +320,6 @@ class Trainer:
         if self.env.enabled:
             ids = [dev.index] if dev.type == "cuda" else None
             wrapped = DistributedDataParallel(wrapped, device_ids=ids)
-        self.wrapped = wrapped
         self.train_step = TrainStep(
             wrapped,
             self.optimizer,
@@ -276,31 +329,7 @@ class Trainer:
             autocast_dtype=self.autocast_dtype,
             count_group=self.env.control_group,
         )
-
-        self.flops_per_token = flops_per_token(self.model, cfg.seq_len)
-        self.peak, self.device_desc = peak_flops(dev, self.autocast_dtype)
-        resolved = replace(cfg, max_steps=self.total_steps)
-        if logger is not None:
-            self.logger = logger
-        elif self.env.is_main:
-            self.logger = build_loggers(cfg.loggers, Path(cfg.run_dir), resolved, logger_registry)
-        else:
-            self.logger = NullLogger()
-        self._hellaswag: list[Any] | None = None
-
-    # --- set-up helpers ---
-
-    def _steps_for_epochs(self) -> int:
-        n = batches_per_epoch(self.train_source)
-        if n is None:
-            raise UserError("--epochs needs a batch source that knows its length; give --max-steps instead")
-        steps = math.floor(self.cfg.epochs * n / self.grad_accum)
-        if steps < 1:
-            raise UserError(
-                f"--epochs {self.cfg.epochs}: one epoch is only {n} micro-batches, less than one step of "
-                f"{self.grad_accum}; lower --total-batch-tokens or give --max-steps"
-            )
-        return steps
+        return self.train_step
 
     def _resume(self, spec: str) -> None:
         # Rank 0 picks the checkpoint (falling back past unreadable ones); the others read the same one.
@@ -337,78 +366,67 @@ class Trainer:
         if self.env.is_main:
             print(f"resumed from {ckpt.path} at step {self.step}", file=sys.stderr)
 
+    def close(self) -> None:
+        """End what the trainer started: its loggers, the CPU allocator setting, and the process group when
+        it joined one itself. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.logger.close()
+        if self._retains_memory:
+            restore_malloc_defaults()
+        if self._own_env:
+            teardown_distributed(self.env)
+
     # --- the loop ---
 
     def fit(self) -> TrainResult:
+        """Train to ``total_steps`` (or until SIGINT/SIGTERM), then close the trainer."""
+        try:
+            return self._fit()
+        finally:
+            self.close()
+
+    def _fit(self) -> TrainResult:
         cfg, env = self.cfg, self.env
-        last_ckpt_time = time.monotonic()
-        last_log_time, last_log_step = time.perf_counter(), self.step
+        train_step = self.start()
+        self._log_clock = (time.perf_counter(), self.step)
         last_loss: float | None = None
         written: Path | None = None
         streak = torch.zeros((), dtype=torch.int64, device=env.device)
         worst = torch.zeros((), dtype=torch.int64, device=env.device)
         if env.is_main and self.step == 0:
-            import json
-
             self.logger.log_text("config", json.dumps(cfg.to_dict(), indent=2), 0)
         self._print_start()
         with _Signals() as signals:
             while self.step < self.total_steps:
-                result = self.train_step(self.train_source, lr_at(self.step, cfg, self.total_steps))
+                result = train_step(self.train_source, lr_at(self.step, cfg, self.total_steps))
                 self.step += 1
                 self.tokens_seen += self.tokens_per_step
+                last = self.step == self.total_steps
                 if result.targets == 0:
                     self._warn(f"step {self.step}: no counted target in any micro-batch, step skipped")
                 streak = torch.where(result.finite, 0, streak + 1)
                 worst = torch.maximum(worst, streak)
-                final = self.step == self.total_steps
                 # On CUDA the step never syncs: read results back only on logged steps.
-                read_now = not self.train_step.device_skip or self.step % cfg.log_every == 0 or final
-                if read_now:
-                    if not bool(result.finite):
-                        self._report_nonfinite(result)
-                    if int(worst) >= cfg.max_nonfinite:
-                        raise NonFiniteLoss(
-                            f"{int(worst)} non-finite steps in a row by step {self.step}: stopped; the last good "
-                            f"checkpoint is {cfg.run_dir}/latest; try a lower --lr or --grad-clip"
-                        )
-                if (self.step % cfg.log_every == 0 or final) and result.targets:
-                    now = time.perf_counter()
-                    last_loss = self._log_step(result, now - last_log_time, self.step - last_log_step)
-                    last_log_time, last_log_step = now, self.step
+                if not train_step.device_skip or every(cfg.log_every, self.step, last):
+                    self._check_finite(result, int(worst))
+                if every(cfg.log_every, self.step, last) and result.targets:
+                    last_loss = self._log_step(result)
 
-                val = None
-                if (
-                    self.val_source is not None
-                    and cfg.eval_every
-                    and (self.step % cfg.eval_every == 0 or final)
-                ):
-                    val = self._eval_val()
-                if cfg.hellaswag_every and (self.step % cfg.hellaswag_every == 0 or final):
-                    self._eval_hellaswag()
-                if cfg.sample_every and (self.step % cfg.sample_every == 0 or final) and env.is_main:
-                    self.logger.log_text(
-                        "samples", sample_text(self.model, cfg.sample_prompt, cfg.sample_tokens), self.step
-                    )
-
+                val = self._evaluate(last)
                 improved = val is not None and (self.best_val_loss is None or val < self.best_val_loss)
                 if improved:
                     self.best_val_loss = val
-                due = (cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0) or (
-                    cfg.checkpoint_every_seconds
-                    and time.monotonic() - last_ckpt_time >= cfg.checkpoint_every_seconds
-                )
                 # Every rank must agree, or they would stop (or gather states) at different steps.
                 stop = any_rank(env, signals.received is not None)
-                due = any_rank(env, bool(due))
-                if due or improved or final or stop:
+                due = any_rank(env, self.checkpointer.due(self.step))
+                if due or improved or last or stop:
                     written = self.save_checkpoint(val_loss=val)
-                    last_ckpt_time = time.monotonic()
                 if val is not None or due or improved:
-                    last_log_time = time.perf_counter()  # tokens/s measures training, not evals and saves
+                    self._log_clock = (time.perf_counter(), self.step)  # tokens/s: training only
                 if stop:
                     break
-        self.logger.close()
         return TrainResult(
             step=self.step,
             tokens_seen=self.tokens_seen,
@@ -417,6 +435,31 @@ class Trainer:
             checkpoint=written,
             stopped_by=signals.received,
         )
+
+    def _evaluate(self, last: bool) -> float | None:
+        """Run every evaluator that is due now and log what it measures; the val loss, if measured."""
+        val = None
+        if self.validator.should_validate(self.step, last):
+            metrics = self.validator.validate(self.model)
+            val = metrics["val/loss"]
+            self.logger.log(metrics, self.step)
+        if self.hellaswag.should_evaluate(self.step, last):
+            self.logger.log(self.hellaswag.evaluate(self.model), self.step)
+        if self.sampler.should_sample(self.step, last):
+            self.logger.log_text("samples", self.sampler.sample(self.model), self.step)
+        return val
+
+    def _check_finite(self, result: StepResult, worst: int) -> None:
+        if not bool(result.finite):
+            self.logger.log({"train/nonfinite": 1.0}, self.step)
+            self._warn(
+                f"step {self.step}: non-finite loss/gradient (loss {float(result.loss)}), update skipped"
+            )
+        if worst >= self.cfg.max_nonfinite:
+            raise NonFiniteLoss(
+                f"{worst} non-finite steps in a row by step {self.step}: stopped; the last good "
+                f"checkpoint is {self.cfg.run_dir}/latest; try a lower --lr or --grad-clip"
+            )
 
     def _print_start(self) -> None:
         if not self.env.is_main:
@@ -429,9 +472,12 @@ class Trainer:
             file=sys.stderr,
         )
 
-    def _log_step(self, result: StepResult, seconds: float, steps: int) -> float:
+    def _log_step(self, result: StepResult) -> float:
+        since, since_step = self._log_clock
+        now = time.perf_counter()
+        self._log_clock = (now, self.step)
         loss = float(result.loss)
-        tps = steps * self.tokens_per_step / max(seconds, 1e-9)
+        tps = (self.step - since_step) * self.tokens_per_step / max(now - since, 1e-9)
         metrics = {
             "train/loss": loss,
             "train/lr": lr_at(self.step - 1, self.cfg, self.total_steps),
@@ -443,30 +489,11 @@ class Trainer:
         self.logger.log(metrics, self.step)
         return loss
 
-    def _report_nonfinite(self, result: StepResult) -> None:
-        self.logger.log({"train/nonfinite": 1.0}, self.step)
-        self._warn(f"step {self.step}: non-finite loss/gradient (loss {float(result.loss)}), update skipped")
-
     def _warn(self, msg: str) -> None:
         """One warning line: to the loggers, and to stderr unless the console logger prints it."""
         self.logger.log_text("warnings", msg, self.step)
         if self.env.is_main and "console" not in self.cfg.loggers:
             print(f"warning: {msg}", file=sys.stderr)
-
-    def _eval_val(self) -> float:
-        assert self.val_source is not None
-        loss = val_loss(self.model, self.val_source, self.cfg.eval_batches, self.env, self.autocast_dtype)
-        self.logger.log({"val/loss": loss}, self.step)
-        return loss
-
-    def _eval_hellaswag(self) -> None:
-        from gpt2_train import hellaswag
-
-        if self._hellaswag is None:
-            self._hellaswag = hellaswag.load_examples(self.cfg.hellaswag_file, self.cfg.hellaswag_limit)
-        with autocast(self.env.device, self.autocast_dtype):
-            res = hellaswag.evaluate(self.model, self._hellaswag, self.env)
-        self.logger.log({"eval/hellaswag_acc_norm": res.acc_norm, "eval/hellaswag_acc": res.acc}, self.step)
 
     def save_checkpoint(self, val_loss: float | None = None) -> Path | None:
         """Gather every rank's position and RNG, and write a checkpoint on rank 0 (others get None)."""
@@ -484,13 +511,12 @@ class Trainer:
             }
             path = self.checkpointer.save(self.model, self.optimizer, state, ranks)
         barrier(self.env)  # nobody races ahead (or exits) while rank 0 writes
+        self.checkpointer.last_save = time.monotonic()
         return path
 
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Run ``gpt2 train`` with ``cfg`` (under torchrun: this rank's share), tearing DDP down after."""
-    from gpt2_train.distributed import teardown_distributed
-
     env = setup_distributed(cfg.device)
     try:
         return Trainer(cfg, env=env).fit()
