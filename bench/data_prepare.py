@@ -67,7 +67,7 @@ def cpu_seconds() -> float:
 def main() -> None:
     from gpt2_core.tokenizer import Tokenizer
     from gpt2_data.datasets import build_dataset
-    from gpt2_data.prepare import default_workers
+    from gpt2_data.pipeline import default_workers
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workers", type=int, default=default_workers())

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gpt2_core.errors import UserError
 from gpt2_core.tokenizer import Tokenizer
-from gpt2_data import prepare as prepare_module
+from gpt2_data import manifest, pipeline, splits
 from gpt2_data.datasets import build_dataset
 from gpt2_data.prepare import PrepareConfig, prepare
 from gpt2_data.shards import open_shard
@@ -105,7 +105,9 @@ def test_resume_after_interruption(
         options={"docs": 300}, shard_tokens=800, val_tokens=val_tokens, max_tokens=15_000, progress=False
     )
     ref = prepare(synthetic, tmp_path / "ref", **kwargs)
-    original = getattr(prepare_module, where)
+    # Every module that calls it: the manifest's first write, the resume records, the final manifest.
+    modules = [pipeline] if where == "write_shard" else [manifest, pipeline, splits]
+    original = getattr(pipeline, where)
     for k in (1, 3, 6, 11):
         out = tmp_path / f"run{k}"
         calls = {"n": 0}
@@ -116,10 +118,12 @@ def test_resume_after_interruption(
                 raise KeyboardInterrupt
             return original(*args, **kw)
 
-        monkeypatch.setattr(prepare_module, where, crash)
+        for module in modules:
+            monkeypatch.setattr(module, where, crash)
         with pytest.raises(KeyboardInterrupt):
             prepare(synthetic, out, **kwargs)
-        monkeypatch.setattr(prepare_module, where, original)
+        for module in modules:
+            monkeypatch.setattr(module, where, original)
         if (out / "manifest.json").exists():  # absent only when the very first write was interrupted
             assert not json.loads((out / "manifest.json").read_text())["complete"]
         got = prepare(synthetic, out, **kwargs)
@@ -131,7 +135,7 @@ def test_a_failed_prepare_leaves_no_write_running(
     synthetic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The shard being written when an error stops prepare() is finished before the error leaves it."""
-    slow_write, route = prepare_module.write_shard, prepare_module._route
+    slow_write, route = pipeline.write_shard, pipeline.route
     calls = {"route": 0}
 
     def write_slowly(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
@@ -144,8 +148,8 @@ def test_a_failed_prepare_leaves_no_write_running(
             raise RuntimeError("dataset went away")
         return route(*args, **kwargs)
 
-    monkeypatch.setattr(prepare_module, "write_shard", write_slowly)
-    monkeypatch.setattr(prepare_module, "_route", route_then_fail)
+    monkeypatch.setattr(pipeline, "write_shard", write_slowly)
+    monkeypatch.setattr(pipeline, "route", route_then_fail)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="went away"):
         prepare(synthetic, out, options={"docs": 300}, shard_tokens=800, val_tokens=0, progress=False)
