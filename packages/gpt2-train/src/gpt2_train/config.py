@@ -30,6 +30,9 @@ class TrainConfig:
     """GPTConfig fields to change in the preset, e.g. {n_layer = 6, dropout = 0.1} (TOML only)."""
     vocab_multiple: int = 64
     """Round the embedding rows up to a multiple of this (64: 50257 -> 50304, faster kernels; 1: none)."""
+    train_vocab: str = "full"
+    """Ids the output layer scores in training: full, or data (only those in the training data, every other
+    id sharing one row: the same model, ~2x faster steps for tiny models on CPU)."""
 
     # --- data ---
     data_dir: str | None = None
@@ -166,6 +169,8 @@ class TrainConfig:
             raise UserError("give --max-steps or --epochs (both are 0)")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise UserError(f"--precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.train_vocab not in ("full", "data"):
+            raise UserError(f"--train-vocab must be full or data, got {self.train_vocab!r}")
         if self.vocab_multiple < 1:
             raise UserError(f"--vocab-multiple must be >= 1, got {self.vocab_multiple}")
         if not self.loggers:

@@ -244,7 +244,12 @@ class Trainer:
             self._check_fresh_run_dir()
 
         # Wrap after loading: DDP broadcasts rank 0's weights, compile traces the final module.
-        wrapped = accel.apply(self.model, cfg, dev)
+        head = None
+        if cfg.train_vocab == "data":
+            from gpt2_train.vocab import DataVocabHead, source_token_ids
+
+            head = DataVocabHead(self.model, source_token_ids(self.train_source), self.optimizer)
+        wrapped = accel.apply(self.model, cfg, dev, head)
         if self.env.enabled:
             ids = [dev.index] if dev.type == "cuda" else None
             wrapped = DistributedDataParallel(wrapped, device_ids=ids)
