@@ -14,13 +14,15 @@ from gpt2_core.errors import UserError
 from typer.core import TyperGroup
 
 from gpt2_sft.chat import ChatSampling
-from gpt2_sft.config import SFTConfig, SFTPrepareConfig
+from gpt2_sft.config import SFT_PRESETS, SFTConfig, SFTPrepareConfig
 
 SFT_HELP = """Fine-tune a model on instructions (under torchrun: DDP across its processes).
 
 Options of --dataset follow as --field value, e.g.
 gpt2 sft --from runs/tiny/latest --dataset alpaca --path data.jsonl --run-dir runs/sft
-(`gpt2 sft` and `gpt2 sft train` are the same command). Flags override --config (TOML of these fields).
+or, offline on the built-in Shakespeare instructions: gpt2 sft --preset tiny --from runs/tiny/latest
+(`gpt2 sft` and `gpt2 sft train` are the same command). Flags override --config (TOML of these fields),
+which overrides --preset.
 The result, RUN_DIR/latest, is a model directory for gpt2 chat, gpt2 generate and gpt2 export.
 """
 
@@ -162,13 +164,18 @@ def chat_command() -> Callable[..., None]:
 def train_command(
     ctx: typer.Context,
     config: SFTConfig,
+    preset: str | None = typer.Option(None, "--preset", help=f"Named recipe: {', '.join(SFT_PRESETS)}."),
     config_file: Path | None = typer.Option(None, "--config", help="TOML file of SFT config fields."),
 ) -> None:
     from gpt2_train.cli import given_flags
     from gpt2_train.config import build_config
 
     cfg = build_config(
-        None, str(config_file) if config_file else None, given_flags(SFTConfig, ctx), cls=SFTConfig
+        preset,
+        str(config_file) if config_file else None,
+        given_flags(SFTConfig, ctx),
+        cls=SFTConfig,
+        presets=SFT_PRESETS,
     )
     options: dict[str, Any] = {}
     if ctx.args:
