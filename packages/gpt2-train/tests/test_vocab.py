@@ -25,6 +25,7 @@ def test_loss_and_training_equal_the_full_models() -> None:
         x = torch.as_tensor(rng.choice(ids, (2, 8)))
         y = torch.as_tensor(rng.choice(ids, (2, 8)))
         y[0, :3] = -100  # ignored targets stay ignored
+        y[1, :2] = torch.as_tensor(np.setdiff1d(np.arange(50257), ids)[:2])  # held-out ids count exactly too
         logits, loss = head(x, y)
         assert logits.shape == (2, 8, len(ids) + 1)
         with torch.no_grad():
