@@ -42,6 +42,9 @@ class TrainConfig:
     dataset_shard_tokens: int = 100_000_000
     """Shard size when --dataset is prepared automatically; small shards mix a small corpus better, since
     the loader shuffles the order of shards."""
+    dataset_val_tokens: float | None = None
+    """Validation split when --dataset is prepared automatically: as gpt2 data prepare --val-tokens (N >= 1 the
+    first N tokens, 0 < N < 1 every (1/N)-th document); default: the first shard."""
     shuffle_windows: bool = False
     """Also read each training shard in a shuffled order of document-aligned windows (runs of whole documents
     of at least 1024 tokens), reshuffled every epoch; resuming needs the same setting."""
@@ -208,15 +211,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         model="tiny",
         dataset="shakespeare",
         dataset_shard_tokens=65536,
+        # Every 20th scene: held-out text from all 38 plays (the first shard would be half of one play).
+        dataset_val_tokens=0.05,
         train_vocab="data",
-        total_batch_tokens=2048,
-        micro_batch=16,
+        total_batch_tokens=1024,
+        micro_batch=8,
         seq_len=128,
-        max_steps=250,
+        max_steps=600,
         lr=5e-3,
         warmup_steps=20,
-        eval_every=125,
-        eval_batches=8,
+        eval_every=150,
+        eval_batches=16,
         sample_every=0,
         sample_prompt="Good morrow, my lord. I bring you news from the king:",
         sample_tokens=60,

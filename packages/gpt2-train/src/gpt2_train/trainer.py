@@ -121,15 +121,22 @@ def prepare_data(cfg: TrainConfig, env: DistEnv) -> Path:
         return Path(cfg.data_dir)
     if not cfg.dataset:
         raise UserError("give --data-dir (a directory from `gpt2 data prepare`) or --dataset NAME")
-    # The shard size is part of the name: prepare() refuses to redo a directory with other settings.
-    out = cache_dir() / "data" / f"{cfg.dataset}-shards{cfg.dataset_shard_tokens}"
+    # The shard size and split are part of the name: prepare() refuses to redo a directory with other settings.
+    val = "" if cfg.dataset_val_tokens is None else f"-val{cfg.dataset_val_tokens:g}"
+    out = cache_dir() / "data" / f"{cfg.dataset}-shards{cfg.dataset_shard_tokens}{val}"
     if env.is_main:
         from gpt2_data.prepare import prepare, read_manifest
 
         manifest = read_manifest(out) if out.is_dir() else None
         if not (manifest and manifest.get("complete")):
             print(f"preparing dataset {cfg.dataset!r} in {out} (once)", file=sys.stderr)
-        prepare(cfg.dataset, out, shard_tokens=cfg.dataset_shard_tokens, progress=sys.stderr.isatty())
+        prepare(
+            cfg.dataset,
+            out,
+            shard_tokens=cfg.dataset_shard_tokens,
+            val_tokens=cfg.dataset_val_tokens,
+            progress=sys.stderr.isatty(),
+        )
     barrier(env)
     return out
 
