@@ -32,7 +32,7 @@ class TrainConfig:
     """Round the embedding rows up to a multiple of this (64: 50257 -> 50304, faster kernels; 1: none)."""
     train_vocab: str = "full"
     """Ids the output layer scores in training: full, or data (only those in the training data, every other
-    id sharing one row: the same model, ~2x faster steps for tiny models on CPU)."""
+    id sharing one row: the same kind of model, with much less work in a small model's head)."""
 
     # --- data ---
     data_dir: str | None = None
@@ -205,8 +205,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         sample_every=250,
         run_dir="runs/gpt2-124m-fineweb",
     ),
-    # Two minutes on 2 CPU cores (an idle AMD EPYC), on the built-in Shakespeare corpus (gpt2-data's
-    # shakespeare dataset, 1.35M training tokens); bench/first_run.py measures it.
+    # A few minutes on 2 CPU cores, on the built-in Shakespeare corpus (gpt2-data's shakespeare dataset,
+    # 1.47M training tokens); bench/first_run.py measures it.
     "tiny": dict(
         model="tiny",
         dataset="shakespeare",

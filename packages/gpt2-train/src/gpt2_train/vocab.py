@@ -15,7 +15,7 @@ id, is the only one that receives gradient), so checkpoints, val loss and sample
 Ids that never occur in the training data are never targets in training; in held-out data such an id costs
 ``log U`` more than the shared class, which the loss adds, so val loss through this head is the full model's.
 
-Measured on 2 cores (tiny, 16 x 128 tokens a micro-batch, fp32): ~2.2x faster steps; see BENCHMARKS.md.
+BENCHMARKS.md has the speed-up measured on tiny.
 """
 
 from __future__ import annotations
