@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 from cli_helpers import gpt2_here
+from gpt2_train.config import PRESETS
+
+TINY = PRESETS["tiny"]
 
 
 @pytest.fixture
@@ -37,9 +40,17 @@ def toml(tmp_path: Path, text: str) -> str:
     "args,toml_text,expect",
     [
         # The preset sets max_steps, so --epochs 0 is valid once merged (it failed against the defaults).
-        (["--preset", "tiny", "--epochs", "0"], None, {"epochs": 0.0, "max_steps": 200, "model": "tiny"}),
-        (["--preset", "tiny", "--lr", "1e-3"], None, {"lr": 1e-3, "warmup_steps": 20}),
-        (["--preset", "tiny"], "lr = 2e-3\nmax_steps = 7\n", {"lr": 2e-3, "max_steps": 7, "micro_batch": 16}),
+        (
+            ["--preset", "tiny", "--epochs", "0"],
+            None,
+            {"epochs": 0.0, "max_steps": TINY["max_steps"], "model": "tiny"},
+        ),
+        (["--preset", "tiny", "--lr", "1e-3"], None, {"lr": 1e-3, "warmup_steps": TINY["warmup_steps"]}),
+        (
+            ["--preset", "tiny"],
+            "lr = 2e-3\nmax_steps = 7\n",
+            {"lr": 2e-3, "max_steps": 7, "micro_batch": TINY["micro_batch"]},
+        ),
         (["--preset", "tiny", "--max-steps", "9"], "[train]\nmax_steps = 7\n", {"max_steps": 9}),
         (["--epochs", "0"], "max_steps = 5\n", {"epochs": 0.0, "max_steps": 5, "model": "gpt2"}),
         (["--preset", "tiny", "--no-compile"], "compile = true\n", {"compile": False}),

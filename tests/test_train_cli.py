@@ -130,9 +130,12 @@ def test_config_file_and_preset(data_dir: Path, tmp_path: Path, capsys) -> None:
         capsys, "train", "--preset", "tiny", "--config", str(toml), *SMALL, *QUIET, "--run-dir", str(run)
     )
     assert code == 0, err
+    assert (
+        f"model: {run / 'latest'}\nsample from it: gpt2 generate --model {run / 'latest'} --prompt '" in err
+    )
     saved = json.loads((run / "latest" / "config.json").read_text())
     assert saved["n_layer"] == 1 and saved["n_embd"] == 32 and saved["padded_vocab_size"] == 50304
-    assert saved["info"]["train"]["lr"] == 3e-3  # from the tiny preset
+    assert saved["info"]["train"]["lr"] == 5e-3  # from the tiny preset
 
 
 def test_third_party_logger_and_dataset(fixture_plugin, tmp_path: Path) -> None:

@@ -194,22 +194,8 @@ class GPT(nn.Module):
             n -= self.transformer.wpe.weight.numel()
         return n
 
-    def forward(
-        self,
-        idx: torch.Tensor,
-        targets: torch.Tensor | None = None,
-        *,
-        kv_cache: KVCache | None = None,
-        ignore_index: int = -100,
-        all_positions: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits for ``idx`` (B, T), and the mean cross-entropy when ``targets`` (B, T) are given.
-
-        Targets equal to ``ignore_index`` do not count (SFT masks prompt tokens this way). Without
-        targets only the last position's logits are computed, (B, 1, V): that is all generation needs;
-        ``all_positions`` asks for every position's, (B, T, V) (scoring a text, as HellaSwag does).
-        With ``kv_cache``, ``idx`` continues the cached sequence and the cache is extended in place.
-        """
+    def hidden(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """The final hidden states (B, T, n_embd) of ``idx`` (B, T), after ``ln_f``: what the head scores."""
         B, T = idx.size()
         start = kv_cache.length if kv_cache is not None else 0
         if start + T > self.config.block_size:
@@ -235,8 +221,25 @@ class GPT(nn.Module):
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
-        x = self.transformer.ln_f(x)
+        return self.transformer.ln_f(x)
 
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        kv_cache: KVCache | None = None,
+        ignore_index: int = -100,
+        all_positions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits for ``idx`` (B, T), and the mean cross-entropy when ``targets`` (B, T) are given.
+
+        Targets equal to ``ignore_index`` do not count (SFT masks prompt tokens this way). Without
+        targets only the last position's logits are computed, (B, 1, V): that is all generation needs;
+        ``all_positions`` asks for every position's, (B, T, V) (scoring a text, as HellaSwag does).
+        With ``kv_cache``, ``idx`` continues the cached sequence and the cache is extended in place.
+        """
+        x = self.hidden(idx, kv_cache)
         if targets is None:
             return self.lm_head(x if all_positions else x[:, [-1], :]), None
         logits = self.lm_head(x)

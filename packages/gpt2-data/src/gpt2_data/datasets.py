@@ -148,6 +148,42 @@ class PythonStdlib(TextDataset):
                 yield topics[key]
 
 
+class Shakespeare(TextDataset):
+    """Shakespeare's 38 plays as plain text (nanoGPT's layout), installed with gpt2-data: offline, 5 MB."""
+
+    @dataclass
+    class Options:
+        document: str = "scene"
+        """What one document is: a scene (about 750 of them) or a play (38)."""
+        stage_directions: bool = True
+        """Keep stage directions ([Enter Ghost]) between the speeches."""
+
+    def documents(self) -> Iterator[str]:
+        from gpt2_data.shakespeare import render_scene, scenes
+
+        opts = self.options
+        if opts.document not in ("scene", "play"):
+            raise UserError(f"--document {opts.document!r}: choose scene or play")
+        if opts.document == "scene":
+            for scene in scenes():
+                yield render_scene(scene, directions=opts.stage_directions)
+            return
+        play: list[str] = []
+        title = ""
+        for scene in scenes():
+            if scene.play != title and play:
+                yield "\n".join(play)
+                play = []
+            if not play:
+                title = scene.play
+                play.append(f"{title}\n")
+            play.append(
+                f"{scene.title()}\n\n" + render_scene(scene, heading=False, directions=opts.stage_directions)
+            )
+        if play:
+            yield "\n".join(play)
+
+
 # --- datasets read through Hugging Face `datasets`, and local files -------------------------------------
 
 
@@ -243,6 +279,7 @@ class Files(TextDataset):
 
 
 BUILTIN: dict[str, type[TextDataset]] = {
+    "shakespeare": Shakespeare,
     "python-stdlib": PythonStdlib,
     "fineweb-edu": FinewebEdu,
     "hf": HubDataset,

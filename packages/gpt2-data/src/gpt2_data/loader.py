@@ -134,6 +134,13 @@ class ShardLoader:
             return list(range(len(self.paths)))
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.paths)).tolist()
 
+    def token_ids(self) -> np.ndarray:
+        """The distinct token ids in this split's shards, sorted (int64)."""
+        seen = np.zeros(self.vocab_size, dtype=bool)
+        for shard in range(len(self.paths)):
+            seen[np.asarray(self._tokens(shard))] = True
+        return np.flatnonzero(seen)
+
     def _tokens(self, shard: int) -> np.ndarray:
         if shard not in self._open:
             self._open[shard] = open_shard(self.paths[shard], vocab_size=self.vocab_size)

@@ -11,13 +11,15 @@ from gpt2_cli.options import dataclass_options
 from gpt2_core.errors import UserError
 from typer.core import TyperGroup
 
-from gpt2_sft.config import SFTConfig, SFTPrepareConfig
+from gpt2_sft.config import SFT_PRESETS, SFTConfig, SFTPrepareConfig
 
 SFT_HELP = """Fine-tune a model on instructions (under torchrun: DDP across its processes).
 
 Options of --dataset follow as --field value, e.g.
 gpt2 sft --from runs/tiny/latest --dataset alpaca --path data.jsonl --run-dir runs/sft
-(`gpt2 sft` and `gpt2 sft train` are the same command). Flags override --config (TOML of these fields).
+or, offline on the built-in Shakespeare instructions: gpt2 sft --preset tiny --from runs/tiny/latest
+(`gpt2 sft` and `gpt2 sft train` are the same command). Flags override --config (TOML of these fields),
+which overrides --preset.
 The result, RUN_DIR/latest, is a model directory for gpt2 chat, gpt2 generate and gpt2 export.
 """
 
@@ -70,11 +72,14 @@ def prepare_command(
 def train_command(
     ctx: typer.Context,
     flags: dict[str, Any],
+    preset: str | None = typer.Option(None, "--preset", help=f"Named recipe: {', '.join(SFT_PRESETS)}."),
     config_file: Path | None = typer.Option(None, "--config", help="TOML file of SFT config fields."),
 ) -> None:
     from gpt2_train.config import build_config
 
-    cfg = build_config(None, str(config_file) if config_file else None, flags, cls=SFTConfig)
+    cfg = build_config(
+        preset, str(config_file) if config_file else None, flags, cls=SFTConfig, presets=SFT_PRESETS
+    )
     options: dict[str, Any] = {}
     if ctx.args:
         if not cfg.dataset or cfg.data_dir:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from gpt2_core.errors import UserError
 from gpt2_train.config import TrainConfig
@@ -44,7 +44,7 @@ class SFTConfig(TrainConfig):
     data_dir: str | None = None
     """Directory of examples from gpt2 sft prepare."""
     dataset: str | None = None
-    """Without --data-dir: an instruction dataset (alpaca, chat) to prepare into RUN_DIR/data; its options follow."""
+    """Without --data-dir: an instruction dataset (alpaca, chat, shakespeare-chat) to prepare into RUN_DIR/data; its options follow."""
     total_batch_tokens: int = 65536
     """Token slots per optimizer step over all ranks (padding included); accumulation makes up the difference."""
     micro_batch: int = 8
@@ -83,3 +83,26 @@ class SFTConfig(TrainConfig):
             raise UserError(f"--template must be auto, special or plain, got {self.template!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise UserError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+
+
+# Named fine-tuning recipes; the model comes from --from. Only fields that differ from SFTConfig's defaults.
+SFT_PRESETS: dict[str, dict[str, Any]] = {
+    # A model from `gpt2 train --preset tiny`, on the built-in Shakespeare instructions: a few minutes on
+    # 2 CPU cores (bench/first_run.py measures it).
+    "tiny": dict(
+        dataset="shakespeare-chat",
+        train_vocab="data",
+        total_batch_tokens=2048,
+        micro_batch=16,
+        seq_len=128,
+        max_steps=150,
+        lr=1e-3,
+        warmup_steps=10,
+        weight_decay=0.0,
+        val_fraction=0.02,
+        eval_every=50,
+        eval_batches=4,
+        checkpoint_every_seconds=60.0,
+        run_dir="runs/tiny-sft",
+    ),
+}

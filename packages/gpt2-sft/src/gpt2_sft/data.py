@@ -79,7 +79,7 @@ class InstructionDataset:
 
     def __init__(self, options: Any = None) -> None:
         self.options = options if options is not None else type(self).Options()
-        self.decoder = Utf8Decoder(self.options.encoding_errors)
+        self.decoder = Utf8Decoder(getattr(self.options, "encoding_errors", "replace"))
 
     def records(self) -> Iterator[dict[str, Any]]:
         o = self.options

@@ -97,6 +97,10 @@ class SFTLoader:
         mask = np.concatenate([m[: self.lengths[i]] for (_, m), i in zip(parts, row)])
         return tokens, mask
 
+    def token_ids(self) -> np.ndarray:
+        """The distinct token ids of the examples, sorted (int64)."""
+        return np.unique(self.examples.tokens).astype(np.int64)
+
     def reset(self) -> None:
         """Back to the first batch (val loss reads the same batches every time)."""
         self.epoch, self.batch, self._rows = 0, 0, None

@@ -11,9 +11,11 @@ from gpt2_core.hookspecs import hookimpl
 @hookimpl
 def register_datasets(register: Callable[..., None]) -> None:
     from gpt2_sft.data import AlpacaDataset, ChatDataset
+    from gpt2_sft.shakespeare import ShakespeareInstructions
 
     register("alpaca", AlpacaDataset)
     register("chat", ChatDataset)
+    register("shakespeare-chat", ShakespeareInstructions)
 
 
 @hookimpl

@@ -42,7 +42,7 @@ def ensure_data(cfg: SFTConfig, model: GPT, options: dict[str, Any], is_main: bo
         return Path(cfg.data_dir)
     if not cfg.dataset:
         raise UserError(
-            "give --dataset NAME (alpaca, chat) with its options, or --data-dir from gpt2 sft prepare"
+            "give --dataset NAME (alpaca, chat, shakespeare-chat) with its options, or --data-dir from gpt2 sft prepare"
         )
     out = Path(cfg.run_dir) / DATA_SUBDIR
     want = {

@@ -46,16 +46,22 @@ def _fp8_filter(module: torch.nn.Module, fqn: str) -> bool:
     )
 
 
-def apply(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
-    """``model`` with the configured speed-ups; the result is what the step function calls."""
+def apply(
+    model: GPT, cfg: TrainConfig, device: torch.device, outer: torch.nn.Module | None = None
+) -> torch.nn.Module:
+    """``model`` with the configured speed-ups; the result is what the step function calls.
+
+    ``outer``, a module around ``model`` (the data-vocabulary head), is what gets compiled and returned.
+    """
     model.activation_checkpointing = cfg.activation_checkpointing
     if cfg.fp8:
         from torchao.float8 import convert_to_float8_training
 
         convert_to_float8_training(model, module_filter_fn=_fp8_filter)
+    top = outer if outer is not None else model
     if compiles(cfg, device):
-        return torch.compile(model)
-    return model
+        return torch.compile(top)
+    return top
 
 
 def compiles(cfg: TrainConfig, device: torch.device) -> bool:

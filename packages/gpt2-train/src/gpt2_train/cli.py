@@ -5,6 +5,7 @@ Only the config module (torch-free) is imported here; torch and the trainer load
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,12 @@ def train_command(
     from gpt2_train.trainer import train
 
     result = train(cfg)
+    if result.checkpoint is not None:  # rank 0, and a checkpoint was written
+        latest = Path(cfg.run_dir) / "latest"
+        prompt = shlex.quote(cfg.sample_prompt)
+        typer.echo(
+            f"model: {latest}\nsample from it: gpt2 generate --model {latest} --prompt {prompt}", err=True
+        )
     if result.stopped_by is not None:
         sys.exit(128 + result.stopped_by)
 

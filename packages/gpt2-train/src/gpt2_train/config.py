@@ -30,6 +30,9 @@ class TrainConfig:
     """GPTConfig fields to change in the preset, e.g. {n_layer = 6, dropout = 0.1} (TOML only)."""
     vocab_multiple: int = 64
     """Round the embedding rows up to a multiple of this (64: 50257 -> 50304, faster kernels; 1: none)."""
+    train_vocab: str = "full"
+    """Ids the output layer scores in training: full, or data (only those in the training data, every other
+    id sharing one row: the same kind of model, with much less work in a small model's head)."""
 
     # --- data ---
     data_dir: str | None = None
@@ -39,6 +42,9 @@ class TrainConfig:
     dataset_shard_tokens: int = 100_000_000
     """Shard size when --dataset is prepared automatically; small shards mix a small corpus better, since
     the loader shuffles the order of shards."""
+    dataset_val_tokens: float | None = None
+    """Validation split when --dataset is prepared automatically: as gpt2 data prepare --val-tokens (N >= 1 the
+    first N tokens, 0 < N < 1 every (1/N)-th document); default: the first shard."""
     shuffle_windows: bool = False
     """Also read each training shard in a shuffled order of document-aligned windows (runs of whole documents
     of at least 1024 tokens), reshuffled every epoch; resuming needs the same setting."""
@@ -169,6 +175,8 @@ class TrainConfig:
             raise UserError("give --max-steps or --epochs (both are 0)")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise UserError(f"--precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.train_vocab not in ("full", "data"):
+            raise UserError(f"--train-vocab must be full or data, got {self.train_vocab!r}")
         if self.vocab_multiple < 1:
             raise UserError(f"--vocab-multiple must be >= 1, got {self.vocab_multiple}")
         if not self.loggers:
@@ -200,22 +208,26 @@ PRESETS: dict[str, dict[str, Any]] = {
         sample_every=250,
         run_dir="runs/gpt2-124m-fineweb",
     ),
-    # A few minutes on 2 CPU cores, on a corpus every Python installation ships (its standard library).
+    # A few minutes on 2 CPU cores, on the built-in Shakespeare corpus (gpt2-data's shakespeare dataset,
+    # 1.47M training tokens); bench/first_run.py measures it.
     "tiny": dict(
         model="tiny",
-        dataset="python-stdlib",
-        dataset_shard_tokens=16384,
-        total_batch_tokens=2048,
-        micro_batch=16,
+        dataset="shakespeare",
+        dataset_shard_tokens=65536,
+        # Every 20th scene: held-out text from all 38 plays (the first shard would be half of one play).
+        dataset_val_tokens=0.05,
+        train_vocab="data",
+        total_batch_tokens=1024,
+        micro_batch=8,
         seq_len=128,
-        max_steps=200,
-        lr=3e-3,
+        max_steps=600,
+        lr=5e-3,
         warmup_steps=20,
-        eval_every=50,
-        eval_batches=8,
-        sample_every=50,
-        sample_prompt="def",
-        sample_tokens=48,
+        eval_every=150,
+        eval_batches=16,
+        sample_every=0,
+        sample_prompt="Good morrow, my lord. I bring you news from the king:",
+        sample_tokens=60,
         checkpoint_every_seconds=60.0,
         run_dir="runs/tiny",
     ),
@@ -227,15 +239,20 @@ def build_config(
     toml_file: str | None = None,
     overrides: dict[str, Any] | None = None,
     cls: type[TrainConfig] = TrainConfig,
+    presets: dict[str, dict[str, Any]] | None = None,
 ) -> TrainConfig:
-    """Defaults < ``preset`` < ``toml_file`` < ``overrides`` (the flags the user typed), as ``cls``."""
+    """Defaults < ``preset`` < ``toml_file`` < ``overrides`` (the flags the user typed), as ``cls``.
+
+    ``preset`` names one of ``presets`` (default: :data:`PRESETS`, gpt2 train's).
+    """
+    presets = PRESETS if presets is None else presets
     values: dict[str, Any] = {}
     if preset is not None:
-        if preset not in PRESETS:
+        if preset not in presets:
             raise UserError(
-                f"--preset: unknown training preset {preset!r}; choose one of: {', '.join(PRESETS)}"
+                f"--preset: unknown training preset {preset!r}; choose one of: {', '.join(presets)}"
             )
-        values.update(PRESETS[preset])
+        values.update(presets[preset])
     if toml_file is not None:
         data = read_toml(toml_file)
         # Allow both a flat file and one with a [train] table.

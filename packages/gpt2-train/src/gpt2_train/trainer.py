@@ -120,15 +120,22 @@ def prepare_data(cfg: TrainConfig, env: DistEnv) -> Path:
         return Path(cfg.data_dir)
     if not cfg.dataset:
         raise UserError("give --data-dir (a directory from `gpt2 data prepare`) or --dataset NAME")
-    # The shard size is part of the name: prepare() refuses to redo a directory with other settings.
-    out = cache_dir() / "data" / f"{cfg.dataset}-shards{cfg.dataset_shard_tokens}"
+    # The shard size and split are part of the name: prepare() refuses to redo a directory with other settings.
+    val = "" if cfg.dataset_val_tokens is None else f"-val{cfg.dataset_val_tokens:g}"
+    out = cache_dir() / "data" / f"{cfg.dataset}-shards{cfg.dataset_shard_tokens}{val}"
     if env.is_main:
         from gpt2_data.prepare import prepare, read_manifest
 
         manifest = read_manifest(out) if out.is_dir() else None
         if not (manifest and manifest.get("complete")):
             print(f"preparing dataset {cfg.dataset!r} in {out} (once)", file=sys.stderr)
-        prepare(cfg.dataset, out, shard_tokens=cfg.dataset_shard_tokens, progress=sys.stderr.isatty())
+        prepare(
+            cfg.dataset,
+            out,
+            shard_tokens=cfg.dataset_shard_tokens,
+            val_tokens=cfg.dataset_val_tokens,
+            progress=sys.stderr.isatty(),
+        )
     barrier(env)
     return out
 
@@ -270,6 +277,8 @@ class Trainer:
         self.tokens_per_step = cfg.total_batch_tokens
         self.train_step: TrainStep | None = None
         """Built by ``start()``: the step function over the wrapped model."""
+        self.loss_model: torch.nn.Module = self.model
+        """What computes the loss: the model, or the data-vocabulary head around it (``start()``)."""
 
         self.flops_per_token = flops_per_token(self.model, cfg.seq_len)
         self.peak, self.device_desc = peak_flops(dev, self.autocast_dtype)
@@ -316,7 +325,14 @@ class Trainer:
             barrier(self.env)
 
         # Wrap after loading: DDP broadcasts rank 0's weights, compile traces the final module.
-        wrapped = accel.apply(self.model, cfg, dev)
+        head = None
+        if cfg.train_vocab == "data":
+            from gpt2_train.vocab import DataVocabHead, source_token_ids
+
+            head = DataVocabHead(self.model, source_token_ids(self.train_source), self.optimizer)
+        # Val loss through the same head: the same value as the full model's, for a fraction of the work.
+        self.loss_model = head if head is not None else self.model
+        wrapped = accel.apply(self.model, cfg, dev, head)
         if self.env.enabled:
             ids = [dev.index] if dev.type == "cuda" else None
             wrapped = DistributedDataParallel(wrapped, device_ids=ids)
@@ -440,7 +456,7 @@ class Trainer:
         """Run every evaluator that is due now and log what it measures; the val loss, if measured."""
         val = None
         if self.validator.should_validate(self.step, last):
-            metrics = self.validator.validate(self.model)
+            metrics = self.validator.validate(self.loss_model)
             val = metrics["val/loss"]
             self.logger.log(metrics, self.step)
         if self.hellaswag.should_evaluate(self.step, last):

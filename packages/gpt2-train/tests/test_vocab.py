@@ -1,0 +1,49 @@
+"""``--train-vocab data``: training on the data's ids only is training the full model whose other ids share a row."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gpt2_core.errors import UserError
+from gpt2_core.model import GPT, GPTConfig
+from gpt2_train.vocab import DataVocabHead, source_token_ids
+
+
+def small_model() -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16).padded(64))
+
+
+def test_loss_and_training_equal_the_full_models() -> None:
+    model = small_model()
+    ids = np.unique(np.random.default_rng(0).integers(0, 50257, 300))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    head = DataVocabHead(model, ids, optimizer)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        x = torch.as_tensor(rng.choice(ids, (2, 8)))
+        y = torch.as_tensor(rng.choice(ids, (2, 8)))
+        y[0, :3] = -100  # ignored targets stay ignored
+        y[1, :2] = torch.as_tensor(np.setdiff1d(np.arange(50257), ids)[:2])  # held-out ids count exactly too
+        logits, loss = head(x, y)
+        assert logits.shape == (2, 8, len(ids) + 1)
+        with torch.no_grad():
+            _, full = model(x, y)
+        torch.testing.assert_close(loss, full, rtol=1e-5, atol=1e-5)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    weight = model.transformer.wte.weight
+    others = np.setdiff1d(np.arange(weight.size(0)), ids)
+    assert torch.equal(weight[others], weight[others[:1]].expand(len(others), -1))
+    # Generation goes through the full model.
+    assert head(x[:, :4])[0].shape == (2, 1, weight.size(0))
+
+
+def test_sources_without_token_ids_and_full_data_are_refused() -> None:
+    with pytest.raises(UserError, match="--train-vocab full"):
+        source_token_ids(object())
+    model = small_model()
+    with pytest.raises(UserError, match="every token id"):
+        DataVocabHead(model, np.arange(model.config.padded_vocab_size))
