@@ -19,7 +19,7 @@ from gpt2_core.errors import UserError
 from gpt2_core.model import GPT, GPTConfig
 
 from gpt2_export.exporters import ExportJob
-from gpt2_export.hf import write_tokenizer_files
+from gpt2_export.tokenizer_files import write_tokenizer_files
 
 ONNX_FILE = "model.onnx"
 # Above this the weights go to a side file: a single protobuf cannot exceed 2 GB.
