@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import typer
-from gpt2_core.config import field_docs
+from gpt2_core.dataclass_utils import field_docs
 
 SUPPORTED = (int, float, str, bool)
 CONTEXT = "_dataclass_options_ctx"

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt2_core.config import field_docs, from_dict
+from gpt2_core.dataclass_utils import field_docs, from_dict
 from gpt2_core.decoding import Utf8Decoder
 from gpt2_core.errors import UserError
 

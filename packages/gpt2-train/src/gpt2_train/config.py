@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from gpt2_core.config import from_dict, read_toml
+from gpt2_core.dataclass_utils import from_dict, read_toml
 from gpt2_core.errors import UserError
 
 
