@@ -89,7 +89,7 @@ import tempfile
 from pathlib import Path
 import gpt2_data
 from gpt2_export.exporters import exporter_registry
-from gpt2_sft.data import build_instruction_dataset
+from gpt2_sft.datasets import build_instruction_dataset
 from gpt2_train.config import TrainConfig
 from gpt2_train.loggers import build_loggers
 

@@ -13,7 +13,8 @@ from gpt2_core.chat_template import ChatTemplate, add_chat_template, chat_config
 from gpt2_core.model import GPT
 from gpt2_core.presets import get_preset
 from gpt2_core.tokenizer import Tokenizer
-from gpt2_sft.data import AlpacaDataset, ChatDataset, fit_conversation, load_split, read_meta
+from gpt2_sft.datasets import AlpacaDataset, ChatDataset
+from gpt2_sft.examples import fit_conversation, load_split, read_meta
 
 ALPACA = [
     {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},

@@ -15,7 +15,7 @@ from gpt2_core.chat_template import ChatTemplate, chat_config
 from gpt2_core.model import GPT, GPTConfig
 from gpt2_core.tokenizer import Tokenizer
 from gpt2_core.weights import load_model
-from gpt2_sft.data import Examples, load_split, prepare
+from gpt2_sft.examples import Examples, load_split, prepare
 from gpt2_sft.loader import IGNORE, SFTLoader
 
 

@@ -11,7 +11,8 @@ import pytest
 from gpt2_core.chat_template import ChatTemplate, make_template
 from gpt2_core.errors import UserError
 from gpt2_core.tokenizer import Tokenizer
-from gpt2_sft.data import AlpacaDataset, ChatDataset, prepare_dataset
+from gpt2_sft.datasets import AlpacaDataset, ChatDataset
+from gpt2_sft.examples import prepare_dataset
 
 BAD = b"caf\xe9"  # Latin-1 e-acute: one undecodable byte
 

@@ -39,7 +39,8 @@ def prepare_command(
     from gpt2_core.tokenizer import Tokenizer
     from gpt2_core.weights import read_config
 
-    from gpt2_sft.data import build_instruction_dataset, instruction_dataset_options, prepare_dataset
+    from gpt2_sft.datasets import build_instruction_dataset, instruction_dataset_options
+    from gpt2_sft.examples import prepare_dataset
 
     options = instruction_dataset_options(config.dataset, list(ctx.args))
     dataset = build_instruction_dataset(config.dataset, options)
@@ -84,7 +85,7 @@ def train_command(
     if ctx.args:
         if not cfg.dataset or cfg.data_dir:
             raise UserError(f"unexpected arguments {' '.join(ctx.args)}: dataset options go with --dataset")
-        from gpt2_sft.data import instruction_dataset_options
+        from gpt2_sft.datasets import instruction_dataset_options
 
         options = instruction_dataset_options(cfg.dataset, list(ctx.args))
     from gpt2_sft.sft import run_sft

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from gpt2_core.tokenizer import EOT_ID
 
-from gpt2_sft.data import Examples
+from gpt2_sft.examples import Examples
 
 IGNORE = -100
 

@@ -10,7 +10,7 @@ from gpt2_core.hookspecs import hookimpl
 
 @hookimpl
 def register_datasets(register: Callable[..., None]) -> None:
-    from gpt2_sft.data import AlpacaDataset, ChatDataset
+    from gpt2_sft.datasets import AlpacaDataset, ChatDataset
     from gpt2_sft.shakespeare import ShakespeareInstructions
 
     register("alpaca", AlpacaDataset)

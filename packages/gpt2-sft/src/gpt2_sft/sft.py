@@ -17,7 +17,7 @@ from gpt2_core.tokenizer import EOT_ID
 from gpt2_train.trainer import TrainResult
 
 from gpt2_sft.config import SFTConfig
-from gpt2_sft.data import read_meta
+from gpt2_sft.examples import read_meta
 
 DATA_SUBDIR = "data"
 DEFAULT_MAX_SEQ_LEN = 1024
@@ -61,7 +61,8 @@ def ensure_data(cfg: SFTConfig, model: GPT, options: dict[str, Any], is_main: bo
         from gpt2_core.chat_template import ChatTemplate
         from gpt2_core.tokenizer import Tokenizer
 
-        from gpt2_sft.data import build_instruction_dataset, prepare_dataset
+        from gpt2_sft.datasets import build_instruction_dataset
+        from gpt2_sft.examples import prepare_dataset
 
         dataset = build_instruction_dataset(cfg.dataset, options)
         template = ChatTemplate(model.config.chat_template, Tokenizer.for_config(model.config))
@@ -103,7 +104,7 @@ def run_sft(cfg: SFTConfig, dataset_options: dict[str, Any] | None = None) -> Tr
     from gpt2_train.distributed import broadcast_object, setup_distributed, teardown_distributed
     from gpt2_train.trainer import Trainer, preflight
 
-    from gpt2_sft.data import load_split
+    from gpt2_sft.examples import load_split
     from gpt2_sft.loader import SFTLoader
 
     env = setup_distributed(cfg.device)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from gpt2_core.chat_template import Message
 
-from gpt2_sft.data import InstructionDataset
+from gpt2_sft.datasets import InstructionDataset
 
 TASKS = ("continue", "speaker", "play")
 

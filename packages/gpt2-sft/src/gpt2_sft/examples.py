@@ -1,15 +1,4 @@
-"""Instruction data: dataset plugins yielding conversations, and ``gpt2 sft prepare``'s tokenized examples.
-
-Two record schemas, read from a local ``.jsonl``/``.json``/``.parquet`` file or a Hugging Face hub name
-through the same ``datasets`` code path:
-
-- ``alpaca``: ``instruction``, optional ``input``, ``output`` (field names are options, so
-  ``databricks/databricks-dolly-15k`` is ``--input-field context --output-field response``);
-- ``chat``: ``messages: [{role, content}, ...]`` (UltraChat-like; ShareGPT's ``from``/``value`` and
-  ``human``/``gpt`` roles are understood too).
-
-Both classes follow gpt2-data's dataset protocol (an ``Options`` dataclass, ``documents()`` yielding text),
-so ``gpt2 data prepare`` can read them as plain text too; ``conversations()`` is what SFT reads.
+"""``gpt2 sft prepare``'s tokenized examples: conversations to token ids with a loss mask, stored and read back.
 
 A prepared directory holds, per split (``train``, ``val``), ``{split}_tokens.npy`` (all examples' ids back
 to back), ``{split}_mask.npy`` (True where the token is assistant output, the only tokens with loss) and
@@ -28,173 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpt2_core.chat_template import ChatTemplate, Message
-from gpt2_core.decoding import Utf8Decoder
 from gpt2_core.errors import UserError
-from gpt2_data.records import RECORD_FORMATS, read_hub_rows, read_records
 
 if TYPE_CHECKING:
     import numpy as np
 
-ROLE_ALIASES = {
-    "system": "system",
-    "user": "user",
-    "human": "user",
-    "prompter": "user",
-    "assistant": "assistant",
-    "gpt": "assistant",
-    "bot": "assistant",
-    "model": "assistant",
-}
+    from gpt2_sft.datasets import InstructionDataset
+
 META_FILE = "meta.json"
 SPLITS = ("train", "val")
-
-
-def read_instruction_records(
-    path: str, split: str, decoder: Utf8Decoder, source: str
-) -> Iterator[dict[str, Any]]:
-    """Rows of a local jsonl/json/parquet file, or of a hub dataset (or local dataset folder), by name."""
-    if not path:
-        raise UserError(f"{source}: no --path given (a .jsonl/.json/.parquet file or a hub dataset name)")
-    if Path(path).suffix.lower() in RECORD_FORMATS:
-        yield from read_records(path, decoder)
-    else:
-        yield from read_hub_rows(path, None, split, decoder, streaming=False)
-
-
-class InstructionDataset:
-    """Base of the instruction datasets: ``conversations()``; ``documents()`` renders them as text."""
-
-    @dataclass
-    class Options:
-        path: str = ""
-        """A local .jsonl/.json/.parquet file, or a Hugging Face hub dataset name."""
-        split: str = "train"
-        """Split to read from a hub dataset (local files have one)."""
-        limit: int = 0
-        """Read at most this many records (0: all)."""
-        encoding_errors: str = "replace"
-        """replace: undecodable bytes become U+FFFD, counted per file; strict: they stop with an error."""
-
-    name = "instructions"
-
-    def __init__(self, options: Any = None) -> None:
-        self.options = options if options is not None else type(self).Options()
-        self.decoder = Utf8Decoder(getattr(self.options, "encoding_errors", "replace"))
-
-    def records(self) -> Iterator[dict[str, Any]]:
-        o = self.options
-        for i, row in enumerate(
-            read_instruction_records(o.path, o.split, self.decoder, f"dataset {self.name}")
-        ):
-            if self.options.limit and i >= self.options.limit:
-                return
-            yield row
-
-    def conversations(self) -> Iterator[list[Message]]:
-        """Each record as a list of ``{role, content}`` messages, in file order."""
-        raise NotImplementedError
-
-    def documents(self) -> Iterator[str]:
-        """Each conversation as plain text (role headers), for pre-training-style use."""
-        for conv in self.conversations():
-            yield "\n\n".join(f"### {m['role'].title()}:\n{m['content']}" for m in conv)
-
-
-class AlpacaDataset(InstructionDataset):
-    """Alpaca-style instruction records (instruction, optional input, output) from a file or the hub."""
-
-    @dataclass
-    class Options(InstructionDataset.Options):
-        instruction_field: str = "instruction"
-        """Field holding the instruction."""
-        input_field: str = "input"
-        """Field holding optional extra input, appended to the instruction after a blank line."""
-        output_field: str = "output"
-        """Field holding the answer."""
-        system: str = ""
-        """A system message to put before each conversation (empty: none)."""
-
-    name = "alpaca"
-
-    def conversations(self) -> Iterator[list[Message]]:
-        o = self.options
-        for i, row in enumerate(self.records()):
-            for f in (o.instruction_field, o.output_field):
-                if f not in row:
-                    raise UserError(
-                        f"dataset alpaca: record {i} has no field {f!r} (fields: {', '.join(row)}); "
-                        f"name it with --{'instruction' if f == o.instruction_field else 'output'}-field"
-                    )
-            prompt = str(row[o.instruction_field] or "").strip()
-            extra = str(row.get(o.input_field) or "").strip()
-            if extra:
-                prompt = f"{prompt}\n\n{extra}"
-            conv = [{"role": "system", "content": o.system}] if o.system else []
-            yield conv + [
-                {"role": "user", "content": prompt},
-                {"role": "assistant", "content": str(row[o.output_field] or "").strip()},
-            ]
-
-
-class ChatDataset(InstructionDataset):
-    """Chat-style records: a list of {role, content} messages (UltraChat, ShareGPT-like) from a file or the hub."""
-
-    @dataclass
-    class Options(InstructionDataset.Options):
-        messages_field: str = "messages"
-        """Field holding the list of messages (ShareGPT sets use conversations)."""
-
-    name = "chat"
-
-    def conversations(self) -> Iterator[list[Message]]:
-        o = self.options
-        for i, row in enumerate(self.records()):
-            msgs = row.get(o.messages_field)
-            if not isinstance(msgs, list):
-                raise UserError(
-                    f"dataset chat: record {i} has no list field {o.messages_field!r} "
-                    f"(fields: {', '.join(row)}); name it with --messages-field"
-                )
-            conv = []
-            for m in msgs:
-                # Parquet gives every message every key seen in the column, None where absent.
-                role = ROLE_ALIASES.get(str(m.get("role") or m.get("from") or "").lower())
-                content = m.get("content") if m.get("content") is not None else m.get("value")
-                if role is None or not isinstance(content, str):
-                    raise UserError(f"dataset chat: record {i}: cannot read message {m!r:.80}")
-                conv.append({"role": role, "content": content})
-            yield conv
-
-
-def _register_own_datasets() -> None:
-    from gpt2_core.plugins import register_builtin
-
-    from gpt2_sft import plugin
-
-    register_builtin(plugin, "gpt2-sft")
-
-
-def instruction_dataset_options(name: str, args: list[str]) -> dict[str, Any]:
-    """The options of instruction dataset ``name`` from extra ``--field value`` arguments."""
-    from gpt2_data.dataset_options import parse_dataset_options
-
-    _register_own_datasets()
-    return parse_dataset_options(name, args)
-
-
-def build_instruction_dataset(name: str, options: dict[str, Any]) -> InstructionDataset:
-    """Instruction dataset ``name`` (alpaca, chat, or a plugin's) with ``options``; ``UserError`` when
-    ``name`` is a plain-text dataset (it has no conversations to fine-tune on)."""
-    from gpt2_data.datasets import build_dataset
-
-    _register_own_datasets()
-    dataset = build_dataset(name, options)
-    if not hasattr(dataset, "conversations"):
-        raise UserError(f"--dataset {name}: not an instruction dataset; use alpaca or chat")
-    return dataset  # type: ignore[return-value]
-
-
-# --- tokenizing ---------------------------------------------------------------------------------------
 
 
 @dataclass
