@@ -46,6 +46,10 @@ def test_a_full_queue_is_503_and_frees_when_clients_leave(guarded: Any) -> None:
             next(running.iter_lines())  # it holds the one row
             with http.stream("POST", "/completions", json=body) as waiting:
                 assert waiting.status_code == 200  # queued: its first token comes when the row frees
+                deadline = time.monotonic() + 10  # the server queues it on its own loop: wait until it has
+                while httpx.get(guarded.url + "/health").json()["waiting"] < 1:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
                 full = http.post("/completions", json=body)
                 assert full.status_code == 503
                 assert full.json()["error"] == {
