@@ -20,6 +20,7 @@ import torch
 from gpt2_core.device import pick_dtype
 from gpt2_core.errors import UserError
 from gpt2_core.model import GPT
+from gpt2_core.paths import cache_dir
 from torch.nn.parallel import DistributedDataParallel
 
 from gpt2_train import accel
@@ -46,7 +47,6 @@ from gpt2_train.evals import autocast_for, sample_text, val_loss
 from gpt2_train.loggers import MultiLogger, NullLogger, build_loggers
 from gpt2_train.mfu import flops_per_token, peak_flops
 from gpt2_train.optim import build_optimizer, lr_at
-from gpt2_train.paths import cache_dir
 from gpt2_train.step import BatchSource, StepResult, TrainStep
 
 
