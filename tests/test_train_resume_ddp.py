@@ -148,7 +148,9 @@ def test_two_gloo_ranks_match_one_process_with_twice_the_accumulation(
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="inductor needs a C++ compiler")
+@pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX", "g++")) is None, reason="inductor needs a C++ compiler"
+)
 def test_compiled_run_on_cpu_checkpoints_resumes_and_is_read_back(data_dir: Path, tmp_path: Path) -> None:
     """The path every GPU run takes by default (torch.compile), run by the suite on CPU with inductor:
     training with val loss and samples (other shapes than training), checkpoints without wrapper prefixes

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from gpt2_core.device import cpu_capabilities
 from gpt2_core.errors import UserError
-from gpt2_core.onednn_linear import onednn_built, onednn_linear, swap_in, swap_out
+from gpt2_core.onednn_linear import OneDNNLinear, onednn_built, onednn_linear, swap_in, swap_out
 from gpt2_core.paths import cache_dir
 
 MODES = ("auto", "onednn", "torch")
@@ -95,13 +95,7 @@ def apply(
     undoes an earlier ``onednn``). Raises ``UserError`` for an unknown mode, or ``onednn`` on a PyTorch
     build without the op.
     """
-    if mode not in MODES:
-        raise UserError(f"--cpu-matmul must be one of {', '.join(MODES)}, got {mode!r}")
-    if mode == "onednn" and not onednn_built():
-        raise UserError(
-            "--cpu-matmul onednn: this PyTorch build has no oneDNN linear op (x86 builds have it); "
-            "use auto or torch"
-        )
+    check_mode(mode)
     swap_out(model)
     if mode == "torch":
         return Choice("torch", "asked")
@@ -123,6 +117,22 @@ def apply(
         for n, s in seconds.items()
     )
     return Choice("onednn" if faster else "torch", f"measured {measured}", seconds)
+
+
+def route_of(model: nn.Module) -> str:
+    """``onednn`` if :func:`apply` routed ``model``'s products through oneDNN, else ``torch``."""
+    return "onednn" if any(isinstance(m, OneDNNLinear) for m in model.modules()) else "torch"
+
+
+def check_mode(mode: str) -> None:
+    """Raise ``UserError`` for a mode that is not one of ``MODES``, or ``onednn`` where it cannot run."""
+    if mode not in MODES:
+        raise UserError(f"--cpu-matmul must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "onednn" and not onednn_built():
+        raise UserError(
+            "--cpu-matmul onednn: this PyTorch build has no oneDNN linear op (x86 builds have it); "
+            "use auto or torch"
+        )
 
 
 def onednn_is_faster(seconds: dict[int, dict[str, float]]) -> bool:

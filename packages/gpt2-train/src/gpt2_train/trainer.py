@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from gpt2_core.cpu_matmul import route_of
 from gpt2_core.device import pick_dtype
 from gpt2_core.errors import UserError
 from gpt2_core.model import GPT
@@ -273,7 +274,7 @@ class Trainer:
             barrier(self.env)
 
         # Wrap after loading: DDP broadcasts rank 0's weights, compile traces the final module.
-        wrapped = accel.apply(self.model, cfg, dev)
+        wrapped = accel.apply(self.model, cfg, dev, self.autocast_dtype)
         if self.env.enabled:
             ids = [dev.index] if dev.type == "cuda" else None
             wrapped = DistributedDataParallel(wrapped, device_ids=ids)
@@ -433,8 +434,9 @@ class Trainer:
         if not self.env.is_main:
             return
         n = self.model.num_params()
+        matmul = f" (cpu matmul: {route_of(self.model)})" if self.env.device.type == "cpu" else ""
         print(
-            f"training {n / 1e6:.1f}M parameters on {self.device_desc}, {self.env.world_size} rank(s): "
+            f"training {n / 1e6:.1f}M parameters on {self.device_desc}{matmul}, {self.env.world_size} rank(s): "
             f"steps {self.step}..{self.total_steps}, {self.tokens_per_step:,} tokens/step "
             f"(micro-batch {self.cfg.micro_batch} x {self.cfg.seq_len}, accumulation {self.grad_accum})",
             file=sys.stderr,
