@@ -1,13 +1,67 @@
-"""Shared by bench/generate.py and bench/train_step.py: machine description, interleaved timing, the HF twin."""
+"""Shared by bench/generate.py and bench/train_step.py: machine description, interleaved timing, the HF twin,
+the CPU matmul route and the re-run under ``ONEDNN_MAX_CPU_ISA=AVX2``."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 
 import torch
 from _machine import machine  # noqa: F401 (re-exported for the scripts)
+
+ISA_ENV = "ONEDNN_MAX_CPU_ISA"
+
+
+def add_route_arguments(ap: argparse.ArgumentParser) -> None:
+    """``--cpu-matmul`` (routes for our model, one run each) and ``--onednn-isa``."""
+    ap.add_argument(
+        "--cpu-matmul",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "onednn", "torch"],
+        help="routes of our fp32 CPU products, one run each (auto: what gpt2 train/generate would pick)",
+    )
+    ap.add_argument(
+        "--onednn-isa",
+        default="both",
+        choices=["both", "native", "AVX2"],
+        help=f"both: this CPU's figures, then the same in a child process with {ISA_ENV}=AVX2 (oneDNN "
+        "limited as on a CPU without AVX-512; MKL runs AVX2 on AMD CPUs anyway)",
+    )
+
+
+def enter_isa(args: argparse.Namespace) -> None:
+    """Start of a bench: under ``--onednn-isa AVX2`` become a process with ``ONEDNN_MAX_CPU_ISA=AVX2`` (oneDNN
+    reads it once); keep ``auto``'s measurements out of the user's cache, so each run measures afresh."""
+    if args.onednn_isa == "AVX2" and os.environ.get(ISA_ENV) != "AVX2":
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, ISA_ENV: "AVX2"})
+    os.environ["GPT2_CACHE_DIR"] = tempfile.mkdtemp(prefix="gpt2-bench-cache-")
+    print(f"{ISA_ENV}: {os.environ.get(ISA_ENV, 'unset (oneDNN uses every instruction set of this CPU)')}")
+
+
+def rerun_under_avx2(args: argparse.Namespace) -> None:
+    """After the native figures of ``--onednn-isa both``: the same command in a child with ``AVX2``."""
+    if args.onednn_isa != "both":
+        return
+    print(f"\n=== the same, {ISA_ENV}=AVX2 (a child process) ===", flush=True)
+    env = {**os.environ, ISA_ENV: "AVX2"}
+    subprocess.run([sys.executable, *sys.argv, "--onednn-isa", "AVX2"], env=env, check=True)
+
+
+def route(model: torch.nn.Module, mode: str, **kw: object) -> str:
+    """Apply CPU matmul route ``mode`` to ``model`` (gpt2_core.cpu_matmul.apply) and describe it, with the
+    seconds ``auto``'s timing took."""
+    from gpt2_core import cpu_matmul
+
+    start = time.perf_counter()
+    choice = cpu_matmul.apply(model, mode, **kw)  # type: ignore[arg-type]
+    return f"cpu matmul {mode}: {choice}, decided in {time.perf_counter() - start:.2f} s"
 
 
 def interleaved(

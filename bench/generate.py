@@ -1,12 +1,18 @@
 """Greedy decoding speed: gpt2_core.generate vs transformers GPT2LMHeadModel.generate, same weights.
 
     uv run python bench/generate.py [--preset gpt2] [--prompt 128] [--new 256] [--repeats 5] [--threads N]
-                                    [--dtype float32 auto ...]
+                                    [--dtype float32 auto ...] [--cpu-matmul auto onednn torch]
+                                    [--onednn-isa both|native|AVX2]
 
 Batch 1, random weights (seeded), a random 128-token prompt, 256 new tokens, no early stop. Both run in
 this process with the same threads and the same dtype, alternating, and we print the best and the median
 tokens/s of each, for each dtype asked for: by default float32 (transformers' default) and ``auto`` (what
 ``gpt2 generate`` picks here: bf16 on a GPU or a CPU with AVX512-BF16/AMX, else float32).
+
+Our model's fp32 CPU products take the route ``gpt2 generate --cpu-matmul`` would (``auto`` by default:
+the one a timing of its products at 1 row shows faster, measured afresh; ``--cpu-matmul auto onednn
+torch`` times each). By default everything runs twice: on this CPU, then in a child process with
+``ONEDNN_MAX_CPU_ISA=AVX2`` (oneDNN limited as on a CPU without AVX-512).
 """
 
 from __future__ import annotations
@@ -19,7 +25,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _hf_compare import hf_twin, interleaved, machine, report  # noqa: E402
+from _hf_compare import (  # noqa: E402
+    add_route_arguments,
+    enter_isa,
+    hf_twin,
+    interleaved,
+    machine,
+    report,
+    rerun_under_avx2,
+    route,
+)
 
 
 def main() -> None:
@@ -36,7 +51,9 @@ def main() -> None:
         default=["float32", "auto"],
         help="auto, float32, bfloat16 (both models), one run each",
     )
+    add_route_arguments(ap)
     args = ap.parse_args()
+    enter_isa(args)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -51,9 +68,11 @@ def main() -> None:
     greedy = SamplingConfig(max_new_tokens=args.new, temperature=0, stop_at_eot=False)
     hf_input = torch.tensor([prompt], device=args.device)
     print(f"machine: {machine()}")
-    for name in dict.fromkeys(pick_dtype(d, torch.device(args.device)) for d in args.dtype):
+    dtypes = dict.fromkeys(pick_dtype(d, torch.device(args.device)) for d in args.dtype)
+    for name, mode in [(d, m) for d in dtypes for m in args.cpu_matmul]:
         theirs = hf_twin(base).to(args.device, name).eval()
         ours = copy.deepcopy(base).to(args.device, name)
+        print(route(ours, mode, rows=1), flush=True)
         out: dict[str, list[int]] = {}
 
         def run_ours(ours: GPT = ours, out: dict = out) -> None:
@@ -76,11 +95,12 @@ def main() -> None:
         same = sum(a == b for a, b in zip(out["ours"], out["transformers"]))
         print(
             f"greedy decode, {args.preset}, {str(name).removeprefix('torch.')}, batch 1, prompt {args.prompt}, "
-            f"{args.new} new tokens, {args.repeats} interleaved runs:"
+            f"{args.new} new tokens, cpu matmul {mode}, {args.repeats} interleaved runs:"
         )
         report(wall, cpu, args.new, "new tokens/s")
         print(f"  identical greedy tokens: {same}/{args.new}")
         del ours, theirs
+    rerun_under_avx2(args)
 
 
 if __name__ == "__main__":

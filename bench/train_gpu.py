@@ -95,13 +95,14 @@ def ours_step(args: argparse.Namespace, model_name: str, micro: int, device: tor
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
     opt = build_optimizer(model, cfg, device)
+    autocast = autocast_dtype(cfg.precision, device)
     step = TrainStep(
-        accel.apply(model, cfg, device),
+        accel.apply(model, cfg, device, autocast),
         opt,
         grad_accum=1,
         grad_clip=cfg.grad_clip,
         device=device,
-        autocast_dtype=autocast_dtype(cfg.precision, device),
+        autocast_dtype=autocast,
     )
     return step, model
 

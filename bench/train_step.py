@@ -2,7 +2,8 @@
 
     uv run python bench/train_step.py [--preset gpt2] [--batch 2] [--seq 256] [--repeats 3] [--threads N]
                                       [--precision fp32 auto ...] [--compile none|ours|both]
-                                      [--vocab-multiple 64]
+                                      [--vocab-multiple 64] [--cpu-matmul auto onednn torch]
+                                      [--onednn-isa both|native|AVX2]
 
 Same config, same weights, same batch, the same optimizer settings for both (AdamW, lr 6e-4,
 betas (0.9, 0.95), weight decay 0.1, fused where torch supports it on the device), the same precision,
@@ -11,6 +12,11 @@ their ratio, for each precision asked for: by default fp32 (transformers' defaul
 ``gpt2 train`` picks here: bf16 autocast on a GPU or a CPU with AVX512-BF16/AMX, else fp32).
 ``--compile ours`` is what ``gpt2 train --compile`` does; ``both`` compiles the transformers model too
 (the like-for-like figure).
+
+Our model's fp32 CPU products take the route ``gpt2 train --cpu-matmul`` would (``auto`` by default: the
+one a timing of its products at batch x seq rows shows faster, measured afresh; ``--cpu-matmul auto onednn
+torch`` times each). By default everything runs twice: on this CPU, then in a child process with
+``ONEDNN_MAX_CPU_ISA=AVX2`` (oneDNN limited as on a CPU without AVX-512).
 """
 
 from __future__ import annotations
@@ -25,7 +31,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _hf_compare import hf_twin, interleaved, machine, report  # noqa: E402
+from _hf_compare import (  # noqa: E402
+    add_route_arguments,
+    enter_isa,
+    hf_twin,
+    interleaved,
+    machine,
+    report,
+    rerun_under_avx2,
+    route,
+)
 
 
 def adamw(model: torch.nn.Module, fused: bool) -> torch.optim.AdamW:
@@ -54,7 +69,9 @@ def main() -> None:
         default=1,
         help="pad our vocabulary to a multiple of this (gpt2 train's default: 64); transformers keeps 50257",
     )
+    add_route_arguments(ap)
     args = ap.parse_args()
+    enter_isa(args)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -75,9 +92,12 @@ def main() -> None:
     fwd_ours = torch.compile(ours) if args.compile != "none" else ours
     fwd_theirs = torch.compile(theirs) if args.compile == "both" else theirs
     print(f"machine: {machine()}")
-    for precision in args.precision:
+    runs = [(p, r) for p in args.precision for r in args.cpu_matmul]
+    for precision, mode in runs:
         dtype = autocast_dtype(precision, device)
         autocast = functools.partial(torch.autocast, device.type, dtype) if dtype else contextlib.nullcontext
+        if args.compile == "none":  # compiled graphs choose their own kernels
+            print(route(ours, mode, rows=args.batch * args.seq, backward=True, autocast=dtype), flush=True)
         losses: dict[str, float] = {}
 
         def step_ours(autocast=autocast, losses=losses) -> None:  # noqa: ANN001
@@ -102,12 +122,13 @@ def main() -> None:
         print(
             f"train step (fwd+bwd+AdamW fused={fused}), {args.preset}, precision {precision} "
             f"(autocast: {dtype}), "
-            f"compiled: {args.compile}, our vocab {ours.config.padded_vocab_size}, "
+            f"compiled: {args.compile}, our vocab {ours.config.padded_vocab_size}, cpu matmul {mode}, "
             f"batch {args.batch} x {args.seq} tokens, "
             f"{args.repeats} interleaved runs; last loss ours {losses['ours']:.3f}, "
             f"transformers {losses['transformers']:.3f}:"
         )
         report(wall, cpu, args.batch * args.seq, "tokens/s")
+    rerun_under_avx2(args)
 
 
 if __name__ == "__main__":

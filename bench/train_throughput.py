@@ -2,11 +2,11 @@
 
     uv run python bench/train_throughput.py [--model tiny] [--micro-batch 16] [--seq-len 128]
         [--grad-accum 2] [--steps 10] [--warmup 2] [--repeats 3] [--device auto] [--compile]
-        [--precision auto|bf16|fp32]
+        [--precision auto|bf16|fp32] [--cpu-matmul auto|onednn|torch]
 
 Builds the model, optimizer and step exactly as ``gpt2 train`` does (``gpt2_train.trainer.build_model``,
-``gpt2_train.optim.build_optimizer``, ``gpt2_train.step.TrainStep``: accumulation, clipping, the guarded
-AdamW update; the same precision and device set-up) and feeds it random tokens from memory, so the figure
+``gpt2_train.optim.build_optimizer``, ``gpt2_train.accel.apply``, ``gpt2_train.step.TrainStep``:
+accumulation, clipping, the guarded AdamW update; the same precision, CPU matmul route and device set-up) and feeds it random tokens from memory, so the figure
 is the step alone.
 Each repeat times ``--steps`` steps after ``--warmup`` untimed ones; the best and median are printed.
 """
@@ -57,9 +57,11 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    ap.add_argument("--cpu-matmul", default="auto", choices=["auto", "onednn", "torch"])
     args = ap.parse_args()
 
     from gpt2_core.device import pick_device
+    from gpt2_train import accel
     from gpt2_train.config import TrainConfig
     from gpt2_train.mfu import flops_per_token, peak_flops
     from gpt2_train.optim import build_optimizer
@@ -76,13 +78,15 @@ def main() -> None:
         total_batch_tokens=tokens,
         max_steps=1,
         compile=args.compile,
+        precision=args.precision,
+        cpu_matmul=args.cpu_matmul,
     )
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
     setup_device(device)
     opt = build_optimizer(model, cfg, device)
-    wrapped = torch.compile(model) if args.compile else model
     step_dtype = autocast_dtype(args.precision, device)
+    wrapped = accel.apply(model, cfg, device, step_dtype)  # prints the CPU matmul route
     step = TrainStep(
         wrapped,
         opt,

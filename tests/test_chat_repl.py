@@ -165,6 +165,8 @@ def test_piped_stdin_gives_one_reply_per_line(model_dir: Path) -> None:
             "3",
             "--threads",
             "1",
+            "--cpu-matmul",
+            "torch",
         ],
         input="first\nsecond\n",
         capture_output=True,
@@ -174,6 +176,7 @@ def test_piped_stdin_gives_one_reply_per_line(model_dir: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == (WORD * 3 + "\n") * 2
+    assert "cpu matmul: torch (asked)" in proc.stderr
 
 
 def test_chat_in_a_pseudo_terminal(model_dir: Path, tmp_path: Path) -> None:

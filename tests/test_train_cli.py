@@ -46,9 +46,11 @@ def test_train_then_generate_then_evaluate(data_dir: Path, tmp_path: Path, capsy
         "jsonl",
         "--logger",
         "console",
+        "--cpu-matmul",
+        "torch",
     )
     assert code == 0, err
-    assert "step 6/6 | loss" in err and "val" in err
+    assert "step 6/6 | loss" in err and "val" in err and "(cpu matmul: torch)" in err
     rows = metrics(run)
     losses = [r["train/loss"] for r in rows if "train/loss" in r]
     assert len(losses) == 6 and losses[-1] < losses[0]
@@ -107,6 +109,7 @@ def test_user_errors_are_one_line(data_dir: Path, tmp_path: Path, capsys) -> Non
         ),
         (["--seq-len", "128"], "--seq-len 128 exceeds the model's context window (64)"),
         (["--logger", "nope", *SMALL], "--logger: unknown logger 'nope'"),
+        (["--cpu-matmul", "mkl", *SMALL], "--cpu-matmul must be one of auto, onednn, torch, got 'mkl'"),
         (["--preset", "nope"], "--preset: unknown training preset"),
         (["--resume", str(tmp_path / "missing"), *SMALL], "not a checkpoint directory"),
         (["--data-dir", str(tmp_path / "nodata"), *SMALL], "data directory not found"),

@@ -107,14 +107,19 @@ def test_same_command_killed_twice_ends_bit_identical(data_dir: Path, tmp_path: 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["auto", "fp32"])  # fp32 on AMD: gpt2_core.linear's oneDNN autograd
+@pytest.mark.parametrize(
+    ("precision", "cpu_matmul"),
+    [("auto", "auto"), ("fp32", "onednn")],  # onednn: OneDNNLinear's autograd under DDP
+)
 def test_two_gloo_ranks_match_one_process_with_twice_the_accumulation(
-    data_dir: Path, tmp_path: Path, precision: str
+    data_dir: Path, tmp_path: Path, precision: str, cpu_matmul: str
 ) -> None:
     # 256 tokens per step: 2 ranks x 2 micro-batches x (2 x 32), or 1 process x 4 micro-batches.
     args = [
         "--precision",
         precision,
+        "--cpu-matmul",
+        cpu_matmul,
         "--total-batch-tokens",
         "256",
         "--max-steps",

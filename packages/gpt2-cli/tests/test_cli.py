@@ -72,6 +72,27 @@ def test_generate_flags(capsys: pytest.CaptureFixture[str], tiny_model: Path) ->
     assert code == 0 and greedy == run(capsys, *args, "--temperature", "0", "--seed", "5")[1]
 
 
+def test_generate_routes_cpu_matmuls_as_asked(
+    capsys: pytest.CaptureFixture[str], tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gpt2_core import cpu_matmul
+
+    asked = []
+    real = cpu_matmul.apply
+
+    def spy(model, mode, **kw):  # noqa: ANN001, ANN003, ANN202
+        asked.append((mode, kw))
+        return real(model, mode, **kw)
+
+    monkeypatch.setattr(cpu_matmul, "apply", spy)
+    args = ["generate", "--model", str(tiny_model), "--max-tokens", "2", "--device", "cpu"]
+    code, _, err = run(capsys, *args, "--cpu-matmul", "torch", "--num-seq", "3")
+    assert code == 0 and err == "", err  # stdout and stderr stay the script's
+    assert asked == [("torch", {"rows": 3})]  # three sequences decoded side by side
+    code, _, err = run(capsys, *args, "--cpu-matmul", "mkl")
+    assert code == 2 and "--cpu-matmul must be one of auto, onednn, torch" in err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

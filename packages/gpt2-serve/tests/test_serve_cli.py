@@ -32,7 +32,17 @@ def free_port() -> int:
 def test_serve_a_model_directory(tmp_path: Path, make_chat_model) -> None:
     make_chat_model().save_pretrained(tmp_path / "my-model")
     port = free_port()
-    proc = gpt2("serve", "--model", str(tmp_path / "my-model"), "--port", str(port), "--threads", "1")
+    proc = gpt2(
+        "serve",
+        "--model",
+        str(tmp_path / "my-model"),
+        "--port",
+        str(port),
+        "--threads",
+        "1",
+        "--cpu-matmul",
+        "torch",
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -50,6 +60,7 @@ def test_serve_a_model_directory(tmp_path: Path, make_chat_model) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
+    assert "cpu matmul: torch (asked)" in err
     assert "http://127.0.0.1:" in err  # where it listens: loopback unless --host says otherwise
     requests = [line for line in err.splitlines() if "gpt2_serve:" in line and '"' in line]
     assert len(requests) == 2, err
@@ -62,6 +73,7 @@ def test_serve_a_model_directory(tmp_path: Path, make_chat_model) -> None:
     [
         (["--max-batch", "0"], "error: --max-batch must be >= 1"),
         (["--port", "70000"], "error: --port must be <= 65535"),
+        (["--cpu-matmul", "mkl"], "error: --cpu-matmul must be one of auto, onednn, torch"),
         ([], "error: {tmp}/missing: no such model directory"),
     ],
 )

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from gpt2_core import cpu_matmul
 from gpt2_core.errors import UserError
+from gpt2_core.onednn_linear import OneDNNLinear, onednn_built
 from gpt2_train import accel
 from gpt2_train.trainer import Trainer
 
@@ -28,6 +30,41 @@ def test_compile_defaults_to_cuda_only_and_is_honoured_on_cpu(tmp_path: Path) ->
     assert accel.apply(model, small_config(tmp_path), cpu) is model
     compiled = accel.apply(model, small_config(tmp_path, compile=True), cpu)
     assert compiled is not model and compiled._orig_mod is model  # traced lazily: nothing compiled yet
+
+
+LINEARS = 5
+"""``small_model``'s nn.Linear layers: one block of four, and the head."""
+
+
+def onednn_layers(model: torch.nn.Module) -> int:
+    return sum(type(m) is OneDNNLinear for m in model.modules())
+
+
+@pytest.mark.skipif(not onednn_built(), reason="no oneDNN fp32 linear in this build")
+def test_cpu_matmul_route_is_applied_for_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    model = small_model()
+    assert accel.apply(model, small_config(tmp_path, cpu_matmul="onednn"), cpu) is model
+    assert onednn_layers(model) == LINEARS and cpu_matmul.route_of(model) == "onednn"
+    accel.apply(model, small_config(tmp_path, cpu_matmul="torch"), cpu)
+    assert onednn_layers(model) == 0
+
+    asked = []
+
+    def measure(shapes: object, rows: int, backward: bool) -> dict[str, float]:
+        asked.append((rows, backward))
+        return {"torch": 1.0, "onednn": 0.5}
+
+    monkeypatch.setenv("GPT2_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(cpu_matmul, "_measured", {})
+    monkeypatch.setattr(cpu_matmul, "measure", measure)
+    accel.apply(model, small_config(tmp_path), cpu)  # auto, at this run's micro-batch rows, training
+    assert asked == [(4 * 16, True)] and onednn_layers(model) == LINEARS
+    accel.apply(model, small_config(tmp_path), cpu, torch.bfloat16)  # bf16 autocast: moot, not measured
+    assert asked == [(4 * 16, True)] and onednn_layers(model) == 0
+    monkeypatch.setattr(torch, "compile", lambda m: m)  # compiled graphs choose their own kernels
+    accel.apply(model, small_config(tmp_path, cpu_matmul="onednn", compile=True), cpu)
+    assert onednn_layers(model) == 0
 
 
 def test_activation_checkpointing_gives_the_same_gradients() -> None:

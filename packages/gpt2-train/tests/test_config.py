@@ -34,7 +34,12 @@ def test_unknown_preset() -> None:
 
 @pytest.mark.parametrize(
     "field,value,flag",
-    [("micro_batch", 0, "--micro-batch"), ("lr", -1.0, "--lr"), ("precision", "fp8", "--precision")],
+    [
+        ("micro_batch", 0, "--micro-batch"),
+        ("lr", -1.0, "--lr"),
+        ("precision", "fp8", "--precision"),
+        ("cpu_matmul", "mkl", "--cpu-matmul"),
+    ],
 )
 def test_validation_names_flag(field: str, value: object, flag: str) -> None:
     with pytest.raises(UserError, match=flag):
@@ -80,3 +85,10 @@ def test_accumulation_must_divide(make_trainer) -> None:
 def test_seq_len_beyond_context(make_trainer) -> None:
     with pytest.raises(UserError, match="--seq-len 32 exceeds"):
         make_trainer(seq_len=32, total_batch_tokens=128)
+
+
+def test_cpu_matmul_modes_are_core_s() -> None:
+    from gpt2_core import cpu_matmul
+    from gpt2_train.config import CPU_MATMUL_MODES
+
+    assert CPU_MATMUL_MODES == cpu_matmul.MODES

@@ -17,7 +17,7 @@ import typer
 from gpt2_core.chat import ChatError, ChatSampling
 from gpt2_core.errors import UserError
 
-from gpt2_cli.options import ENCODING_ERRORS_HELP, dataclass_options
+from gpt2_cli.options import CPU_MATMUL_HELP, ENCODING_ERRORS_HELP, dataclass_options
 
 if TYPE_CHECKING:
     from gpt2_core.chat import ChatSession
@@ -135,6 +135,7 @@ def chat(
     threads: int = typer.Option(
         0, "--threads", help="CPU threads for torch (0: its default); 1 is often fastest on a busy machine."
     ),
+    cpu_matmul: str = typer.Option("auto", "--cpu-matmul", help=CPU_MATMUL_HELP),
     encoding_errors: str = typer.Option(
         "replace", "--encoding-errors", help=ENCODING_ERRORS_HELP.format(source="input line")
     ),
@@ -142,6 +143,7 @@ def chat(
     """Chat with a model in the terminal (reads stdin line by line when it is not a terminal)."""
     import torch
     from gpt2_core.chat import ChatSession
+    from gpt2_core.cpu_matmul import apply as route_matmuls
     from gpt2_core.decoding import Utf8Decoder, escape_stdin
     from gpt2_core.device import pick_device, pick_dtype
     from gpt2_core.weights import load_model
@@ -166,6 +168,9 @@ def chat(
 
     where = pick_device(device)
     gpt = load_model(model, device=where, dtype=pick_dtype(dtype, where))
+    choice = route_matmuls(gpt, cpu_matmul, rows=1)  # after --threads: the timing depends on them
+    if where.type == "cpu":
+        _info(f"cpu matmul: {choice}")
     session = ChatSession(gpt, sampling, system=decoder.decode_os_text(system, "--system"))
     run_chat(
         session,

@@ -9,7 +9,7 @@ import typer
 from gpt2_core.hookspecs import hookimpl
 from gpt2_core.sampling import SamplingConfig
 
-from gpt2_cli.options import ENCODING_ERRORS_HELP, dataclass_options
+from gpt2_cli.options import CPU_MATMUL_HELP, ENCODING_ERRORS_HELP, dataclass_options
 
 
 def generate(
@@ -27,11 +27,13 @@ def generate(
         "--dtype",
         help="float32, bfloat16, float16, or auto: bfloat16 on a GPU or CPU that computes in it natively.",
     ),
+    cpu_matmul: str = typer.Option("auto", "--cpu-matmul", help=CPU_MATMUL_HELP),
     encoding_errors: str = typer.Option(
         "replace", "--encoding-errors", help=ENCODING_ERRORS_HELP.format(source="--prompt")
     ),
 ) -> None:
     """Generate text from a model."""
+    from gpt2_core.cpu_matmul import apply as route_matmuls
     from gpt2_core.decoding import Utf8Decoder
     from gpt2_core.device import pick_device, pick_dtype
     from gpt2_core.generate import generate as run_generate
@@ -44,6 +46,7 @@ def generate(
     decoder.warn("--prompt")
     where = pick_device(device)
     gpt = load_model(model, device=where, dtype=pick_dtype(dtype, where))
+    route_matmuls(gpt, cpu_matmul, rows=sampling.num_return_sequences)  # sequences decoded side by side
     tokenizer = Tokenizer.for_config(gpt.config)
     if stream:
         typer.echo(prompt, nl=False)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from gpt2_cli.options import CPU_MATMUL_HELP
 from gpt2_core.errors import UserError
 from gpt2_core.hookspecs import hookimpl
 
@@ -45,12 +46,15 @@ def serve(
         help="float32, bfloat16, float16, or auto: bfloat16 on a GPU or CPU that computes in it natively.",
     ),
     threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: its default)."),
+    cpu_matmul: str = typer.Option("auto", "--cpu-matmul", help=CPU_MATMUL_HELP),
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API, with a chat page at /."""
     import logging
 
     import torch
     import uvicorn
+    from gpt2_core.cpu_matmul import apply as route_matmuls
+    from gpt2_core.cpu_matmul import check_mode
     from gpt2_core.device import pick_device, pick_dtype
     from gpt2_core.weights import load_model
 
@@ -67,6 +71,7 @@ def serve(
         raise UserError(f"--port must be <= 65535, got {port}")
     if threads < 0:
         raise UserError(f"--threads must be >= 0, got {threads}")
+    check_mode(cpu_matmul)
     if threads:
         torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -76,6 +81,10 @@ def serve(
 
     where = pick_device(device)
     gpt = load_model(model, device=where, dtype=pick_dtype(dtype, where))
+    # Each decoding step runs 1 to --max-batch rows: oneDNN only if it is faster at both ends.
+    choice = route_matmuls(gpt, cpu_matmul, rows=sorted({1, max_batch}))
+    if where.type == "cpu":
+        log.info("cpu matmul: %s", choice)
     name = model_name or Path(model).resolve().name
     app = create_app(gpt, model_name=name, api_key=api_key or None, max_batch=max_batch, max_queue=max_queue)
     log.info("chat page and API at http://%s:%d/", host if ":" not in host else f"[{host}]", port)

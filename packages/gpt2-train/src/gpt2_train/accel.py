@@ -1,6 +1,7 @@
-"""Speed-ups applied to the model before DDP wraps it: float8 matmuls, activation checkpointing and
-``torch.compile`` (inductor, on GPUs by default and on a CPU when asked). Each is a flag of ``TrainConfig``; ``check`` refuses impossible combinations before any
-work is done, ``apply`` does the wrapping.
+"""Speed-ups applied to the model before DDP wraps it: float8 matmuls, activation checkpointing, the CPU
+matmul route (``gpt2_core.cpu_matmul``) and ``torch.compile`` (inductor, on GPUs by default and on a CPU
+when asked). Each is a flag of ``TrainConfig``; ``check`` refuses impossible combinations before any work
+is done, ``apply`` does the wrapping.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 
 import torch
+from gpt2_core import cpu_matmul
 from gpt2_core.errors import UserError
 from gpt2_core.model import GPT
 
@@ -47,17 +49,26 @@ def _fp8_filter(module: torch.nn.Module, fqn: str) -> bool:
 
 
 def apply(
-    model: GPT, cfg: TrainConfig, device: torch.device, outer: torch.nn.Module | None = None
+    model: GPT,
+    cfg: TrainConfig,
+    device: torch.device,
+    outer: torch.nn.Module | None = None,
+    autocast: torch.dtype | None = None,
 ) -> torch.nn.Module:
     """``model`` with the configured speed-ups; the result is what the step function calls.
 
     ``outer``, a module around ``model`` (the data-vocabulary head), is what gets compiled and returned.
+    ``autocast``: the dtype the run computes in under autocast, None for fp32 (the CPU matmul route
+    matters for fp32 only, and compiled graphs choose their own kernels).
     """
     model.activation_checkpointing = cfg.activation_checkpointing
     if cfg.fp8:
         from torchao.float8 import convert_to_float8_training
 
         convert_to_float8_training(model, module_filter_fn=_fp8_filter)
+    if device.type == "cpu" and not compiles(cfg, device):
+        rows = cfg.micro_batch * cfg.seq_len
+        cpu_matmul.apply(model, cfg.cpu_matmul, rows=rows, backward=True, autocast=autocast)
     top = outer if outer is not None else model
     if compiles(cfg, device):
         return torch.compile(top)

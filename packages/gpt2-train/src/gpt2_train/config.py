@@ -13,6 +13,9 @@ from typing import Any, ClassVar
 from gpt2_core.dataclass_utils import from_dict, read_toml
 from gpt2_core.errors import UserError
 
+CPU_MATMUL_MODES = ("auto", "onednn", "torch")
+"""``gpt2_core.cpu_matmul.MODES``, spelled out here to keep this module torch-free (a test checks both)."""
+
 
 @dataclass
 class TrainConfig:
@@ -91,6 +94,9 @@ class TrainConfig:
     minutes and gains little); --compile compiles on a CPU too, --no-compile nowhere."""
     fp8: bool = False
     """Float8 matmuls in the transformer blocks through torchao (Hopper/Ada GPUs only; pip install torchao)."""
+    cpu_matmul: str = "auto"
+    """fp32 CPU matrix products: torch (MKL), onednn, or auto: oneDNN where a short timing of this model's
+    products at this micro-batch, taken at start-up and cached, shows it faster (it is with AVX-512)."""
     activation_checkpointing: bool = False
     """Recompute each block's activations in the backward pass: less memory (gpt2-xl on one GPU), ~30% slower."""
     seed: int = 1337
@@ -177,6 +183,10 @@ class TrainConfig:
             raise UserError(f"--precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.train_vocab not in ("full", "data"):
             raise UserError(f"--train-vocab must be full or data, got {self.train_vocab!r}")
+        if self.cpu_matmul not in CPU_MATMUL_MODES:
+            raise UserError(
+                f"--cpu-matmul must be one of {', '.join(CPU_MATMUL_MODES)}, got {self.cpu_matmul!r}"
+            )
         if self.vocab_multiple < 1:
             raise UserError(f"--vocab-multiple must be >= 1, got {self.vocab_multiple}")
         if not self.loggers:

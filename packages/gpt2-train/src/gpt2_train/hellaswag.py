@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from gpt2_core.errors import UserError
 from gpt2_core.model import GPT
+from gpt2_core.paths import cache_dir
 
 from gpt2_train.distributed import DistEnv, sum_over_ranks
-from gpt2_train.paths import cache_dir
 
 VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 VAL_EXAMPLES = 10042

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from gpt2_core.cpu_matmul import route_of
 from gpt2_core.errors import RunStopped, UserError
 from gpt2_core.model import GPT
+from gpt2_core.paths import cache_dir
 from torch.nn.parallel import DistributedDataParallel
 
 from gpt2_train import accel
@@ -47,7 +49,6 @@ from gpt2_train.evals import HellaSwagEvaluator, Sampler, Validator, every
 from gpt2_train.loggers import MultiLogger, NullLogger, build_loggers
 from gpt2_train.mfu import flops_per_token, peak_flops
 from gpt2_train.optim import build_optimizer, lr_at
-from gpt2_train.paths import cache_dir
 from gpt2_train.precision import autocast_dtype
 from gpt2_train.step import BatchSource, StepResult, TrainStep
 
@@ -332,7 +333,7 @@ class Trainer:
             head = DataVocabHead(self.model, source_token_ids(self.train_source), self.optimizer)
         # Val loss through the same head: the same value as the full model's, for a fraction of the work.
         self.loss_model = head if head is not None else self.model
-        wrapped = accel.apply(self.model, cfg, dev, head)
+        wrapped = accel.apply(self.model, cfg, dev, head, self.autocast_dtype)
         if self.env.enabled:
             ids = [dev.index] if dev.type == "cuda" else None
             wrapped = DistributedDataParallel(wrapped, device_ids=ids)
@@ -481,8 +482,9 @@ class Trainer:
         if not self.env.is_main:
             return
         n = self.model.num_params()
+        matmul = f" (cpu matmul: {route_of(self.model)})" if self.env.device.type == "cpu" else ""
         print(
-            f"training {n / 1e6:.1f}M parameters on {self.device_desc}, {self.env.world_size} rank(s): "
+            f"training {n / 1e6:.1f}M parameters on {self.device_desc}{matmul}, {self.env.world_size} rank(s): "
             f"steps {self.step}..{self.total_steps}, {self.tokens_per_step:,} tokens/step "
             f"(micro-batch {self.cfg.micro_batch} x {self.cfg.seq_len}, accumulation {self.grad_accum})",
             file=sys.stderr,

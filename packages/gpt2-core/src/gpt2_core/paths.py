@@ -1,4 +1,4 @@
-"""Where downloaded and automatically prepared data lives."""
+"""Where downloaded data, automatically prepared data and measured choices (the CPU matmul route) live."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``gpt2_core.linear``: oneDNN's fp32 products equal F.linear's, gradients included, and only fp32 CPU uses them."""
+"""``gpt2_core.onednn_linear``: oneDNN's fp32 products equal F.linear's, gradients included, only fp32 CPU
+uses them, and swapping a model's layers keeps its parameters and state dict."""
 
 from __future__ import annotations
 
@@ -10,16 +11,15 @@ import torch.autograd.forward_ad as forward_ad
 import torch.nn as nn
 import torch.nn.functional as F
 from gpt2_core import GPT, get_preset
-from gpt2_core import linear as linear_module
-from gpt2_core.linear import Linear, linear, onednn_built
+from gpt2_core import onednn_linear as linear_module
+from gpt2_core.onednn_linear import OneDNNLinear, onednn_built, swap_in, swap_out
+from gpt2_core.onednn_linear import onednn_linear as linear
 
-# The oneDNN path runs on AMD CPUs only; any x86 build with the op can test it.
 needs_onednn = pytest.mark.skipif(not onednn_built(), reason="no oneDNN fp32 linear in this build")
 
 
 def spy_on_onednn(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
-    """Turn the oneDNN path on here and record the input shape of every oneDNN product."""
-    monkeypatch.setattr(linear_module, "onednn_available", lambda: True)
+    """Record the input shape of every oneDNN product."""
     seen: list[tuple[int, ...]] = []
     real = linear_module._onednn
 
@@ -121,14 +121,33 @@ def test_other_dtypes_autocast_tracing_compiling_and_switches_use_f_linear(calls
     assert calls == [(4, 8)]
 
 
-def test_linear_is_an_nn_linear_with_the_same_state_dict() -> None:
+def test_swapped_layers_keep_their_parameters_state_dict_and_ties() -> None:
     torch.manual_seed(0)
-    ours = Linear(8, 6)
-    ref = nn.Linear(8, 6)
-    ref.load_state_dict(ours.state_dict())
-    assert isinstance(ours, nn.Linear) and ours.state_dict().keys() == ref.state_dict().keys()
-    x = torch.randn(3, 8)
-    torch.testing.assert_close(ours(x), ref(x))
+    model = GPT(get_preset("nano"))
+    ref = copy.deepcopy(model)
+    params = dict(model.named_parameters())
+    optimizer = torch.optim.AdamW(model.parameters())  # built before the swap, as a trainer may
+    names = swap_in(model)
+    assert names == [n for n, m in ref.named_modules() if isinstance(m, nn.Linear)]
+    assert all(type(model.get_submodule(n)) is OneDNNLinear for n in names)
+    assert dict(model.named_parameters()) == params  # the same Parameter objects
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert optimizer.param_groups[0]["params"] == list(params.values())
+    state, ref_state = model.state_dict(), ref.state_dict()
+    assert list(state) == list(ref_state)
+    for k in state:
+        assert torch.equal(state[k], ref_state[k]), k
+    ref.load_state_dict(state)  # and a swapped model's checkpoint loads into a plain one
+    swap_out(model)
+    assert all(type(m) is nn.Linear for m in model.modules() if isinstance(m, nn.Linear))
+
+
+def test_float8_and_other_linear_subclasses_are_left_alone() -> None:
+    class Custom(nn.Linear):
+        pass
+
+    model = nn.Sequential(nn.Linear(4, 4), Custom(4, 4))
+    assert swap_in(model) == ["0"] and type(model[1]) is Custom
 
 
 @needs_onednn
@@ -136,6 +155,7 @@ def test_model_training_step_matches_f_linear(monkeypatch: pytest.MonkeyPatch) -
     torch.manual_seed(0)
     ours = GPT(get_preset("nano"))
     ref = copy.deepcopy(ours)
+    swap_in(ours)
     idx, targets = torch.randint(0, 50257, (2, 16)), torch.randint(0, 50257, (2, 16))
     with monkeypatch.context() as m:
         calls = spy_on_onednn(m)
@@ -143,7 +163,7 @@ def test_model_training_step_matches_f_linear(monkeypatch: pytest.MonkeyPatch) -
         loss.backward()
     # At the default thresholds the LM head (32 tokens x 32 x 50257) is big enough, nano's blocks are not.
     assert (2, 16, 32) in calls and (2, 16, 50257) in calls
-    _, ref_loss = ref(idx, targets)  # F.linear (the spy and the switch are undone)
+    _, ref_loss = ref(idx, targets)  # plain nn.Linear
     ref_loss.backward()
     assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-6)
     for (name, p), q in zip(ours.named_parameters(), ref.parameters(), strict=True):
