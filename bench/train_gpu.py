@@ -97,7 +97,7 @@ def ours_step(args: argparse.Namespace, model_name: str, micro: int, device: tor
     opt = build_optimizer(model, cfg, device)
     autocast = autocast_dtype(cfg.precision, device)
     step = TrainStep(
-        accel.apply(model, cfg, device, autocast),
+        accel.apply(model, cfg, device, autocast=autocast),
         opt,
         grad_accum=1,
         grad_clip=cfg.grad_clip,

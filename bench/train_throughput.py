@@ -86,7 +86,7 @@ def main() -> None:
     setup_device(device)
     opt = build_optimizer(model, cfg, device)
     step_dtype = autocast_dtype(args.precision, device)
-    wrapped = accel.apply(model, cfg, device, step_dtype)  # prints the CPU matmul route
+    wrapped = accel.apply(model, cfg, device, autocast=step_dtype)  # prints the CPU matmul route
     step = TrainStep(
         wrapped,
         opt,

@@ -176,5 +176,6 @@ def test_all_positions_without_targets_equals_the_logits_with_targets() -> None:
         with_targets, _ = model(idx, idx)
         last, _ = model(idx)
     assert loss is None and every.shape == (2, 9, model.config.padded_vocab_size)
-    assert torch.equal(every, with_targets) and torch.equal(every[:, [-1]], last)
+    assert torch.equal(every, with_targets)
+    torch.testing.assert_close(every[:, [-1]], last)  # one row vs nine: the BLAS may block them differently
     assert {"Tokenizer", "SamplingConfig", "generate", "stream"} <= set(gpt2_core.__all__)

@@ -60,7 +60,9 @@ def test_cpu_matmul_route_is_applied_for_the_run(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(cpu_matmul, "measure", measure)
     accel.apply(model, small_config(tmp_path), cpu)  # auto, at this run's micro-batch rows, training
     assert asked == [(4 * 16, True)] and onednn_layers(model) == LINEARS
-    accel.apply(model, small_config(tmp_path), cpu, torch.bfloat16)  # bf16 autocast: moot, not measured
+    accel.apply(
+        model, small_config(tmp_path), cpu, autocast=torch.bfloat16
+    )  # bf16 autocast: moot, not measured
     assert asked == [(4 * 16, True)] and onednn_layers(model) == 0
     monkeypatch.setattr(torch, "compile", lambda m: m)  # compiled graphs choose their own kernels
     accel.apply(model, small_config(tmp_path, cpu_matmul="onednn", compile=True), cpu)

@@ -52,6 +52,7 @@ def apply(
     model: GPT,
     cfg: TrainConfig,
     device: torch.device,
+    *,
     outer: torch.nn.Module | None = None,
     autocast: torch.dtype | None = None,
 ) -> torch.nn.Module:

@@ -333,7 +333,7 @@ class Trainer:
             head = DataVocabHead(self.model, source_token_ids(self.train_source), self.optimizer)
         # Val loss through the same head: the same value as the full model's, for a fraction of the work.
         self.loss_model = head if head is not None else self.model
-        wrapped = accel.apply(self.model, cfg, dev, head, self.autocast_dtype)
+        wrapped = accel.apply(self.model, cfg, dev, outer=head, autocast=self.autocast_dtype)
         if self.env.enabled:
             ids = [dev.index] if dev.type == "cuda" else None
             wrapped = DistributedDataParallel(wrapped, device_ids=ids)

@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from gpt2_core.errors import UserError
-from gpt2_core.linear import linear
 from gpt2_core.loss import cross_entropy
 from gpt2_core.model import GPT
+from gpt2_core.onednn_linear import OneDNNLinear, onednn_linear
 
 
 def source_token_ids(source: Any) -> np.ndarray:
@@ -90,6 +91,8 @@ class DataVocabHead(torch.nn.Module):
             return self.model(idx)
         h = self.model.hidden(idx)
         head = self.model.transformer.wte.weight[self.rows]
+        # The head's product takes the route measured for the model's own head (gpt2_core.cpu_matmul).
+        linear = onednn_linear if isinstance(self.model.lm_head, OneDNNLinear) else F.linear
         logits = linear(h, head, self.bias.to(h.dtype))
         counted = targets != ignore_index
         mapped = torch.where(counted, self.lookup[torch.where(counted, targets, 0)], ignore_index)
@@ -97,4 +100,4 @@ class DataVocabHead(torch.nn.Module):
         # A target outside the training data's ids (held-out text) is one of the U others, each of which
         # has 1/U of the shared class's probability: log U more loss, as the full model gives it.
         others = (mapped == len(self.rows) - 1).sum()
-        return logits, loss + self.bias[-1] * others / counted.sum()
+        return logits, loss + self.bias[-1] * others / counted.sum().clamp(min=1)  # none counted: 0, not 0/0
