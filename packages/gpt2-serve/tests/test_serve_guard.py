@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import torch
+from gpt2_core.tokenizer import EOT_ID
 
 KEY = "s3cret-key"
 
@@ -17,8 +19,11 @@ KEY = "s3cret-key"
 @pytest.fixture(scope="module")
 def guarded(serve, make_chat_model) -> Iterator[Any]:
     model = make_chat_model()
-    # 50 ms or more a forward pass: a 60-token request holds the one row for over 3 s.
+    # 50 ms or more a forward pass: a 60-token request holds the one row for over 3 s. Its random weights
+    # must not end a reply early either: the end-of-turn and end-of-text logits are pushed to -inf.
     model.register_forward_pre_hook(lambda *_: time.sleep(0.05))
+    ends = torch.tensor(sorted({EOT_ID, *model.config.special_tokens.values()}))
+    model.lm_head.register_forward_hook(lambda _m, _i, out: out.index_fill(-1, ends, float("-inf")))
     with serve(model, api_key=KEY, max_batch=1, max_queue=1) as server:
         yield server
 
