@@ -49,10 +49,11 @@ ROUTES = {"torch": F.linear, "onednn": onednn_linear}
 MARGIN = 0.10
 """How much faster oneDNN must measure to be chosen: best-of-3 timings on a shared 2-core machine moved by
 a few percent from run to run, and a tie is not worth a second code path."""
-MAX_TIMED_ROWS = 128
-"""Row counts above this are timed at this many rows, to keep ``auto`` short: the big products are
-compute-bound from ~100 rows on (both libraries work in blocks of 6 to 32 rows), and the heads' are the
-costly ones (``gpt2``'s 768 x 50257 forward and backward at 128 rows is ~30 GFLOP)."""
+MAX_TIMED_ROWS = 512
+"""Row counts above this are timed at this many rows, to keep ``auto`` short. Not fewer: on a 2-core AVX2
+EPYC, ``gpt2``'s products at 128 rows measured oneDNN level with MKL (958 vs 972 ms) while its training
+step at 512 rows was 15-18% slower through oneDNN (BENCHMARKS.md); its weight gradients of the 50257-wide
+head fall behind MKL's as rows grow."""
 REPEATS = 3
 """Timed passes per route and shape; the best counts (the first one also builds oneDNN's kernels)."""
 CACHE_FILE = "cpu_matmul.json"
