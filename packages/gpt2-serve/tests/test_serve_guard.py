@@ -21,7 +21,7 @@ def guarded(serve, make_chat_model) -> Iterator[Any]:
     model = make_chat_model()
     # 50 ms or more a forward pass: a 60-token request holds the one row for over 3 s. Its random weights
     # must not end a reply early either: the end-of-turn and end-of-text logits are pushed to -inf.
-    model.register_forward_pre_hook(lambda *_: time.sleep(0.05))
+    model.lm_head.register_forward_pre_hook(lambda *_: time.sleep(0.05))  # the engine may skip GPT.forward
     ends = torch.tensor(sorted({EOT_ID, *model.config.special_tokens.values()}))
     model.lm_head.register_forward_hook(lambda _m, _i, out: out.index_fill(-1, ends, float("-inf")))
     with serve(model, api_key=KEY, max_batch=1, max_queue=1) as server:
