@@ -1,4 +1,4 @@
-"""The two guarantees that need real processes: exact resume after SIGKILL, and DDP == accumulation."""
+"""The guarantees that need real processes: exact resume after SIGKILL, DDP == accumulation, two nodes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -214,3 +215,63 @@ def test_compiled_run_on_cpu_checkpoints_resumes_and_is_read_back(data_dir: Path
     r = subprocess.run([*export, "--out", str(tmp_path / "hf")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "hf" / "model.safetensors").is_file()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_through_c10d_rendezvous_match_one_process(data_dir: Path, tmp_path: Path) -> None:
+    """What a two-node cluster runs, one torchrun agent per node: both agents meet through the c10d
+    rendezvous (the first one to bind the endpoint hosts the store, as on a cluster's first node), train
+    with gloo, checkpoint, and match one process accumulating the same global batch."""
+    # 128 tokens per step: 2 nodes x 1 micro-batch x (2 x 32), or 1 process x 2 micro-batches.
+    args = ["--total-batch-tokens", "128", "--max-steps", "4", "--checkpoint-every-steps", "2"]
+    args += ["--lr", "1e-3", "--warmup-steps", "1", "--precision", "fp32"]
+    one = tmp_path / "one"
+    r = subprocess.run(train_cmd(data_dir, one, *args), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+
+    two = tmp_path / "two"
+    port = free_port()
+    agents = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                f"--node-rank={node}",
+                "--nproc-per-node=1",
+                "--rdzv-backend=c10d",
+                f"--rdzv-endpoint=127.0.0.1:{port}",
+                "--rdzv-id=two-nodes",
+                *train_cmd(data_dir, two, *args)[1:],
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for node in (0, 1)
+    ]
+    outputs = [agent.communicate(timeout=300) for agent in agents]
+    for agent, (out, err) in zip(agents, outputs):
+        assert agent.returncode == 0, err + out
+    assert any("2 rank(s)" in err and "accumulation 1" in err for _, err in outputs)
+
+    a, b = losses(one), losses(two)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for step in a:
+        assert abs(a[step] - b[step]) < 1e-5, (step, a[step], b[step])
+    import torch
+    from safetensors.torch import load_file
+
+    ranks = torch.load(two / "latest" / "ranks.pt", weights_only=True)
+    assert [s["source"]["rank"] for s in ranks] == [0, 1]
+    wa, wb = load_file(one / "latest" / "model.safetensors"), load_file(two / "latest" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], rtol=0, atol=1e-5, msg=name)

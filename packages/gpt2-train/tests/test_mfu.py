@@ -15,6 +15,13 @@ def test_flops_per_token_is_6n_plus_attention() -> None:
     assert mfu.flops_per_token(model, 64) == 6 * model.num_params() + 12 * c.n_layer * c.n_embd * 64
 
 
+def test_a_data_vocabulary_head_counts_only_its_rows() -> None:
+    model = GPT(get_preset("nano"))
+    c = model.config
+    dropped = (c.padded_vocab_size - 1000) * c.n_embd
+    assert mfu.flops_per_token(model, 64, head_rows=1000) == mfu.flops_per_token(model, 64) - 6 * dropped
+
+
 @pytest.mark.parametrize(
     ("caps", "factor"), [({}, 1), ({"avx512_bf16": True}, 2), ({"amx_bf16": True, "avx512_bf16": True}, None)]
 )

@@ -25,13 +25,18 @@ PEAK_ENV = "GPT2_PEAK_FLOPS"
 """Set to the device's peak FLOP/s to override the table (and the CPU estimate)."""
 
 
-def flops_per_token(model: GPT, seq_len: int) -> float:
+def flops_per_token(model: GPT, seq_len: int, head_rows: int | None = None) -> float:
     """Forward + backward FLOPs per trained token: 6N for the weights plus 12 * L * C * T for attention.
 
-    N counts every parameter once (the tied embedding too, since it is also the output matmul).
+    N counts every parameter once (the tied embedding too, since it is also the output matmul), as
+    nanoGPT's ``estimate_mfu`` does (PaLM's appendix B). ``head_rows``: the output layer scores only that
+    many rows (``--train-vocab data``), so only those count for the head.
     """
     cfg = model.config
-    return 6.0 * model.num_params() + 12.0 * cfg.n_layer * cfg.n_embd * seq_len
+    n = model.num_params()
+    if head_rows is not None:
+        n -= (cfg.padded_vocab_size - head_rows) * cfg.n_embd
+    return 6.0 * n + 12.0 * cfg.n_layer * cfg.n_embd * seq_len
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype | None = None) -> tuple[float, str]:

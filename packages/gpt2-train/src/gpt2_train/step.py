@@ -85,9 +85,9 @@ class TrainStep:
         self.ddp = isinstance(model, DistributedDataParallel)
         self.world_size = dist.get_world_size() if self.ddp else 1
         self.count_group = count_group
-        # Fused AdamW skips a step on the device when found_inf is 1; otherwise we check on the host,
-        # which costs nothing on CPU where everything is synchronous anyway.
-        self.device_skip = bool(optimizer.defaults.get("fused"))
+        # On a GPU, fused AdamW skips a step on the device when found_inf is 1; elsewhere we check on the
+        # host, which costs nothing on CPU where everything is synchronous anyway.
+        self.device_skip = bool(optimizer.defaults.get("fused")) and device.type == "cuda"
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":

@@ -331,6 +331,7 @@ class Trainer:
             from gpt2_train.vocab import DataVocabHead, source_token_ids
 
             head = DataVocabHead(self.model, source_token_ids(self.train_source), self.optimizer)
+            self.flops_per_token = flops_per_token(self.model, cfg.seq_len, head_rows=len(head.rows))
         # Val loss through the same head: the same value as the full model's, for a fraction of the work.
         self.loss_model = head if head is not None else self.model
         wrapped = accel.apply(self.model, cfg, dev, outer=head, autocast=self.autocast_dtype)
