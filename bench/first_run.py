@@ -59,13 +59,16 @@ def timed(cmd: list[str]) -> tuple[float, float]:
 def step0_val_loss(run_dir: Path, precision: str) -> float:
     """The val loss of tiny's initial model (same seed, same val batches as `gpt2 train --preset tiny`)."""
     from gpt2_train.config import build_config
-    from gpt2_train.evals import val_loss
     from gpt2_train.trainer import Trainer
 
     overrides = {"run_dir": str(run_dir), "loggers": ["jsonl"], "overwrite": True, "precision": precision}
     cfg = build_config("tiny", None, overrides)
     trainer = Trainer(cfg)
-    return val_loss(trainer.model, trainer.val_source, cfg.eval_batches, trainer.env, trainer.autocast_dtype)
+    trainer.start()  # what the run measures through: the data-vocabulary head, its shared rows tied
+    try:
+        return trainer.validator.validate(trainer.loss_model)["val/loss"]
+    finally:
+        trainer.close()
 
 
 def last_val_loss(run_dir: Path) -> float:

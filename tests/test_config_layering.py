@@ -48,8 +48,8 @@ def toml(tmp_path: Path, text: str) -> str:
         (["--preset", "tiny", "--lr", "1e-3"], None, {"lr": 1e-3, "warmup_steps": TINY["warmup_steps"]}),
         (
             ["--preset", "tiny"],
-            "lr = 2e-3\nmax_steps = 7\n",
-            {"lr": 2e-3, "max_steps": 7, "micro_batch": TINY["micro_batch"]},
+            "lr = 3e-3\nmax_steps = 7\n",
+            {"lr": 3e-3, "max_steps": 7, "micro_batch": TINY["micro_batch"]},
         ),
         (["--preset", "tiny", "--max-steps", "9"], "[train]\nmax_steps = 7\n", {"max_steps": 9}),
         (["--epochs", "0"], "max_steps = 5\n", {"epochs": 0.0, "max_steps": 5, "model": "gpt2"}),
