@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from gpt2_core.errors import UserError
 from gpt2_core.weights import load_model
+from gpt2_train.checkpoint import Checkpointer
 from gpt2_train.config import TrainConfig
 from gpt2_train.parallel import is_sharded
 from gpt2_train.trainer import Trainer
@@ -88,8 +89,9 @@ def test_one_process_fsdp_trains_as_ddp_does(ddp_run, tmp_path: Path, options: d
 
 
 def test_sharded_checkpoint_resumes_bit_identical(tmp_path: Path) -> None:
-    ref = trainer(tmp_path / "ref", parallel="fsdp")
+    ref = trainer(tmp_path / "ref", parallel="fsdp", keep=1)
     ref.fit()
+    assert [p.name for p in Checkpointer(tmp_path / "ref").checkpoints()] == ["step_00000004"]
     part = trainer(tmp_path / "run", parallel="fsdp", max_steps=2)
     part.fit()
     resumed = trainer(tmp_path / "run", parallel="fsdp", resume="latest")
@@ -98,6 +100,17 @@ def test_sharded_checkpoint_resumes_bit_identical(tmp_path: Path) -> None:
     assert losses(tmp_path / "run")[4] == losses(tmp_path / "ref")[4]
     a, b = full_weights(resumed.model), full_weights(ref.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_truncated_shard_falls_back_to_the_previous_checkpoint(tmp_path: Path, capsys) -> None:
+    trainer(tmp_path / "run", parallel="fsdp").fit()
+    shard = tmp_path / "run" / "step_00000004" / "sharded" / "__0_0.distcp"
+    shard.write_bytes(shard.read_bytes()[:1000])
+    resumed = trainer(tmp_path / "run", parallel="fsdp", resume="latest")
+    resumed.start()
+    assert resumed.step == 2
+    assert "checkpoint step_00000004 is unreadable" in capsys.readouterr().err
+    resumed.close()
 
 
 @pytest.mark.parametrize(("first", "then"), [("ddp", "fsdp"), ("fsdp", "ddp")])
