@@ -64,6 +64,10 @@ def test_two_fsdp_ranks_match_ddp_and_the_checkpoint_is_a_model(
         torch.testing.assert_close(mine[k], theirs[k], rtol=0, atol=1e-5, msg=k)
     code, out, err = gpt2_here(capsys, "generate", "--model", str(latest), "--max-tokens", "4", "--seed", "0")
     assert code == 0 and out.strip(), err
+    code, _, err = gpt2_here(
+        capsys, "export", "--format", "hf", "--model", str(latest), "--out", str(tmp_path / "hf")
+    )
+    assert code == 0 and (tmp_path / "hf" / "model.safetensors").is_file(), err
 
     # Another world size: one process resumes the 2-rank checkpoint of step 4. DCP re-shards the weights and
     # AdamW's state; the data stream goes on from the same point, now read by one rank with twice the
