@@ -9,7 +9,9 @@ embeddings, the final LayerNorm and the head. The head's weight *is* the token e
 parameter, in the root's group, sharded once, and the optimizer sees it once.
 
 On GPUs, a bf16 run (``--precision``) all-gathers parameters in bf16 and reduce-scatters gradients in fp32
-(``MixedPrecisionPolicy``); the shards, and so AdamW, stay fp32. CPU runs stay fp32 (autocast as with DDP).
+(``MixedPrecisionPolicy``); the shards, and so AdamW, stay fp32. Every activation is then bf16, the residual
+stream too (DDP's autocast keeps that in fp32), as in torchtitan; autocast's fp32 ops (LayerNorm, the loss)
+still run in fp32. CPU runs keep fp32 parameters, with autocast as under DDP.
 ``--fsdp-cpu-offload`` keeps the shards, gradients and AdamW state in CPU memory (``CPUOffloadPolicy``).
 
 The order of the wrappings, as torchtitan applies them: module swaps (float8, the CPU matmul route) and
