@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,66 @@ def gpt2_here(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]
 def metrics(run: Path) -> list[dict]:
     """The rows of ``RUN/metrics.jsonl`` (the jsonl logger's file)."""
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+SMALL_TRAIN = [
+    "--model",
+    "nano",
+    "--micro-batch",
+    "2",
+    "--seq-len",
+    "32",
+    "--eval-every",
+    "0",
+    "--device",
+    "cpu",
+]
+"""The nano model on short sequences: a step takes a fraction of a second on one core."""
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+
+
+def train_cmd(data_dir: Path, run: Path, *args: str, ranks: int = 0) -> list[str]:
+    """``gpt2 train`` of the nano model on ``data_dir`` into ``run``, logging to jsonl; under torchrun with
+    ``ranks`` processes when given."""
+    launcher = [*TORCHRUN, f"--nproc-per-node={ranks}"] if ranks else [sys.executable]
+    return [
+        *launcher,
+        "-m",
+        "gpt2_cli",
+        "train",
+        *SMALL_TRAIN,
+        "--data-dir",
+        str(data_dir),
+        "--run-dir",
+        str(run),
+        "--logger",
+        "jsonl",
+        *args,
+    ]
+
+
+def losses(run: Path) -> dict[int, float]:
+    """The logged training loss of each step of ``run``."""
+    return {r["step"]: r["train/loss"] for r in metrics(run) if "train/loss" in r}
+
+
+def logged_steps(run: Path) -> int:
+    try:
+        return max(losses(run), default=0)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
+def run_and_kill(cmd: list[str], run: Path, after: int, env: dict[str, str] | None = None) -> None:
+    """Start ``cmd`` and SIGKILL it, with every process it started (torchrun's ranks), once ``run`` has
+    logged step ``after``."""
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+    )
+    deadline = time.monotonic() + 240
+    while logged_steps(run) < after and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    finished = proc.poll() is not None
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not finished and proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"

@@ -15,16 +15,6 @@ SMALL = ["--model", "nano", "--micro-batch", "2", "--seq-len", "32", "--total-ba
 QUIET = ["--checkpoint-every-seconds", "0", "--eval-every", "0", "--device", "cpu"]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """About 60K tokens of the built-in corpus, prepared once for this module."""
-    from gpt2_data.prepare import prepare
-
-    out = tmp_path_factory.mktemp("data") / "stdlib"
-    prepare("python-stdlib", out, max_tokens=60_000, val_tokens=0.1, progress=False)
-    return out
-
-
 @pytest.mark.slow
 def test_train_then_generate_then_evaluate(data_dir: Path, tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"

@@ -2,69 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import metrics
-
-SMALL = ["--model", "nano", "--micro-batch", "2", "--seq-len", "32", "--eval-every", "0", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from gpt2_data.prepare import prepare
-
-    out = tmp_path_factory.mktemp("data") / "stdlib"
-    prepare("python-stdlib", out, max_tokens=60_000, val_tokens=0.1, progress=False)
-    return out
-
-
-def train_cmd(data_dir: Path, run: Path, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "gpt2_cli",
-        "train",
-        *SMALL,
-        "--data-dir",
-        str(data_dir),
-        "--run-dir",
-        str(run),
-        "--logger",
-        "jsonl",
-        *args,
-    ]
-
-
-def losses(run: Path) -> dict[int, float]:
-    return {r["step"]: r["train/loss"] for r in metrics(run) if "train/loss" in r}
-
-
-def logged_steps(run: Path) -> int:
-    try:
-        return max(losses(run), default=0)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return 0
-
-
-def run_and_kill(cmd: list[str], run: Path, after: int, env: dict[str, str] | None = None) -> None:
-    """Start ``cmd`` and SIGKILL it once ``run`` has logged step ``after``."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.monotonic() + 240
-    while logged_steps(run) < after and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+from cli_helpers import losses, metrics, run_and_kill, train_cmd
 
 
 @pytest.mark.slow
@@ -137,9 +84,7 @@ def test_two_gloo_ranks_match_one_process_with_twice_the_accumulation(
     assert r.returncode == 0, r.stderr
 
     two = tmp_path / "two"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    cmd = train_cmd(data_dir, two, *args)
-    r = subprocess.run([*torchrun, *cmd[1:]], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(train_cmd(data_dir, two, *args, ranks=2), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr + r.stdout
     assert "2 rank(s)" in r.stderr and "accumulation 2" in r.stderr
 

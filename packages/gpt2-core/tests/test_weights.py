@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,48 @@ def test_unsupported_hugging_face_variants_are_refused(hf_model, tmp_path: Path)
     with pytest.raises(UserError, match="scale_attn_by_inverse_layer_idx") as err:
         load_model(tmp_path)
     assert_one_line_naming(err, tmp_path / "config.json")
+
+
+def _save_sharded(model: GPT, out: Path) -> None:
+    """``model`` as a sharded training checkpoint would hold it: config.json and a DCP directory with the
+    weights under ``model.`` beside other state (written here by one process)."""
+    import torch.distributed.checkpoint as dcp
+    from gpt2_core.weights import SHARDED_DIR, save_config
+
+    out.mkdir()
+    save_config(model.config, out)
+    weights = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    state = {"model": weights, "optimizer": {"step": torch.tensor(3.0)}}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save(state, checkpoint_id=str(out / SHARDED_DIR), no_dist=True)
+
+
+def test_sharded_checkpoint_loads_as_one_model(nano: GPT, tmp_path: Path) -> None:
+    _save_sharded(nano, tmp_path / "ckpt")
+    loaded = load_model(tmp_path / "ckpt")
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+    for (k, a), (_, b) in zip(nano.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_sharded_checkpoint_of_another_shape_is_refused(tmp_path: Path) -> None:
+    _save_sharded(GPT(get_preset("nano")), tmp_path / "ckpt")
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps({**config, "n_embd": 64}))
+    with pytest.raises(UserError, match=r"transformer\.wte\.weight has shape \(50257, 32\)"):
+        load_model(tmp_path / "ckpt")
+
+
+def test_sharded_metadata_is_unpickled_only_as_dcp_metadata(nano: GPT, tmp_path: Path) -> None:
+    class Payload:
+        def __reduce__(self) -> tuple:
+            return (print, ("unpickled",))
+
+    _save_sharded(nano, tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "sharded" / ".metadata").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(UserError, match="builtins.print has no place in a checkpoint's metadata"):
+        load_model(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "sharded" / ".metadata").write_bytes(b"\x80\x04")
+    with pytest.raises(UserError, match="not a readable sharded checkpoint"):
+        load_model(tmp_path / "ckpt")

@@ -195,13 +195,26 @@ def test_sft_from_a_hugging_face_gpt2_uses_plain_markers(
     assert model.config.chat_template["kind"] == "plain" and model.config.vocab_size == 50257
 
 
+def test_sft_sharded_in_one_process(setup: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """--parallel fsdp without torchrun (a process group of one): a sharded checkpoint that is a chat model."""
+    code, err = sft([*common(setup), "--max-steps", "2", "--parallel", "fsdp"], capsys)
+    assert code == 0, err
+    assert "1 rank(s) sharded (fsdp)" in err
+    latest = setup["run"] / "latest"
+    assert json.loads((latest / "state.json").read_text())["layout"] == "dcp"
+    assert load_model(latest).config.chat_template["kind"] == "special"
+
+
 @pytest.mark.slow
 def test_sft_under_torchrun_two_gloo_ranks(setup: dict[str, Path]) -> None:
-    """Rank 0 prepares the data while rank 1 waits; both train on their own rows; rank 0 checkpoints."""
+    """Rank 0 prepares the data while rank 1 waits; both train on their own rows; rank 0 checkpoints. Then the
+    same run sharded (--parallel fsdp): the same losses and weights, over masks that give each micro-batch and
+    rank its own count of targets."""
     import subprocess
     import sys
 
     args = [*common(setup), "--max-steps", "2", "--total-batch-tokens", "256", "--eval-every", "2"]
+    args += ["--precision", "fp32"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
     r = subprocess.run(
         [*torchrun, "-m", "gpt2_cli", "sft", *args], capture_output=True, text=True, timeout=300
@@ -212,3 +225,26 @@ def test_sft_under_torchrun_two_gloo_ranks(setup: dict[str, Path]) -> None:
     ranks = torch.load(setup["run"] / "latest" / "ranks.pt", weights_only=True)
     # One epoch is a single batch per rank here: two steps end in the second epoch, on both ranks alike.
     assert [(s["source"]["epoch"], s["source"]["batch"]) for s in ranks] == [(1, 1), (1, 1)]
+
+    sharded = setup["run"].with_name("sharded")
+    args[args.index("--run-dir") + 1] = str(sharded)
+    r = subprocess.run(
+        [*torchrun, "-m", "gpt2_cli", "sft", *args, "--parallel", "fsdp"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 rank(s) sharded (fsdp)" in r.stderr
+    a = [(row["step"], row) for row in metrics(sharded) if "train/loss" in row or "val/loss" in row]
+    b = [(row["step"], row) for row in metrics(setup["run"]) if "train/loss" in row or "val/loss" in row]
+    assert [step for step, _ in a] == [step for step, _ in b] == [1, 2, 2]
+    for (_, x), (_, y) in zip(a, b):
+        key = "train/loss" if "train/loss" in x else "val/loss"
+        assert abs(x[key] - y[key]) < 1e-5, (x, y)
+    mine, theirs = (
+        load_model(sharded / "latest").state_dict(),
+        load_model(setup["run"] / "latest").state_dict(),
+    )
+    for k in theirs:
+        torch.testing.assert_close(mine[k], theirs[k], rtol=0, atol=1e-5, msg=k)

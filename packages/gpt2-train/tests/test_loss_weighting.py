@@ -39,6 +39,7 @@ def test_accumulation_gives_the_gradient_of_one_batch(split: list[int]) -> None:
 
 
 def test_two_gloo_ranks_give_the_gradient_of_one_batch(tmp_path: Path) -> None:
+    """Under DDP and sharded: one reduce-scatter, in the last micro-batch, of gradients weighted by counts."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
     r = subprocess.run(
         [*torchrun, cases.__file__, str(tmp_path)], capture_output=True, text=True, timeout=300
@@ -46,8 +47,8 @@ def test_two_gloo_ranks_give_the_gradient_of_one_batch(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     ref_grad, ref_loss = reference()
     ref_val = val_loss(cases.model(), Batches([stack(rows())]), 1, DistEnv())
-    for rank in range(2):
-        grad, loss, val = torch.load(tmp_path / f"rank{rank}.pt")
+    for name in ["rank0", "rank1", "fsdp-rank0", "fsdp-rank1"]:  # DDP, then the model sharded (FSDP)
+        grad, loss, val = torch.load(tmp_path / f"{name}.pt")
         assert rel_diff(grad, ref_grad) < 1e-5
         assert loss == pytest.approx(ref_loss, rel=1e-6)
         assert val == pytest.approx(ref_val, rel=1e-6)  # val loss: total NLL / total targets, too

@@ -1,7 +1,8 @@
 """Micro-batches with unequal counts of counted targets, and the gradient of one step over them.
 
 Imported by test_loss_weighting.py, and run under torchrun by it (``python -m torch.distributed.run
---nproc-per-node=2 weighting_cases.py OUT``): each rank then writes its gradient, loss and val loss to OUT.
+--nproc-per-node=2 weighting_cases.py OUT``): each rank then writes its gradient, loss and val loss to OUT,
+with the model under DDP and sharded (FSDP).
 """
 
 from __future__ import annotations
@@ -54,10 +55,17 @@ class Batches:
         self.pos = 0
 
 
+def flat(params: list[torch.Tensor]) -> torch.Tensor:
+    """Every parameter whole (a sharded one gathered from the ranks), flattened into one vector."""
+    return torch.cat(
+        [(p.full_tensor() if hasattr(p, "full_tensor") else p).detach().flatten() for p in params]
+    )
+
+
 def gradient(net: torch.nn.Module, batches: list, ddp: bool = False) -> tuple[torch.Tensor, float]:
     """The step's flat gradient (one SGD step of lr 1 without clipping moves the weights by -grad) and loss."""
     inner = net.module if ddp else net
-    before = torch.cat([p.detach().flatten().clone() for p in inner.parameters()])
+    before = flat(list(inner.parameters())).clone()
     step = TrainStep(
         net,
         torch.optim.SGD(inner.parameters(), lr=1.0),
@@ -66,13 +74,13 @@ def gradient(net: torch.nn.Module, batches: list, ddp: bool = False) -> tuple[to
         device=torch.device("cpu"),
     )
     res = step(Batches(batches), lr=1.0)
-    after = torch.cat([p.detach().flatten() for p in inner.parameters()])
-    return before - after, float(res.loss)
+    return before - flat(list(inner.parameters())), float(res.loss)
 
 
 def main(out: Path) -> None:
     from gpt2_train.distributed import setup_distributed, teardown_distributed
     from gpt2_train.evals import val_loss
+    from gpt2_train.parallel import shard
     from torch.nn.parallel import DistributedDataParallel
 
     env = setup_distributed("cpu")
@@ -82,6 +90,9 @@ def main(out: Path) -> None:
         grad, loss = gradient(DistributedDataParallel(model()), mine, ddp=True)
         val = val_loss(model(), Batches(mine), 2, env)
         torch.save((grad, loss, val), out / f"rank{env.rank}.pt")
+        grad, loss = gradient(shard(model(), env, compute_dtype=None, cpu_offload=False), mine)
+        val = val_loss(shard(model(), env, compute_dtype=None, cpu_offload=False), Batches(mine), 2, env)
+        torch.save((grad, loss, val), out / f"fsdp-rank{env.rank}.pt")
     finally:
         teardown_distributed(env)
 

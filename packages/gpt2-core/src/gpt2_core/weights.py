@@ -1,13 +1,22 @@
 """Model directories on disk: ours (``model.safetensors`` + ``config.json``) and Hugging Face GPT-2's.
 
-Nothing on the loading path unpickles: safetensors for weights, JSON for configs, and a Hugging Face
-``pytorch_model.bin`` only through ``torch.load(weights_only=True)``.
+Our directory may hold its weights as a ``torch.distributed.checkpoint`` directory, ``sharded/``, instead of
+``model.safetensors``: a checkpoint of a sharded (FSDP) training run, each rank's part in its own file, the
+weights under ``model.`` (the optimizer's state beside them is not read here). ``load_model`` reads it into
+one model in a single process.
+
+Nothing on the loading path unpickles freely: safetensors for weights, JSON for configs, a Hugging Face
+``pytorch_model.bin`` only through ``torch.load(weights_only=True)``. DCP keeps a sharded checkpoint's index in
+a pickle (``.metadata``), so that file is first read by an unpickler that admits only DCP's own metadata
+classes, ``torch.Size``, dtypes and paths, and refuses the checkpoint otherwise.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +30,11 @@ from gpt2_core.model import EOT_ID, GPT, GPTConfig
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+SHARDED_DIR = "sharded"
+"""A ``torch.distributed.checkpoint`` directory holding the weights under the key prefix ``model.``."""
+SHARDED_PREFIX = "model."
+SHARDED_METADATA = ".metadata"
+"""DCP's index of a sharded checkpoint: every entry's shape, dtype and which file holds which part."""
 FORMAT = "gpt2-core/1"
 
 # Hugging Face stores these four as Conv1D weights, shaped (in, out): ours are nn.Linear, (out, in).
@@ -53,9 +67,13 @@ def save_model(model: GPT, path: str | os.PathLike[str], extra: dict[str, Any] |
     out.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "_orig_mod", model)
     save_state_dict(model_state_dict(model), out / WEIGHTS_FILE, metadata={"format": "pt"})
-    cfg = {"format": FORMAT, **model.config.to_dict(), "info": extra or {}}
-    write_json_atomic(out / CONFIG_FILE, cfg)
+    save_config(model.config, out, extra)
     return out
+
+
+def save_config(config: GPTConfig, path: Path, extra: dict[str, Any] | None = None) -> None:
+    """Write ``config.json`` (config, tokenizer, ``extra`` under ``"info"``) into model directory ``path``."""
+    write_json_atomic(path / CONFIG_FILE, {"format": FORMAT, **config.to_dict(), "info": extra or {}})
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -187,7 +205,8 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 def load_model(
     path: str | os.PathLike[str], device: str | torch.device = "cpu", dtype: torch.dtype | None = None
 ) -> GPT:
-    """Load a model directory: ours, or a Hugging Face GPT-2 one (config.json + safetensors or .bin)."""
+    """Load a model directory: ours (config.json + safetensors, or a sharded checkpoint), or a Hugging Face
+    GPT-2 one (config.json + safetensors or .bin)."""
     root = Path(path)
     if not root.exists():
         raise UserError(f"{root}: no such model directory")
@@ -198,6 +217,10 @@ def load_model(
     config, hf = read_config(root)
 
     weights = root / WEIGHTS_FILE
+    if not weights.exists() and not hf and (root / SHARDED_DIR).is_dir():
+        model = GPT(config)
+        load_sharded_weights(model, root / SHARDED_DIR)
+        return model.to(device=device, dtype=dtype) if dtype else model.to(device)
     if not weights.exists() and hf and (root / "pytorch_model.bin").exists():
         weights = root / "pytorch_model.bin"
     if not weights.exists():
@@ -227,6 +250,74 @@ def load_weights(model: GPT, sd: dict[str, torch.Tensor], source: str) -> None:
                 f"{source}: {k} has shape {tuple(v.shape)}, the config needs {tuple(own[k].shape)}"
             )
     model.load_state_dict(sd, strict=False)
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Unpickles DCP's ``.metadata`` and nothing else: any other global is refused before it is imported."""
+
+    ALLOWED = {
+        ("pathlib", "PosixPath"),
+        ("pathlib", "PurePosixPath"),
+        ("pathlib", "WindowsPath"),
+        ("pathlib", "PureWindowsPath"),
+        ("torch", "Size"),
+        ("torch.serialization", "_get_layout"),
+        ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (
+            (module, name) in self.ALLOWED
+            or module == "torch.distributed.checkpoint.metadata"
+            or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype))
+        ):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} has no place in a checkpoint's metadata")
+
+
+def read_sharded_metadata(path: str | os.PathLike[str]) -> Any:
+    """DCP's ``Metadata`` of sharded checkpoint directory ``path``, read by the restricted unpickler.
+
+    Raises ``UserError`` naming the directory when the file is missing, truncated or holds anything else.
+    """
+    file = Path(path) / SHARDED_METADATA
+    try:
+        with file.open("rb") as f:
+            metadata = _MetadataUnpickler(f).load()
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, ValueError) as e:
+        raise UserError(f"{path}: not a readable sharded checkpoint ({str(e).splitlines()[0]})") from e
+    if not hasattr(metadata, "state_dict_metadata"):
+        raise UserError(f"{path}: not a readable sharded checkpoint ({SHARDED_METADATA} is no DCP index)")
+    return metadata
+
+
+def load_sharded_weights(model: GPT, path: Path) -> None:
+    """Read the weights of sharded checkpoint directory ``path`` (:data:`SHARDED_DIR`) into ``model``.
+
+    DCP joins the ranks' parts of each tensor as it reads them, in this process alone (also under torchrun:
+    no other rank takes part). Only the ``model.`` entries are read.
+    """
+    import torch.distributed.checkpoint as dcp
+
+    stored = read_sharded_metadata(path).state_dict_metadata  # checked before DCP unpickles it
+    own = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied to wte
+    missing = sorted(k for k in own if SHARDED_PREFIX + k not in stored)
+    if missing:
+        raise UserError(f"{path}: does not match the config (missing {missing[:3]})")
+    for k, v in own.items():
+        shape = tuple(getattr(stored[SHARDED_PREFIX + k], "size", ()))
+        if shape != tuple(v.shape):
+            raise UserError(f"{path}: {k} has shape {shape}, the config needs {tuple(v.shape)}")
+    try:
+        with warnings.catch_warnings():
+            # DCP warns that it reads in a single process even when told to: that is the intent here.
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            # In place: the state dict's tensors are the parameters' own storage.
+            dcp.load({SHARDED_PREFIX.rstrip("."): own}, checkpoint_id=str(path), no_dist=True)
+    except (OSError, ValueError, RuntimeError, EOFError) as e:
+        raise UserError(
+            f"{path}: cannot read weights ({str(e).splitlines()[0]}); a file may be truncated"
+        ) from e
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """``gpt2 sft``: gpt2-train's ``Trainer`` with SFT's pieces (model with chat template, masked batches).
 
-Checkpoints, ``--resume``, loggers, DDP (torchrun) and bf16 are the trainer's. Every checkpoint is a model
+Checkpoints, ``--resume``, loggers, DDP or FSDP (torchrun) and bf16 are the trainer's. Every checkpoint is a model
 directory carrying the chat template, so ``gpt2 chat --model RUN_DIR/latest`` works as it is.
 """
 
@@ -107,7 +107,7 @@ def run_sft(cfg: SFTConfig, dataset_options: dict[str, Any] | None = None) -> Tr
     from gpt2_sft.examples import load_split
     from gpt2_sft.loader import SFTLoader
 
-    env = setup_distributed(cfg.device)
+    env = setup_distributed(cfg.device, group_of_one=cfg.parallel == "fsdp")
     try:
         model = build_sft_model(cfg)
         block_size = model.config.block_size

@@ -1,7 +1,10 @@
-"""Speed-ups applied to the model before DDP wraps it: float8 matmuls, activation checkpointing, the CPU
-matmul route (``gpt2_core.cpu_matmul``) and ``torch.compile`` (inductor, on GPUs by default and on a CPU
+"""Speed-ups applied to the model before DDP or FSDP wraps it: float8 matmuls, activation checkpointing, the
+CPU matmul route (``gpt2_core.cpu_matmul``) and ``torch.compile`` (inductor, on GPUs by default and on a CPU
 when asked). Each is a flag of ``TrainConfig``; ``check`` refuses impossible combinations before any work
 is done, ``apply`` does the wrapping.
+
+Under ``--parallel fsdp`` compile takes each block in place instead of the whole model, before the blocks are
+sharded (``gpt2_train.parallel``): FSDP's hooks then stay outside the compiled code, as in torchtitan.
 """
 
 from __future__ import annotations
@@ -72,6 +75,10 @@ def apply(
         cpu_matmul.apply(model, cfg.cpu_matmul, rows=rows, backward=True, autocast=autocast)
     top = outer if outer is not None else model
     if compiles(cfg, device):
+        if cfg.parallel == "fsdp":
+            for block in model.transformer.h:
+                block.compile()  # in place: parameter names (and so checkpoints) unchanged
+            return top
         return torch.compile(top)
     return top
 

@@ -1,17 +1,38 @@
 """Checkpoints: each one a directory that is also a model directory, written atomically.
 
-``RUN_DIR/step_00000120/`` holds
+``RUN_DIR/step_00000120/`` holds, in the ``full`` layout (``--parallel ddp``, written by rank 0)
 
 - ``model.safetensors`` + ``config.json``: written by ``gpt2_core.weights.save_model``, so
   ``gpt2 generate --model RUN_DIR/latest`` and ``load_model`` read a checkpoint like any model;
 - ``optimizer.pt``: AdamW's state (tensors, numbers, lists), read back with ``weights_only=True``;
-- ``ranks.pt``: per rank, the batch source's position and the RNG states (python, numpy, torch, cuda);
-- ``state.json``: step, tokens seen, val loss, best val loss, the training config, world size, and the
-  size of every file above; written last, so a directory without it is incomplete.
 
-Everything is written into ``step_XXXXXXXX.tmp/``, fsynced, and renamed; then the ``latest`` symlink
-is replaced atomically. A crash at any moment leaves ``latest`` pointing at a complete checkpoint, and
-resuming falls back to the previous checkpoint (with a warning) when the newest one does not load.
+or, in the ``dcp`` layout (``--parallel fsdp``: no rank ever holds the whole state)
+
+- ``sharded/``: a ``torch.distributed.checkpoint`` directory of the weights (``model.``, the tied head stored
+  once as the token embedding) and AdamW's state (``optimizer.``, keyed by parameter name); every rank writes
+  the parts it holds, one ``__R_0.distcp`` file per rank, and rank 0 DCP's index, ``.metadata``;
+- ``config.json``: as above, so ``load_model`` (hence generate, chat, serve, export) reads the checkpoint
+  as one model, in one process (``gpt2_core.weights``);
+
+and in both
+
+- ``ranks.pt``: per rank, the batch source's position and the RNG states (python, numpy, torch, cuda);
+- ``state.json``: the format, the layout, step, tokens seen, val loss, best val loss, the training config,
+  world size, and the size of every file above; written last, so a directory without it is incomplete.
+
+Everything is written into ``step_XXXXXXXX.tmp/``, fsynced, and renamed once every rank has written its
+part; then the ``latest`` symlink is replaced atomically. A crash at any moment leaves ``latest`` pointing at a
+complete checkpoint, and resuming falls back to the previous checkpoint (with a warning) when the newest one
+does not load. In the ``dcp`` layout every rank writes into the run directory, so on several nodes it must be
+a shared file system (rank 0 also reads the other ranks' file sizes).
+
+Either layout resumes either kind of run (``apply_checkpoint``), at any world size: DCP re-shards the
+weights and AdamW's state for the ranks that read them, and a full checkpoint is cut into shards. The data
+position and RNG follow one rule whatever the layout: every rank takes the saved rank of its own number (the
+last one when there were fewer): the pre-training loader's position is shared by all ranks, so it then goes on
+from the same point of the token stream, re-split among the new ranks (SFT's loader goes on from the same
+batch number of the new split); a run resumed at another world size is therefore not bit-identical to an
+uninterrupted one, and the trainer says so.
 """
 
 from __future__ import annotations
@@ -22,6 +43,7 @@ import random
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,15 +55,25 @@ from gpt2_core.files import fsync_dir, fsync_file, write_json_atomic
 from gpt2_core.model import GPT, GPTConfig
 from gpt2_core.weights import (
     CONFIG_FILE,
+    SHARDED_DIR,
     WEIGHTS_FILE,
     load_weights,
     read_config,
+    read_sharded_metadata,
+    save_config,
     save_model,
 )
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from gpt2_train.distributed import DistEnv, barrier
+from gpt2_train.parallel import is_sharded
+
 FORMAT = "gpt2-train-checkpoint/1"
+FULL = "full"
+"""Layout: weights in safetensors and AdamW's state in optimizer.pt, written by rank 0."""
+SHARDED = "dcp"
+"""Layout: weights and AdamW's state in ``sharded/`` (torch.distributed.checkpoint), each rank its part."""
 STATE_FILE = "state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 RANKS_FILE = "ranks.pt"
@@ -64,9 +96,14 @@ class LoadedCheckpoint:
     path: Path
     state: dict[str, Any]
     """The contents of state.json."""
-    model_state: dict[str, torch.Tensor]
-    optimizer_state: dict[str, Any]
+    model_state: dict[str, torch.Tensor] | None
+    """The weights (full layout); None in the dcp layout, which ``apply_checkpoint`` reads in place."""
+    optimizer_state: dict[str, Any] | None
     rank_states: list[dict[str, Any]]
+
+    @property
+    def layout(self) -> str:
+        return self.state.get("layout", FULL)
 
 
 def capture_rng() -> dict[str, Any]:
@@ -161,24 +198,64 @@ class Checkpointer:
         state: dict[str, Any],
         rank_states: list[dict[str, Any]],
     ) -> Path:
-        """Write checkpoint ``step_<state['step']>`` atomically, point ``latest`` at it, prune old ones."""
-        step = int(state["step"])
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        final = self.run_dir / f"{PREFIX}{step:08d}"
-        tmp = self.run_dir / f"{final.name}.tmp"
-        for stale in self.run_dir.glob(f"{PREFIX}*.tmp"):  # left by a crash mid-write
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp.mkdir()
-        info = {"step": step, "tokens_seen": state.get("tokens_seen"), "train": state.get("config")}
-        save_model(model, tmp, extra=info)
+        """Write checkpoint ``step_<state['step']>`` in the full layout atomically, point ``latest`` at it,
+        prune old ones (rank 0 alone)."""
+        tmp = self._begin(int(state["step"]))
+        save_model(model, tmp, extra=_model_info(state))
         torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
         torch.save(rank_states, tmp / RANKS_FILE)
-        files = [WEIGHTS_FILE, CONFIG_FILE, OPTIMIZER_FILE, RANKS_FILE]
-        state = {
-            "format": FORMAT,
-            **state,
-            "files": {name: (tmp / name).stat().st_size for name in files},
-        }
+        return self._finish(
+            tmp, {**state, "layout": FULL}, [WEIGHTS_FILE, CONFIG_FILE, OPTIMIZER_FILE, RANKS_FILE]
+        )
+
+    def save_sharded(
+        self,
+        model: GPT,
+        optimizer: torch.optim.Optimizer,
+        state: dict[str, Any],
+        rank_states: list[dict[str, Any]],
+        env: DistEnv,
+    ) -> Path | None:
+        """Write checkpoint ``step_<state['step']>`` in the dcp layout: called by every rank, each writing the
+        shards it holds; rank 0 then writes the rest and publishes it as ``save`` does (its path; None on the
+        others, which must wait at a barrier for it before going on)."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        step = int(state["step"])
+        if env.is_main:
+            self._begin(step)
+        barrier(env)  # the directory exists, emptied of any earlier attempt, before a rank writes into it
+        tmp = self._tmp_dir(step)
+        model_state, optimizer_state = get_state_dict(model, optimizer)
+        del model_state["lm_head.weight"]  # tied: the token embedding, stored once
+        # Collective: returns once every rank's files are written and fsynced and rank 0 wrote the index.
+        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp / SHARDED_DIR)
+        if not env.is_main:
+            return None
+        save_config(model.config, tmp, extra=_model_info(state))
+        torch.save(rank_states, tmp / RANKS_FILE)
+        shards = [f"{SHARDED_DIR}/{p.name}" for p in sorted((tmp / SHARDED_DIR).iterdir())]
+        fsync_dir(tmp / SHARDED_DIR)
+        return self._finish(tmp, {**state, "layout": SHARDED}, [CONFIG_FILE, RANKS_FILE, *shards])
+
+    def _tmp_dir(self, step: int) -> Path:
+        return self.run_dir / f"{PREFIX}{step:08d}.tmp"
+
+    def _begin(self, step: int) -> Path:
+        """An empty ``step_N.tmp/`` to write checkpoint ``step`` into (leftovers of crashed writes removed)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.run_dir.glob(f"{PREFIX}*.tmp"):  # left by a crash mid-write
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = self._tmp_dir(step)
+        tmp.mkdir()
+        return tmp
+
+    def _finish(self, tmp: Path, state: dict[str, Any], files: list[str]) -> Path:
+        """Write state.json (last: it marks the checkpoint complete), fsync, rename ``tmp`` to its final name,
+        point ``latest`` at it and prune."""
+        final = tmp.with_name(tmp.name.removesuffix(".tmp"))
+        state = {"format": FORMAT, **state, "files": {name: (tmp / name).stat().st_size for name in files}}
         write_json_atomic(tmp / STATE_FILE, state)
         for name in [*files, STATE_FILE]:
             fsync_file(tmp / name)
@@ -244,11 +321,17 @@ class Checkpointer:
                 actual = (path / name).stat().st_size
                 if actual != size:
                     raise CorruptCheckpoint(f"{path / name}: {actual} bytes, expected {size}")
-            model_state = load_file(str(path / WEIGHTS_FILE))
-            optimizer_state = torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+            model_state = optimizer_state = None
+            if state.get("layout", FULL) == SHARDED:
+                read_sharded_metadata(path / SHARDED_DIR)  # the tensors are read in place, by every rank
+            else:
+                model_state = load_file(str(path / WEIGHTS_FILE))
+                optimizer_state = torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
             rank_states = torch.load(path / RANKS_FILE, map_location="cpu", weights_only=True)
         except CorruptCheckpoint:
             raise
+        except UserError as e:
+            raise CorruptCheckpoint(str(e)) from e
         except (OSError, ValueError, KeyError, RuntimeError, EOFError, SafetensorError) as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise CorruptCheckpoint(f"{path}: {first}") from e
@@ -285,8 +368,68 @@ def check_model_config(path: Path, wanted: GPTConfig) -> None:
         )
 
 
-def apply_checkpoint(ckpt: LoadedCheckpoint, model: GPT, optimizer: torch.optim.Optimizer | None) -> None:
-    """Copy a loaded checkpoint's weights (and optimizer state) into ``model`` (and ``optimizer``)."""
+def _model_info(state: dict[str, Any]) -> dict[str, Any]:
+    """What config.json's ``info`` records of the training run."""
+    return {"step": int(state["step"]), "tokens_seen": state.get("tokens_seen"), "train": state.get("config")}
+
+
+def apply_checkpoint(ckpt: LoadedCheckpoint, model: GPT, optimizer: torch.optim.Optimizer) -> None:
+    """Copy a checkpoint's weights and optimizer state into ``model`` and ``optimizer``, of either layout into
+    a sharded model or a whole one.
+
+    A dcp-layout checkpoint is read by every rank together (a collective): each rank reads its parts of each
+    tensor, whatever the world size that wrote them, or every tensor whole into a model that is not sharded.
+    """
+    if ckpt.layout == SHARDED:
+        _load_sharded(ckpt.path / SHARDED_DIR, model, optimizer)
+        return
+    assert ckpt.model_state is not None and ckpt.optimizer_state is not None
+    if is_sharded(model):
+        _load_full_into_sharded(ckpt.model_state, ckpt.optimizer_state, model, optimizer)
+        return
     load_weights(model, ckpt.model_state, str(ckpt.path / WEIGHTS_FILE))
-    if optimizer is not None:
-        optimizer.load_state_dict(ckpt.optimizer_state)
+    optimizer.load_state_dict(ckpt.optimizer_state)
+
+
+def _load_sharded(path: Path, model: GPT, optimizer: torch.optim.Optimizer) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    # The state dicts this model and optimizer would save, as the frame DCP reads into: a sharded model's
+    # holds this rank's shards, a whole model's whole tensors.
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    del model_state["lm_head.weight"]  # stored once, as the token embedding
+    with warnings.catch_warnings():
+        # Without a process group (one process, not sharded) DCP warns that it reads alone: it is meant to.
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=path)
+    model_state["lm_head.weight"] = model_state["transformer.wte.weight"]
+    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state)
+
+
+def _load_full_into_sharded(
+    model_state: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+) -> None:
+    """A full-layout checkpoint (every rank read all of it) into a sharded model: each rank keeps its part."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    # optimizer.pt numbers parameters in the order of the optimizer's groups; the sharded form names them.
+    names = {id(p): name for name, p in model.named_parameters()}
+    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    by_name = {
+        "state": {order[i]: s for i, s in optimizer_state["state"].items()},
+        "param_groups": [
+            {**g, "params": [order[i] for i in g["params"]]} for g in optimizer_state["param_groups"]
+        ],
+    }
+    weights = {**model_state, "lm_head.weight": model_state["transformer.wte.weight"]}
+    set_state_dict(
+        model,
+        optimizer,
+        model_state_dict=weights,
+        optim_state_dict=by_name,
+        options=StateDictOptions(full_state_dict=True),
+    )

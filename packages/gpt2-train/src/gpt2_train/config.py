@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from gpt2_core.dataclass_utils import from_dict, read_toml
 from gpt2_core.errors import UserError
 
+PARALLEL_MODES = ("ddp", "fsdp")
 CPU_MATMUL_MODES = ("auto", "onednn", "torch")
 """``gpt2_core.cpu_matmul.MODES``, spelled out here to keep this module torch-free (a test checks both)."""
 
@@ -99,6 +100,12 @@ class TrainConfig:
     products at this micro-batch, taken at start-up and cached, shows it faster (it is with AVX-512)."""
     activation_checkpointing: bool = False
     """Recompute each block's activations in the backward pass: less memory (gpt2-xl on one GPU), ~30% slower."""
+    parallel: str = "ddp"
+    """How torchrun's ranks share the model: ddp (each holds all of it) or fsdp (each holds 1/N of the parameters,
+    gradients and optimizer state, FSDP2; checkpoints sharded too; bf16 parameters, fp32 gradient reduction on GPUs)."""
+    fsdp_cpu_offload: bool = False
+    """With --parallel fsdp: keep the parameter shards, gradients and optimizer state in CPU memory, the optimizer
+    step on the CPU (the largest models on the fewest GPUs, at a cost in speed)."""
     seed: int = 1337
     """Seed for initialisation and data order."""
     run_dir: str = "runs/gpt2"
@@ -183,6 +190,13 @@ class TrainConfig:
             raise UserError(f"--precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.train_vocab not in ("full", "data"):
             raise UserError(f"--train-vocab must be full or data, got {self.train_vocab!r}")
+        if self.parallel not in PARALLEL_MODES:
+            raise UserError(f"--parallel must be {' or '.join(PARALLEL_MODES)}, got {self.parallel!r}")
+        if self.fsdp_cpu_offload and self.parallel != "fsdp":
+            raise UserError("--fsdp-cpu-offload needs --parallel fsdp")
+        if self.parallel == "fsdp" and self.train_vocab == "data":
+            # Its head ties every unseen id's embedding row to one, a copy across rows of a sharded matrix.
+            raise UserError("--train-vocab data works with --parallel ddp only; add --train-vocab full")
         if self.cpu_matmul not in CPU_MATMUL_MODES:
             raise UserError(
                 f"--cpu-matmul must be one of {', '.join(CPU_MATMUL_MODES)}, got {self.cpu_matmul!r}"

@@ -3,6 +3,9 @@
 Under ``torchrun`` the variables RANK, LOCAL_RANK and WORLD_SIZE are set; without them this is a
 single process and every helper is a no-op. NCCL on GPUs, gloo on CPU. Control flags (stop, save a
 checkpoint now) travel over a separate gloo group so deciding them never waits on the GPU stream.
+
+FSDP needs a process group even for one process (``--parallel fsdp`` without torchrun, e.g. to offload a
+model's state to the CPU on one GPU): ``setup_distributed(..., group_of_one=True)`` makes a group of one.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ class DistEnv:
     device: torch.device = torch.device("cpu")
     control_group: Any = None
     """A gloo group for CPU flags (None in a single process)."""
+    joined: bool = False
+    """Whether ``setup_distributed`` joined (or made) a process group, for ``teardown_distributed`` to leave."""
 
     @property
     def is_main(self) -> bool:
@@ -38,11 +43,24 @@ class DistEnv:
         return self.world_size > 1
 
 
-def setup_distributed(device: str = "auto") -> DistEnv:
-    """Join torchrun's process group when there is one; pick this rank's device."""
+def setup_distributed(device: str = "auto", *, group_of_one: bool = False) -> DistEnv:
+    """Join torchrun's process group when there is one; pick this rank's device.
+
+    ``group_of_one``: a single process makes a process group of its own (FSDP needs one).
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return DistEnv(device=pick_device(device))
+        dev = pick_device(device)
+        if not group_of_one or dist.is_initialized():
+            return DistEnv(device=dev)
+        if dev.type == "mps":
+            raise UserError(
+                "--device mps: FSDP over MPS is not supported; use --parallel ddp or --device cpu"
+            )
+        dist.init_process_group(
+            backend="nccl" if dev.type == "cuda" else "gloo", store=dist.HashStore(), rank=0, world_size=1
+        )
+        return DistEnv(device=dev, joined=True)
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device)
@@ -54,11 +72,18 @@ def setup_distributed(device: str = "auto") -> DistEnv:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     control = dist.new_group(backend="gloo") if dev.type == "cuda" else dist.group.WORLD
-    return DistEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=dev, control_group=control)
+    return DistEnv(
+        rank=rank,
+        local_rank=local_rank,
+        world_size=world_size,
+        device=dev,
+        control_group=control,
+        joined=True,
+    )
 
 
 def teardown_distributed(env: DistEnv) -> None:
-    if env.enabled and dist.is_initialized():
+    if env.joined and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -108,13 +108,35 @@ class HellaSwagEvaluator:
 
 
 class Sampler:
-    """A seeded text sample from ``prompt`` every ``every`` steps and at the last (rank 0 only)."""
+    """A seeded text sample from ``prompt`` every ``every`` steps and at the last, on rank 0.
 
-    def __init__(self, prompt: str, tokens: int, every_steps: int, env: DistEnv) -> None:
+    With a ``sharded`` (FSDP) model every rank takes part: a sample's forward passes depend on the tokens drawn,
+    and a sharded forward is a collective of all ranks, so the ranks gather the whole model to rank 0 instead,
+    which samples from a copy in CPU memory.
+    """
+
+    def __init__(
+        self, prompt: str, tokens: int, every_steps: int, env: DistEnv, sharded: bool = False
+    ) -> None:
         self.prompt, self.tokens, self.every_steps, self.env = prompt, tokens, every_steps, env
+        self.sharded = sharded
+        self._copy: GPT | None = None
 
     def should_sample(self, step: int, last: bool) -> bool:
-        return self.env.is_main and every(self.every_steps, step, last)
+        return (self.env.is_main or self.sharded) and every(self.every_steps, step, last)
 
-    def sample(self, model: GPT) -> str:
+    def sample(self, model: GPT) -> str | None:
+        """The sample (None on ranks other than 0)."""
+        if self.sharded:
+            from gpt2_core.weights import load_weights
+
+            from gpt2_train.parallel import full_state_dict
+
+            state = full_state_dict(model, self.env)
+            if not self.env.is_main:
+                return None
+            if self._copy is None:
+                self._copy = GPT(model.config)
+            load_weights(self._copy, state, "the gathered model")
+            model = self._copy
         return sample_text(model, self.prompt, self.tokens)

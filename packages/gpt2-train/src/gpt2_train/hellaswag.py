@@ -9,6 +9,7 @@ the cache, or a local file. Examples are split across DDP ranks and the counts s
 from __future__ import annotations
 
 import json
+import math
 import os
 import urllib.request
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ def score_example(model: GPT, tokens: torch.Tensor, mask: torch.Tensor) -> tuple
 
 
 def evaluate(model: GPT, examples: list[Example], env: DistEnv | None = None) -> HellaSwagResult:
-    """Accuracy of ``model`` on ``examples``; under DDP each rank scores every world_size-th example."""
+    """Accuracy of ``model`` on ``examples``; with several ranks each scores every world_size-th example."""
     from gpt2_core.tokenizer import Tokenizer
 
     env = env or DistEnv(device=next(model.parameters()).device)
@@ -124,10 +125,15 @@ def evaluate(model: GPT, examples: list[Example], env: DistEnv | None = None) ->
     model.eval()
     counts = torch.zeros(3, dtype=torch.float64)
     try:
-        for i in range(env.rank, len(examples), env.world_size):
-            tokens, mask = _rows(examples[i], tok.encode, model.config.block_size)
+        # Every rank runs as many forward passes as the busiest one (a sharded model's forward is a collective
+        # of all ranks): a rank past the end scores example 0 again and does not count it.
+        for i in range(env.rank, math.ceil(len(examples) / env.world_size) * env.world_size, env.world_size):
+            counted = i < len(examples)
+            ex = examples[i if counted else 0]
+            tokens, mask = _rows(ex, tok.encode, model.config.block_size)
             by_sum, by_mean = score_example(model, tokens.to(env.device), mask.to(env.device))
-            counts += torch.tensor([by_sum == examples[i].label, by_mean == examples[i].label, 1.0])
+            if counted:
+                counts += torch.tensor([by_sum == ex.label, by_mean == ex.label, 1.0])
     finally:
         model.train(was_training)
     counts = sum_over_ranks(env, counts.to(env.device) if env.device.type == "cuda" else counts).cpu()

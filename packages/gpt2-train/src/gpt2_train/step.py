@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from gpt2_train.parallel import is_sharded, replicated, set_gradient_sync
 from gpt2_train.precision import autocast
 
 IGNORE_INDEX = -100
@@ -59,9 +60,10 @@ class StepResult:
 class TrainStep:
     """``step(source, lr)`` runs ``grad_accum`` micro-batches from ``source`` and updates the model.
 
-    ``model`` may be a plain ``GPT``, a compiled one, or a DDP wrapper; with DDP the gradient
-    all-reduce happens only on the last micro-batch. ``count_group`` is the process group (gloo, CPU
-    tensors) over which the ranks add up their target counts; default: the world group.
+    ``model`` may be a plain ``GPT``, a compiled one, a DDP wrapper or a sharded (FSDP2) model; across
+    ranks, gradients are all-reduced (DDP) or reduce-scattered (FSDP) only in the last micro-batch's
+    backward. ``count_group`` is the process group (gloo, CPU tensors) over which the ranks add up their
+    target counts; default: the world group.
     """
 
     def __init__(
@@ -83,7 +85,8 @@ class TrainStep:
         self.autocast_dtype = autocast_dtype
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self.ddp = isinstance(model, DistributedDataParallel)
-        self.world_size = dist.get_world_size() if self.ddp else 1
+        self.sharded = is_sharded(model)
+        self.world_size = dist.get_world_size() if self.ddp or self.sharded else 1
         self.count_group = count_group
         # On a GPU, fused AdamW skips a step on the device when found_inf is 1; elsewhere we check on the
         # host, which costs nothing on CPU where everything is synchronous anyway.
@@ -98,7 +101,7 @@ class TrainStep:
         """Counted targets of each micro-batch here, and of the whole step over every rank."""
         counts = [int((y != IGNORE_INDEX).sum()) for _, y in batches]
         total = torch.tensor([sum(counts)], dtype=torch.int64)
-        if self.ddp:
+        if self.world_size > 1:
             dist.all_reduce(total, op=dist.ReduceOp.SUM, group=self.count_group)
         return counts, int(total.item())
 
@@ -115,21 +118,26 @@ class TrainStep:
         for micro, (x, y) in enumerate(batches):
             x, y = self._to_device(x), self._to_device(y)
             last = micro == self.grad_accum - 1
-            sync = contextlib.nullcontext() if (last or not self.ddp) else self.model.no_sync()
+            if self.sharded:
+                set_gradient_sync(self.model, last)
+            sync = self.model.no_sync() if self.ddp and not last else contextlib.nullcontext()
             with sync:
                 with autocast(self.device, self.autocast_dtype):
                     _, loss = self.model(x, y)
                 # The model gives this micro-batch's mean; weighted by its share of the step's targets it
-                # becomes its sum over the step's count. DDP averages gradients over ranks: times world_size.
+                # becomes its sum over the step's count. DDP and FSDP average gradients over ranks: times
+                # world_size.
                 (loss * (counts[micro] * self.world_size / total)).backward()
             loss_sum += loss.detach() * counts[micro]
-        if self.ddp:
+        if self.world_size > 1:
             dist.all_reduce(loss_sum, op=dist.ReduceOp.SUM)
         loss = loss_sum / total
         if self.grad_clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         else:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        # Sharded gradients give a replicated DTensor, in CPU memory when FSDP offloads them.
+        grad_norm = replicated(grad_norm).to(loss.device)
         finite = torch.isfinite(grad_norm) & torch.isfinite(loss)
         if self.device_skip:
             self.optimizer.found_inf = (~finite).float()  # type: ignore[attr-defined]

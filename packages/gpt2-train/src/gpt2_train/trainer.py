@@ -24,7 +24,7 @@ from gpt2_core.model import GPT
 from gpt2_core.paths import cache_dir
 from torch.nn.parallel import DistributedDataParallel
 
-from gpt2_train import accel
+from gpt2_train import accel, parallel
 from gpt2_train.allocator import restore_malloc_defaults, retain_freed_memory
 from gpt2_train.checkpoint import (
     AUTO,
@@ -209,8 +209,9 @@ class Trainer:
 
     ``Trainer(cfg)`` builds the model, batch sources, optimizer, checkpointer, loggers and evaluators;
     ``start()`` restores ``cfg.resume`` (or clears the run with ``--overwrite``) and wraps the model for the
-    run (speed-ups, DDP); ``fit()`` starts if needed and trains, asking each component whether it is due;
-    ``close()`` ends what the trainer started (``fit`` calls it on the way out).
+    run (speed-ups, DDP; under ``--parallel fsdp`` the model is wrapped and sharded as it is built, since the
+    optimizer must hold the shards); ``fit()`` starts if needed and trains, asking each component whether it
+    is due; ``close()`` ends what the trainer started (``fit`` calls it on the way out).
     """
 
     def __init__(
@@ -226,14 +227,18 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self._own_env = env is None
-        self.env = env or setup_distributed(cfg.device)
+        self.sharded = cfg.parallel == "fsdp"
+        self.env = env or setup_distributed(cfg.device, group_of_one=self.sharded)
         dev = self.env.device
         world = self.env.world_size
         accel.check(cfg, dev)
+        if self.sharded and not torch.distributed.is_initialized():
+            raise UserError("--parallel fsdp: give Trainer an env from setup_distributed(group_of_one=True)")
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self.model = model if model is not None else build_model(cfg)
         self.grad_accum = preflight(cfg, self.model.config.block_size, world)
-        self.model.to(dev)
+        if not self.sharded:  # FSDP moves each rank's shards there as it shards the model
+            self.model.to(dev)
         self._retains_memory = setup_device(dev)
         self.autocast_dtype = autocast_dtype(cfg.precision, dev)
 
@@ -258,7 +263,18 @@ class Trainer:
         self.train_source: BatchSource = train_source
 
         self.total_steps = cfg.max_steps or self._steps_for_epochs()
-        self.optimizer = build_optimizer(self.model, cfg, dev)
+        self.loss_model: torch.nn.Module = self.model
+        """What computes the loss: the model, or the data-vocabulary head around it (``_wrap()``)."""
+        self.wrapped: torch.nn.Module | None = None
+        """What the step function calls: the model with its speed-ups and DDP or FSDP (``_wrap()``)."""
+        if self.sharded:
+            # FSDP replaces the parameters by their shards, which the optimizer must hold: shard now, and let
+            # start() read a checkpoint into the shards.
+            self.wrapped = self._wrap()
+        # AdamW runs where the parameters are: in CPU memory when FSDP offloads them there.
+        self.optimizer = build_optimizer(
+            self.model, cfg, torch.device("cpu") if cfg.fsdp_cpu_offload else dev
+        )
         self.checkpointer = Checkpointer(
             cfg.run_dir,
             keep=cfg.keep,
@@ -271,15 +287,15 @@ class Trainer:
         self.hellaswag = HellaSwagEvaluator(
             cfg.hellaswag_file, cfg.hellaswag_limit, cfg.hellaswag_every, self.env, self.autocast_dtype
         )
-        self.sampler = Sampler(cfg.sample_prompt, cfg.sample_tokens, cfg.sample_every, self.env)
+        self.sampler = Sampler(
+            cfg.sample_prompt, cfg.sample_tokens, cfg.sample_every, self.env, sharded=self.sharded
+        )
         self.step = 0
         self.tokens_seen = 0
         self.best_val_loss: float | None = None
         self.tokens_per_step = cfg.total_batch_tokens
         self.train_step: TrainStep | None = None
         """Built by ``start()``: the step function over the wrapped model."""
-        self.loss_model: torch.nn.Module = self.model
-        """What computes the loss: the model, or the data-vocabulary head around it (``start()``)."""
 
         self.flops_per_token = flops_per_token(self.model, cfg.seq_len)
         self.peak, self.device_desc = peak_flops(dev, self.autocast_dtype)
@@ -307,8 +323,8 @@ class Trainer:
         return steps
 
     def start(self) -> TrainStep:
-        """Resume (``--resume``) or clear (``--overwrite``) the run, then wrap the model and build the step
-        function; once (later calls return the step function)."""
+        """Resume (``--resume``) or clear (``--overwrite``) the run, then wrap the model (unless sharded already)
+        and build the step function; once (later calls return the step function)."""
         if self.train_step is not None:
             return self.train_step
         cfg, dev = self.cfg, self.env.device
@@ -324,8 +340,23 @@ class Trainer:
             if self.env.is_main:
                 self.checkpointer.clear()
             barrier(self.env)
+        if self.wrapped is None:
+            # Wrap after loading: DDP broadcasts rank 0's weights, compile traces the final module.
+            self.wrapped = self._wrap()
+        self.train_step = TrainStep(
+            self.wrapped,
+            self.optimizer,
+            grad_accum=self.grad_accum,
+            grad_clip=cfg.grad_clip,
+            device=dev,
+            autocast_dtype=self.autocast_dtype,
+            count_group=self.env.control_group,
+        )
+        return self.train_step
 
-        # Wrap after loading: DDP broadcasts rank 0's weights, compile traces the final module.
+    def _wrap(self) -> torch.nn.Module:
+        """The model as the step function calls it: the data-vocabulary head, the speed-ups, then DDP or FSDP."""
+        cfg, dev = self.cfg, self.env.device
         head = None
         if cfg.train_vocab == "data":
             from gpt2_train.vocab import DataVocabHead, source_token_ids
@@ -335,19 +366,15 @@ class Trainer:
         # Val loss through the same head: the same value as the full model's, for a fraction of the work.
         self.loss_model = head if head is not None else self.model
         wrapped = accel.apply(self.model, cfg, dev, outer=head, autocast=self.autocast_dtype)
+        if self.sharded:
+            compute_dtype = parallel.param_dtype(self.autocast_dtype, dev)
+            return parallel.shard(
+                self.model, self.env, compute_dtype=compute_dtype, cpu_offload=cfg.fsdp_cpu_offload
+            )
         if self.env.enabled:
             ids = [dev.index] if dev.type == "cuda" else None
             wrapped = DistributedDataParallel(wrapped, device_ids=ids)
-        self.train_step = TrainStep(
-            wrapped,
-            self.optimizer,
-            grad_accum=self.grad_accum,
-            grad_clip=cfg.grad_clip,
-            device=dev,
-            autocast_dtype=self.autocast_dtype,
-            count_group=self.env.control_group,
-        )
-        return self.train_step
+        return wrapped
 
     def _resume(self, spec: str) -> None:
         # Rank 0 picks the checkpoint (falling back past unreadable ones); the others read the same one.
@@ -464,7 +491,9 @@ class Trainer:
         if self.hellaswag.should_evaluate(self.step, last):
             self.logger.log(self.hellaswag.evaluate(self.model), self.step)
         if self.sampler.should_sample(self.step, last):
-            self.logger.log_text("samples", self.sampler.sample(self.model), self.step)
+            text = self.sampler.sample(self.model)
+            if text is not None:
+                self.logger.log_text("samples", text, self.step)
         return val
 
     def _check_finite(self, result: StepResult, worst: int) -> None:
@@ -484,8 +513,10 @@ class Trainer:
             return
         n = self.model.num_params()
         matmul = f" (cpu matmul: {route_of(self.model)})" if self.env.device.type == "cpu" else ""
+        sharded = " sharded (fsdp)" if self.sharded else ""
         print(
-            f"training {n / 1e6:.1f}M parameters on {self.device_desc}{matmul}, {self.env.world_size} rank(s): "
+            f"training {n / 1e6:.1f}M parameters on {self.device_desc}{matmul}, {self.env.world_size} rank(s)"
+            f"{sharded}: "
             f"steps {self.step}..{self.total_steps}, {self.tokens_per_step:,} tokens/step "
             f"(micro-batch {self.cfg.micro_batch} x {self.cfg.seq_len}, accumulation {self.grad_accum})",
             file=sys.stderr,
@@ -515,19 +546,22 @@ class Trainer:
             print(f"warning: {msg}", file=sys.stderr)
 
     def save_checkpoint(self, val_loss: float | None = None) -> Path | None:
-        """Gather every rank's position and RNG, and write a checkpoint on rank 0 (others get None)."""
+        """Gather every rank's position and RNG, and write a checkpoint: on rank 0, or with a sharded model
+        on every rank, each writing its shards (its path on rank 0, None on the others)."""
         rank_state = {"source": self.train_source.state_dict(), "rng": capture_rng()}
         ranks = gather_objects(self.env, rank_state)
+        state = {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "val_loss": val_loss,
+            "best_val_loss": self.best_val_loss,
+            "world_size": self.env.world_size,
+            "config": self.cfg.to_dict(),
+        }
         path = None
-        if self.env.is_main:
-            state = {
-                "step": self.step,
-                "tokens_seen": self.tokens_seen,
-                "val_loss": val_loss,
-                "best_val_loss": self.best_val_loss,
-                "world_size": self.env.world_size,
-                "config": self.cfg.to_dict(),
-            }
+        if self.sharded:
+            path = self.checkpointer.save_sharded(self.model, self.optimizer, state, ranks, self.env)
+        elif self.env.is_main:
             path = self.checkpointer.save(self.model, self.optimizer, state, ranks)
         barrier(self.env)  # nobody races ahead (or exits) while rank 0 writes
         self.checkpointer.last_save = time.monotonic()
@@ -535,8 +569,8 @@ class Trainer:
 
 
 def train(cfg: TrainConfig) -> TrainResult:
-    """Run ``gpt2 train`` with ``cfg`` (under torchrun: this rank's share), tearing DDP down after."""
-    env = setup_distributed(cfg.device)
+    """Run ``gpt2 train`` with ``cfg`` (under torchrun: this rank's share), tearing DDP/FSDP down after."""
+    env = setup_distributed(cfg.device, group_of_one=cfg.parallel == "fsdp")
     try:
         return Trainer(cfg, env=env).fit()
     finally:

@@ -1,0 +1,156 @@
+"""``--parallel fsdp`` in one process (a process group of one): the same training as DDP's path, the tie kept,
+sharded checkpoints that resume exactly and load as one model, and either layout resuming either kind of run.
+
+Two ranks run under torchrun in the root tests (tests/test_train_fsdp.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from gpt2_core.errors import UserError
+from gpt2_core.weights import load_model
+from gpt2_train.checkpoint import Checkpointer
+from gpt2_train.config import TrainConfig
+from gpt2_train.parallel import is_sharded
+from gpt2_train.trainer import Trainer
+
+from .conftest import CountingSource, small_config, small_model
+
+
+def trainer(run_dir: Path, **overrides: object) -> Trainer:
+    """A 2-layer model, 2 micro-batches a step, checkpoints every 2 steps."""
+    values: dict = dict(max_steps=4, checkpoint_every_steps=2)
+    values.update(overrides)
+    cfg = small_config(run_dir, **values)
+    return Trainer(cfg, model=small_model(n_layer=2), train_source=CountingSource(4, 16, seed=1))
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["train/loss"] for r in map(json.loads, lines) if "train/loss" in r}
+
+
+def full_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every tensor whole (a sharded model's shards are gathered; with one rank, its shard is all of it)."""
+    return {
+        k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
+        for k, v in model.state_dict().items()
+    }
+
+
+def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 1e-6) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=atol, msg=k)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor]]:
+    run = tmp_path_factory.mktemp("ddp") / "run"
+    tr = trainer(run)
+    tr.fit()
+    return run, full_weights(tr.model)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"activation_checkpointing": True, "fsdp_cpu_offload": True}],
+    ids=["plain", "checkpointing+offload"],
+)
+def test_one_process_fsdp_trains_as_ddp_does(ddp_run, tmp_path: Path, options: dict) -> None:
+    run = tmp_path / "run"
+    tr = trainer(run, parallel="fsdp", **options)
+    tr.start()
+    model = tr.model
+    assert is_sharded(model) and dist.is_initialized()
+    assert model.lm_head.weight is model.transformer.wte.weight  # tied, and sharded once
+    params = [p for g in tr.optimizer.param_groups for p in g["params"]]
+    assert len({id(p) for p in params}) == len(params) == len(list(model.parameters()))
+    tr.fit()
+    assert not dist.is_initialized()  # the trainer made its group of one, and ended it
+    ref_run, ref = ddp_run
+    a, b = losses(run), losses(ref_run)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    assert all(abs(a[s] - b[s]) < 1e-6 for s in a), (a, b)
+    assert_close(full_weights(model), ref)
+
+    latest = run / "latest"
+    state = json.loads((latest / "state.json").read_text())
+    assert state["layout"] == "dcp" and "sharded/.metadata" in state["files"]
+    assert not (latest / "model.safetensors").exists()
+    loaded = load_model(latest)  # read into one model, without a process group
+    assert_close(full_weights(loaded), ref)
+
+
+def test_sharded_checkpoint_resumes_bit_identical(tmp_path: Path) -> None:
+    ref = trainer(tmp_path / "ref", parallel="fsdp", keep=1)
+    ref.fit()
+    assert [p.name for p in Checkpointer(tmp_path / "ref").checkpoints()] == ["step_00000004"]
+    part = trainer(tmp_path / "run", parallel="fsdp", max_steps=2)
+    part.fit()
+    resumed = trainer(tmp_path / "run", parallel="fsdp", resume="latest")
+    resumed.fit()
+    assert resumed.step == 4
+    assert losses(tmp_path / "run")[4] == losses(tmp_path / "ref")[4]
+    a, b = full_weights(resumed.model), full_weights(ref.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_truncated_shard_falls_back_to_the_previous_checkpoint(tmp_path: Path, capsys) -> None:
+    trainer(tmp_path / "run", parallel="fsdp").fit()
+    shard = tmp_path / "run" / "step_00000004" / "sharded" / "__0_0.distcp"
+    shard.write_bytes(shard.read_bytes()[:1000])
+    resumed = trainer(tmp_path / "run", parallel="fsdp", resume="latest")
+    resumed.start()
+    assert resumed.step == 2
+    assert "checkpoint step_00000004 is unreadable" in capsys.readouterr().err
+    resumed.close()
+
+
+@pytest.mark.parametrize(("first", "then"), [("ddp", "fsdp"), ("fsdp", "ddp")])
+def test_either_layout_resumes_either_kind_of_run(ddp_run, tmp_path: Path, first: str, then: str) -> None:
+    trainer(tmp_path / "run", parallel=first, max_steps=2).fit()
+    resumed = trainer(tmp_path / "run", parallel=then, resume="latest")
+    resumed.fit()
+    ref_run, ref = ddp_run
+    assert abs(losses(tmp_path / "run")[4] - losses(ref_run)[4]) < 1e-6
+    assert_close(full_weights(resumed.model), ref)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"parallel": "zero3"}, "--parallel must be ddp or fsdp"),
+        ({"fsdp_cpu_offload": True}, "--fsdp-cpu-offload needs --parallel fsdp"),
+        ({"parallel": "fsdp", "train_vocab": "data"}, "add --train-vocab full"),
+    ],
+)
+def test_impossible_combinations_are_refused(options: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        TrainConfig(**options)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX", "g++")) is None, reason="inductor needs a C++ compiler"
+)
+def test_compiled_blocks_with_checkpointing_under_fsdp(ddp_run, tmp_path: Path) -> None:
+    """compile (each block, in place, before sharding) + activation checkpointing + FSDP: what a GPU run of
+    --parallel fsdp does by default, here with inductor's CPU kernels."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    tr = trainer(tmp_path / "run", parallel="fsdp", compile=True, activation_checkpointing=True)
+    tr.fit()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    assert "_orig_mod" not in "".join(tr.model.state_dict())  # checkpoints keep the plain names
+    ref_run, ref = ddp_run
+    a, b = losses(tmp_path / "run"), losses(ref_run)
+    assert all(abs(a[s] - b[s]) < 1e-4 for s in b), (a, b)
+    assert_close(full_weights(load_model(tmp_path / "run" / "latest")), ref, atol=1e-4)
