@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import gpt2, gpt2_here, metrics
+from gpt2_train.config import PRESETS
 
 HELLASWAG = Path(__file__).parents[1] / "packages" / "gpt2-train" / "tests" / "data" / "hellaswag_mini.jsonl"
 # The nano model on short sequences: a step takes a fraction of a second on one core.
@@ -128,7 +129,7 @@ def test_config_file_and_preset(data_dir: Path, tmp_path: Path, capsys) -> None:
     )
     saved = json.loads((run / "latest" / "config.json").read_text())
     assert saved["n_layer"] == 1 and saved["n_embd"] == 32 and saved["padded_vocab_size"] == 50304
-    assert saved["info"]["train"]["lr"] == 5e-3  # from the tiny preset
+    assert saved["info"]["train"]["lr"] == PRESETS["tiny"]["lr"]  # from the tiny preset
 
 
 def test_third_party_logger_and_dataset(fixture_plugin, tmp_path: Path) -> None:

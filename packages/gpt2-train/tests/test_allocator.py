@@ -32,6 +32,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not on_glibc(), reason="glibc's malloc only")
 def test_later_steps_reuse_freed_memory() -> None:
     def faults(retain: bool) -> int:
