@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,12 +17,34 @@ from gpt2_core.tokenizer import EOT_ID
 KEY = "s3cret-key"
 
 
+class Gate:
+    """A forward-pass hook: 50 ms a pass, and while ``passes`` is a number, only that many more passes run;
+    the next one waits (the model's one row stays taken) until ``open()``. A timer alone raced a busy CI
+    machine: a request could finish before the test had queued the next one."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.passes: int | None = None
+
+    def __call__(self, *_: Any) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.passes is None or self.passes > 0, timeout=60)
+            if self.passes:
+                self.passes -= 1
+        time.sleep(0.05)
+
+    def allow(self, passes: int | None) -> None:
+        with self.cond:
+            self.passes = passes
+            self.cond.notify_all()
+
+
 @pytest.fixture(scope="module")
 def guarded(serve, make_chat_model) -> Iterator[Any]:
     model = make_chat_model()
-    # 50 ms or more a forward pass: a 60-token request holds the one row for over 3 s. Its random weights
-    # must not end a reply early either: the end-of-turn and end-of-text logits are pushed to -inf.
-    model.lm_head.register_forward_pre_hook(lambda *_: time.sleep(0.05))  # the engine may skip GPT.forward
+    model.gate = gate = Gate()
+    model.lm_head.register_forward_pre_hook(gate)  # on the head: the engine may skip GPT.forward's hooks
+    # Its random weights must not end a reply early: the end-of-turn and end-of-text logits are pushed to -inf.
     ends = torch.tensor(sorted({EOT_ID, *model.config.special_tokens.values()}))
     model.lm_head.register_forward_hook(lambda _m, _i, out: out.index_fill(-1, ends, float("-inf")))
     with serve(model, api_key=KEY, max_batch=1, max_queue=1) as server:
@@ -46,23 +69,25 @@ def test_a_full_queue_is_503_and_frees_when_clients_leave(guarded: Any) -> None:
     headers = {"Authorization": f"Bearer {KEY}"}
     body = {"prompt": "Hello", "max_tokens": 60, "stream": True}
     before = httpx.get(guarded.url + "/health").json()["tokens_generated"]
+    gate = guarded.model.gate
     with httpx.Client(base_url=guarded.api, headers=headers, timeout=30) as http:
-        with http.stream("POST", "/completions", json=body) as running:
-            next(running.iter_lines())  # it holds the one row
-            with http.stream("POST", "/completions", json=body) as waiting:
-                assert waiting.status_code == 200  # queued: its first token comes when the row frees
-                deadline = time.monotonic() + 10  # the server queues it on its own loop: wait until it has
-                while httpx.get(guarded.url + "/health").json()["waiting"] < 1:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.01)
-                full = http.post("/completions", json=body)
-                assert full.status_code == 503
-                assert full.json()["error"] == {
-                    "message": full.json()["error"]["message"],
-                    "type": "server_error",
-                    "param": None,
-                    "code": "overloaded",
-                }
+        try:
+            gate.allow(1)  # the first request's prefill, then the engine waits: it holds the one row
+            with http.stream("POST", "/completions", json=body) as running:
+                next(running.iter_lines())
+                with http.stream("POST", "/completions", json=body) as waiting:
+                    assert waiting.status_code == 200  # queued: its first token comes when the row frees
+                    assert httpx.get(guarded.url + "/health").json()["waiting"] == 1
+                    full = http.post("/completions", json=body)
+                    assert full.status_code == 503
+                    assert full.json()["error"] == {
+                        "message": full.json()["error"]["message"],
+                        "type": "server_error",
+                        "param": None,
+                        "code": "overloaded",
+                    }
+        finally:
+            gate.allow(None)
         # both clients left mid-stream: their row and queue place are free again
         deadline = time.monotonic() + 10
         while (stats := httpx.get(guarded.url + "/health").json())["running"] + stats["waiting"]:
