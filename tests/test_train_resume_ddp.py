@@ -202,7 +202,11 @@ def test_two_nodes_through_c10d_rendezvous_match_one_process(data_dir: Path, tmp
         )
         for node in (0, 1)
     ]
-    outputs = [agent.communicate(timeout=300) for agent in agents]
+    try:
+        outputs = [agent.communicate(timeout=300) for agent in agents]
+    finally:
+        for agent in agents:  # a hung rendezvous must not outlive the test
+            agent.kill()
     for agent, (out, err) in zip(agents, outputs):
         assert agent.returncode == 0, err + out
     assert any("2 rank(s)" in err and "accumulation 1" in err for _, err in outputs)

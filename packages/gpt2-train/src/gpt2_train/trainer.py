@@ -267,6 +267,8 @@ class Trainer:
         """What computes the loss: the model, or the data-vocabulary head around it (``_wrap()``)."""
         self.wrapped: torch.nn.Module | None = None
         """What the step function calls: the model with its speed-ups and DDP or FSDP (``_wrap()``)."""
+        self.flops_per_token = 0.0
+        """Training FLOPs per token for MFU, of the head ``_wrap()`` chooses."""
         if self.sharded:
             # FSDP replaces the parameters by their shards, which the optimizer must hold: shard now, and let
             # start() read a checkpoint into the shards.
@@ -297,7 +299,6 @@ class Trainer:
         self.train_step: TrainStep | None = None
         """Built by ``start()``: the step function over the wrapped model."""
 
-        self.flops_per_token = flops_per_token(self.model, cfg.seq_len)
         self.peak, self.device_desc = peak_flops(dev, self.autocast_dtype)
         resolved = replace(cfg, max_steps=self.total_steps)
         if logger is not None:
@@ -362,7 +363,8 @@ class Trainer:
             from gpt2_train.vocab import DataVocabHead, source_token_ids
 
             head = DataVocabHead(self.model, source_token_ids(self.train_source), self.optimizer)
-            self.flops_per_token = flops_per_token(self.model, cfg.seq_len, head_rows=len(head.rows))
+        head_rows = len(head.rows) if head is not None else None
+        self.flops_per_token = flops_per_token(self.model, cfg.seq_len, head_rows=head_rows)
         # Val loss through the same head: the same value as the full model's, for a fraction of the work.
         self.loss_model = head if head is not None else self.model
         wrapped = accel.apply(self.model, cfg, dev, outer=head, autocast=self.autocast_dtype)
