@@ -4,12 +4,14 @@ others run, stop at stop ids and max_tokens, and leave (cancelled) without leaki
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 from gpt2_core.generate import generate_ids
 from gpt2_core.model import GPT
 from gpt2_core.sampling import SamplingConfig
 from gpt2_serve.engine import End, Engine, Job, QueueFull, Token
+from waiting import wait_until_async
 
 GREEDY = SamplingConfig(temperature=0, stop_at_eot=False)
 
@@ -34,6 +36,16 @@ async def drain(job: Job) -> tuple[list[int], str]:
         tokens.append(event.id)
 
 
+def rows_free(engine: Engine) -> Callable[[], dict[str, int] | bool]:
+    """A probe: the engine's stats once nothing runs, waits or holds a row, else False."""
+
+    def probe() -> dict[str, int] | bool:
+        stats = engine.stats()
+        return stats["running"] == stats["waiting"] == stats["rows_in_use"] == 0 and stats
+
+    return probe
+
+
 def job(prompt: list[int], max_tokens: int, stop_ids: frozenset[int] = frozenset()) -> Job:
     return Job(prompt, max_tokens, GREEDY, stop_ids, asyncio.Queue(), asyncio.get_running_loop())
 
@@ -53,8 +65,8 @@ def test_batched_sequences_match_decoding_alone(model: GPT) -> None:
             engine.submit(later)
             results = await asyncio.gather(*(drain(j) for j in jobs + later))
             results[0] = ([first.id, *results[0][0]], results[0][1])
-            await asyncio.sleep(0.05)
-            assert engine.stats()["running"] == 0 and engine.stats()["rows_in_use"] == 0
+            # Each job's end is sent before the loop frees its row: wait for that, not for a while.
+            await wait_until_async(rows_free(engine), "the rows to be free")
             return results
         finally:
             engine.stop()
@@ -88,9 +100,7 @@ def test_stop_ids_queue_limit_and_cancel(model: GPT) -> None:
             again = job(prompt, 6)
             engine.submit([again])
             assert (await drain(again)) == (expected, "length")
-            await asyncio.sleep(0.05)
-            stats = engine.stats()
-            assert stats["running"] == stats["waiting"] == stats["rows_in_use"] == 0
+            await wait_until_async(rows_free(engine), "the rows to be free")
         finally:
             engine.stop()
 

@@ -9,16 +9,39 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from gpt2_core.tokenizer import EOT_ID
 
 ARTIFACTS = Path(
     os.environ.get("GPT2_TEST_ARTIFACTS", Path(__file__).resolve().parents[3] / "test-artifacts")
 )
+
+
+class Pacer:
+    """A forward-pass hook: while ``budget`` is a number, that many more passes run and the next one waits
+    until the test gives more. The test decides how far a reply has got when it looks and clicks, so the
+    machine's speed cannot change what it sees (a reply cannot end before its stop is clicked)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.budget: int | None = None
+
+    def __call__(self, *_: Any) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.budget is None or self.budget > 0)
+            if self.budget:
+                self.budget -= 1
+
+    def allow(self, passes: int | None) -> None:
+        with self.cond:
+            self.budget = passes
+            self.cond.notify_all()
 
 
 def find_chromium() -> str | None:
@@ -32,7 +55,13 @@ def page(serve, make_chat_model) -> Iterator[tuple[Any, Any]]:
     if executable is None:
         pytest.skip("no chromium on this machine (.ci/run installs Debian's)")
     model = make_chat_model(block_size=512)  # room for a conversation
-    model.register_forward_pre_hook(lambda *_: time.sleep(0.03))  # slow enough to see it stream, and stop it
+    model.pacer = Pacer()
+    model.lm_head.register_forward_pre_hook(
+        model.pacer
+    )  # on the head: the engine may skip GPT.forward's hooks
+    # Random weights must not end a reply early: the end-of-turn and end-of-text logits are pushed to -inf.
+    ends = torch.tensor(sorted({EOT_ID, *model.config.special_tokens.values()}))
+    model.lm_head.register_forward_hook(lambda _m, _i, out: out.index_fill(-1, ends, float("-inf")))
     with serve(model) as server, sync_api.sync_playwright() as playwright:
         try:
             browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
@@ -40,6 +69,7 @@ def page(serve, make_chat_model) -> Iterator[tuple[Any, Any]]:
             pytest.skip(f"{executable} does not start headless here: {str(e).splitlines()[0]}")
         try:
             tab = browser.new_page(viewport={"width": 900, "height": 600})
+            tab.set_default_timeout(120_000)  # a busy machine is slow, not broken
             tab.goto(server.url + "/")
             yield tab, server
         finally:
@@ -51,30 +81,43 @@ REPLY = "document.querySelectorAll('.msg.assistant')[{}]?.textContent.length ?? 
 
 def test_a_message_gets_a_streamed_reply_and_stop_ends_it(page: tuple[Any, Any]) -> None:
     tab, server = page
+    pacer = server.model.pacer
     tab.wait_for_function(f"document.getElementById('model').textContent === '{server.name}'")
-    tab.fill("#input", "Hello, who are you?")
-    tab.press("#input", "Enter")
-    tab.wait_for_selector(".msg.user")
-    assert tab.inner_text(".msg.user") == "Hello, who are you?"
-    tab.wait_for_function(f"{REPLY.format(0)} > 0")
-    first = tab.evaluate(REPLY.format(0))
-    tab.wait_for_function(f"{REPLY.format(0)} > {first} + 20")  # it grows piece by piece
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    tab.screenshot(path=str(ARTIFACTS / "serve-chat.png"))
-    assert (ARTIFACTS / "serve-chat.png").stat().st_size > 1000
-    tab.click("#stop")
-    tab.wait_for_function("document.getElementById('stop').disabled")
+    try:
+        pacer.allow(6)  # the prompt and five tokens, then the reply waits
+        tab.fill("#input", "Hello, who are you?")
+        tab.press("#input", "Enter")
+        tab.wait_for_selector(".msg.user")
+        assert tab.inner_text(".msg.user") == "Hello, who are you?"
+        tab.wait_for_function(f"{REPLY.format(0)} > 0")
+        first = tab.evaluate(REPLY.format(0))
+        pacer.allow(20)
+        tab.wait_for_function(f"{REPLY.format(0)} > {first}")  # it grows piece by piece
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        tab.screenshot(path=str(ARTIFACTS / "serve-chat.png"))
+        assert (ARTIFACTS / "serve-chat.png").stat().st_size > 1000
+        assert tab.locator("#stop").is_enabled()  # the reply is still going: it waits on the pacer
+        tab.click("#stop")
+        tab.wait_for_function("document.getElementById('stop').disabled")
+    finally:
+        pacer.allow(None)
     assert tab.locator(".error").count() == 0  # stopping is not an error
     assert tab.evaluate(REPLY.format(0)) > 0  # the partial reply stays
 
 
 def test_the_conversation_is_kept_until_a_new_chat(page: tuple[Any, Any]) -> None:
     tab, server = page
-    tab.fill("#input", "Tell me more.")
-    tab.click("#send")
-    tab.wait_for_function(f"{REPLY.format(1)} > 0")
-    assert tab.locator(".msg.user").count() == 2
-    tab.click("#new")
-    assert tab.locator(".msg").count() == 0
-    tab.wait_for_function("document.getElementById('stop').disabled")  # new chat stopped the reply
+    pacer = server.model.pacer
+    try:
+        pacer.allow(6)
+        tab.fill("#input", "Tell me more.")
+        tab.click("#send")
+        tab.wait_for_function(f"{REPLY.format(1)} > 0")
+        assert tab.locator(".msg.user").count() == 2
+        assert tab.locator("#stop").is_enabled()
+        tab.click("#new")
+        assert tab.locator(".msg").count() == 0
+        tab.wait_for_function("document.getElementById('stop').disabled")  # new chat stopped the reply
+    finally:
+        pacer.allow(None)
     assert tab.locator(".error").count() == 0
