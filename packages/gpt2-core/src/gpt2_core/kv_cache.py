@@ -142,9 +142,13 @@ class SlotCache:
         self.device = torch.device(device)
         self.lengths = torch.zeros(slots + 1, dtype=torch.long, device=device)
         self.host_lengths = [0] * slots
+        # The plan of the next pass (``plan``) and what ``begin`` builds from it for every layer.
         self._decoding: list[bool] = []
         self._lo = self._hi = 0
         self._chunks: list[Chunk] = []
+        self._dec = self._index = self._dec_mask = torch.empty(0)
+        self._K = 0
+        self._chunk_masks: list[torch.Tensor | None] = []
 
     def plan(self, decode: list[int], chunks: list[Chunk]) -> int:
         """Set the next pass: one token for each slot in ``decode``, then ``chunks``; return N, the pass's

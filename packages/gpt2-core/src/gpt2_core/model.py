@@ -1,5 +1,7 @@
-"""GPT-2, read top to bottom: config, attention, MLP, block, the model, then saving and loading.
+"""GPT-2, read top to bottom: attention, MLP, block, the model, then saving and loading.
 
+The shape is a ``GPTConfig`` (``gpt2_core.config``, importable without torch); the keys and values of
+earlier tokens during inference are a cache's (``gpt2_core.kv_cache``): attention hands it q, k and v.
 Module names equal Hugging Face's GPT-2 keys (``transformer.h.0.attn.c_attn``, ...), so importing and
 exporting weights is a transpose of the four Conv1D matrices, not a renaming table.
 """

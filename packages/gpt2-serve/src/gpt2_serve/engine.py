@@ -36,8 +36,10 @@ log = logging.getLogger("gpt2_serve")
 
 Finish = Literal["stop", "length", "cancelled", "error"]
 
-STEP_TOKENS = 64
-"""Default token budget of one step (decode tokens plus prompt chunk tokens); see ``Engine``."""
+STEP_TOKENS = 32
+"""Default token budget of one step (decode tokens plus prompt chunk tokens); see ``Engine``. Chosen so
+that on a 2-core CPU in fp32 a step with seven streams and a prompt chunk stays under twice a plain
+decoding step (BENCHMARKS.md: 57-token chunks made it 2.1x)."""
 
 
 class QueueFull(Exception):
@@ -128,9 +130,11 @@ class Slots:
 class Engine:
     """The decoding loop over ``model``: at most ``max_batch`` running sequences, ``max_queue`` waiting.
 
-    ``step_tokens`` caps the tokens of one forward pass (vLLM's ``max_num_batched_tokens``): every
-    decoding sequence's one token first, prompt chunks in the rest; at least one prompt token per step
-    goes in while a prompt waits, so a budget below ``max_batch`` + 1 slows prefill but never stops it.
+    ``step_tokens`` caps the tokens of one forward pass while sequences are decoding (vLLM's
+    ``max_num_batched_tokens``): every decoding sequence's one token first, prompt chunks in the rest; at
+    least one prompt token per step goes in while a prompt waits, so a budget below ``max_batch`` + 1 slows
+    prefill but never stops it. With nothing decoding, waiting prompts are read whole in one pass: there is
+    no stream to keep pace for, and a burst of requests gets its first tokens together.
     """
 
     def __init__(
@@ -262,7 +266,8 @@ class Engine:
         """This step's decoding jobs and prompt chunks, within the token budget (decoding first)."""
         held = [job for job in self.slots.held() if not job.done]
         decode = [job for job in held if job.decoding]
-        budget = self.step_tokens - len(decode)
+        # The budget protects running streams' pace; with none running, prompts are read whole at once.
+        budget = self.step_tokens - len(decode) if decode else sum(len(job.prompt) for job in held)
         chunks = []
         for job in sorted((j for j in held if 0 <= j.fed < len(j.prompt)), key=lambda j: j.admitted):
             count = min(len(job.prompt) - job.fed, max(budget, 0 if chunks else 1))

@@ -37,7 +37,7 @@ def serve(
     ),
     max_queue: int = typer.Option(64, "--max-queue", help="Sequences waiting at most; past it, 503."),
     step_tokens: int = typer.Option(
-        64,  # engine.STEP_TOKENS; not imported here: the engine imports torch, `gpt2 --help` must not
+        32,  # engine.STEP_TOKENS; not imported here: the engine imports torch, `gpt2 --help` must not
         "--step-tokens",
         help="Tokens of one decoding step at most: one per running sequence, prompt chunks in the rest.",
     ),
