@@ -295,7 +295,9 @@ def peer(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="gpt2", help="the random model's preset (a smaller one for a smoke run)")
+    ap.add_argument(
+        "--preset", default="gpt2", help="the random model's preset (a smaller one for a smoke run)"
+    )
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8, 16])
     ap.add_argument("--tokens", type=int, default=64, help="max_tokens of each request")
     ap.add_argument("--rounds", type=int, default=2)
