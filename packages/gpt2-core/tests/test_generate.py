@@ -9,7 +9,7 @@ import torch
 from gpt2_core import GPT, UserError
 from gpt2_core import generate as gen
 from gpt2_core.generate import generate, generate_ids, sample_next, stream
-from gpt2_core.model import KVCache
+from gpt2_core.kv_cache import KVCache
 from gpt2_core.sampling import SamplingConfig
 from gpt2_core.tokenizer import Tokenizer
 
@@ -171,7 +171,7 @@ def test_stream_reports_its_ids_and_closing_it_leaves_the_cache_consistent(
     next(pieces)
     pieces.close()
     # Stopped after the first piece: the cache holds the prompt and every new id but the last.
-    assert {layer.length for layer in cache.layers} == {len(prompt) + len(generated) - 1}
+    assert cache.length == len(prompt) + len(generated) - 1
     assert generated == ids[: len(generated)]
 
 

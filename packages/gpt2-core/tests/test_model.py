@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from gpt2_core import GPT, PRESETS, GPTConfig, UserError, get_preset
-from gpt2_core.model import KVCache
+from gpt2_core.kv_cache import KVCache
 
 
 @pytest.mark.parametrize(

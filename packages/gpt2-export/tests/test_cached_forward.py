@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from gpt2_core import GPT, get_preset
-from gpt2_core.model import KVCache
+from gpt2_core.kv_cache import KVCache
 from gpt2_export.onnx_export import CachedGPT
 
 
@@ -19,13 +19,13 @@ def test_cached_forward_agrees_with_the_model_on_every_block() -> None:
     with torch.no_grad():
         logits, *past = CachedGPT(model)(prompt, *empty)
         ref, _ = model(prompt, kv_cache=cache, all_positions=True)
-        for i, layer in enumerate(cache.layers):  # keys and values of every block
-            torch.testing.assert_close(past[2 * i], layer.k[:, :, :7])
-            torch.testing.assert_close(past[2 * i + 1], layer.v[:, :, :7])
+        for i in range(cfg.n_layer):  # keys and values of every block
+            torch.testing.assert_close(past[2 * i], cache.k[i, :, :, :7])
+            torch.testing.assert_close(past[2 * i + 1], cache.v[i, :, :, :7])
         torch.testing.assert_close(logits, ref[..., : cfg.vocab_size])
         # Continuing from the cache: three new positions against seven cached ones.
         logits, *past = CachedGPT(model)(more, *past)
         ref, _ = model(more, kv_cache=cache, all_positions=True)
         torch.testing.assert_close(logits, ref[..., : cfg.vocab_size])
-        for i, layer in enumerate(cache.layers):
-            torch.testing.assert_close(past[2 * i], layer.k[:, :, :10])
+        for i in range(cfg.n_layer):
+            torch.testing.assert_close(past[2 * i], cache.k[i, :, :, :10])

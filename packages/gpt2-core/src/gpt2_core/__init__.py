@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from gpt2_core.errors import UserError
 
 if TYPE_CHECKING:
+    from gpt2_core.config import GPTConfig
     from gpt2_core.generate import generate, stream
-    from gpt2_core.model import GPT, GPTConfig
+    from gpt2_core.model import GPT
     from gpt2_core.presets import PRESETS, get_preset
     from gpt2_core.sampling import SamplingConfig
     from gpt2_core.tokenizer import Tokenizer
@@ -36,7 +37,7 @@ __all__ = [
 
 _LAZY = {
     "GPT": "model",
-    "GPTConfig": "model",
+    "GPTConfig": "config",
     "PRESETS": "presets",
     "get_preset": "presets",
     "SamplingConfig": "sampling",

@@ -54,7 +54,7 @@ class ChatSession:
     """
 
     def __init__(self, model: GPT, sampling: SamplingConfig | None = None, system: str | None = None) -> None:
-        from gpt2_core.model import KVCache
+        from gpt2_core.kv_cache import KVCache
         from gpt2_core.tokenizer import Tokenizer
 
         self.model = model.eval()

@@ -192,7 +192,7 @@ def chat_config(config: GPTConfig, kind: str = "auto") -> GPTConfig:
     ``kind``: ``special`` (role tokens inside the vocabulary padding; an error if there is no room),
     ``plain`` (text markers), or ``auto`` (special where there is room).
     """
-    from gpt2_core.model import GPTConfig
+    from gpt2_core.config import GPTConfig
 
     if config.chat_template is not None:
         check_template(config.chat_template, "model config chat_template")

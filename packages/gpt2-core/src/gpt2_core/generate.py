@@ -9,7 +9,8 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from gpt2_core.errors import UserError
-from gpt2_core.model import GPT, KVCache
+from gpt2_core.kv_cache import KVCache
+from gpt2_core.model import GPT
 from gpt2_core.sampling import SamplingConfig
 from gpt2_core.tokenizer import EOT_ID, Tokenizer
 
@@ -18,22 +19,65 @@ def sample_next(
     logits: torch.Tensor, cfg: SamplingConfig, vocab_size: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Pick one token per row of ``logits`` (B, V). Ids >= ``vocab_size`` (vocab padding) are never picked."""
+    B = logits.size(0)
+    return sample_rows(logits, vocab_size, [cfg] * B, generator=generator)
+
+
+def sample_rows(
+    logits: torch.Tensor,
+    vocab_size: int,
+    configs: Sequence[SamplingConfig],
+    generators: Sequence[torch.Generator | None] | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Pick one token for each row of ``logits`` (B, V) by that row's ``configs[b]`` (temperature, top_k,
+    top_p), all rows at once: (B,) int64, on the logits' device, with no host sync.
+
+    Sampling is ``torch.multinomial``'s own draw for one sample (probabilities divided by Exp(1) noise,
+    then argmax: the same numbers), so row b draws its noise from ``generators[b]`` when given (a
+    request's seed), the rows without one from ``generator`` in row order; with one ``generator`` for all
+    rows this is exactly ``torch.multinomial(probs, 1, generator)``. Greedy rows (temperature 0) draw
+    nothing. Ids >= ``vocab_size`` (vocab padding) are never picked.
+    """
     logits = logits[:, :vocab_size].float()
-    if cfg.temperature == 0:
+    B, V = logits.shape
+    greedy = [c.temperature == 0 for c in configs]
+    if all(greedy):
         return logits.argmax(dim=-1)
-    logits = logits / cfg.temperature
-    if cfg.top_k and cfg.top_k < logits.size(-1):
-        kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, [-1]]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if cfg.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+    device = logits.device
+    temperature = torch.tensor([c.temperature or 1.0 for c in configs], device=device)
+    scaled = logits / temperature[:, None]
+    ks = [c.top_k if 0 < c.top_k < V and not g else 0 for c, g in zip(configs, greedy)]
+    if any(ks):
+        kth = torch.topk(scaled, max(ks), dim=-1).values
+        kth = kth.gather(1, torch.tensor([max(k - 1, 0) for k in ks], device=device)[:, None])
+        kth = torch.where(torch.tensor(ks, device=device)[:, None] > 0, kth, float("-inf"))
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    nucleus = [c.top_p < 1.0 and not g for c, g in zip(configs, greedy)]
+    if any(nucleus):
+        sorted_logits, order = torch.sort(scaled, descending=True, dim=-1)
         probs = torch.softmax(sorted_logits, dim=-1)
+        top_p = torch.tensor([c.top_p for c in configs], device=device)[:, None]
         # Drop a token when the tokens before it already reach top_p (the first one always stays).
-        drop = probs.cumsum(dim=-1) - probs >= cfg.top_p
+        drop = (probs.cumsum(dim=-1) - probs >= top_p) & torch.tensor(nucleus, device=device)[:, None]
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+        scaled = torch.full_like(scaled, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = torch.softmax(scaled, dim=-1)
+    noise = torch.empty_like(probs)
+    own = generators or [None] * B
+    if all(g is None for g in own) and not any(greedy):
+        noise.exponential_(1, generator=generator)
+    else:
+        shared = [b for b in range(B) if own[b] is None and not greedy[b]]
+        if shared:  # one draw for the rows without a seed, in row order
+            noise[shared] = torch.empty(len(shared), V, device=device).exponential_(1, generator=generator)
+        for b in range(B):
+            if own[b] is not None and not greedy[b]:
+                noise[b].exponential_(1, generator=own[b])
+    picked = (probs / noise).argmax(dim=-1)
+    if any(greedy):
+        picked = torch.where(torch.tensor(greedy, device=device), logits.argmax(dim=-1), picked)
+    return picked
 
 
 def _device_of(model: GPT) -> torch.device:
@@ -110,10 +154,8 @@ def generate_ids(
                 pending = nxt[:, None]
                 seq = torch.cat([seq, pending], dim=1)
     finally:
+        # An interrupt between two blocks leaves the cache as it was: its length counts whole passes only.
         model.train(was_training)
-        if kv_cache is not None:
-            # An interrupt between two blocks leaves later layers one step short: keep what all hold.
-            kv_cache.truncate(min(layer.length for layer in kv_cache.layers))
 
 
 def _prefill_once(model: GPT, context: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -124,10 +166,9 @@ def _prefill_once(model: GPT, context: torch.Tensor, cache: KVCache) -> torch.Te
     B = context.size(0)
     if B == 1:
         return model(context, kv_cache=cache)[0]
-    one = KVCache(model.config, 1, context.device, cache.layers[0].k.dtype, max_len=context.size(1))
+    one = KVCache(model.config, 1, context.device, cache.k.dtype, max_len=context.size(1))
     logits, _ = model(context[:1], kv_cache=one)
-    for rows, shared in zip(cache.layers, one.layers):
-        rows.append(shared.k, shared.v)  # broadcast over the batch
+    cache.broadcast_from(one)
     return logits.expand(B, -1, -1)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from gpt2_core.config import GPTConfig
 from gpt2_core.errors import UserError
-from gpt2_core.model import GPTConfig
 
 PRESETS: dict[str, GPTConfig] = {
     # OpenAI's four released sizes (tied embeddings, vocab 50257, 1024 positions).

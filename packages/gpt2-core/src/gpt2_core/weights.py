@@ -24,9 +24,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from gpt2_core.config import GPTConfig
 from gpt2_core.errors import UserError
 from gpt2_core.files import write_json_atomic
-from gpt2_core.model import EOT_ID, GPT, GPTConfig
+from gpt2_core.model import GPT
+from gpt2_core.tokenizer import EOT_ID
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"

@@ -26,12 +26,35 @@ ONNX_FILE = "model.onnx"
 EXTERNAL_DATA_BYTES = 1 << 30
 
 
+class PastCache:
+    """The cache protocol (``gpt2_core.kv_cache.Cache``) as a pure function: the past keys and values are
+    inputs, each block's past + new are collected as outputs (``presents``), and every attention takes an
+    explicit mask, so the pass traces into a graph with no state and no branch on the past length."""
+
+    def __init__(self, past: tuple[torch.Tensor, ...]) -> None:
+        self.past = past
+        self.presents: list[torch.Tensor] = []
+
+    def begin(self, T: int, device: torch.device) -> torch.Tensor:
+        P = self.past[0].shape[2]
+        # Query t (at position P + t) sees keys 0 .. P + t.
+        self.mask = torch.ones(T, P + T, dtype=torch.bool, device=device).tril(diagonal=P)
+        return torch.arange(P, P + T, device=device)
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        k = torch.cat([self.past[2 * layer], k], dim=2)
+        v = torch.cat([self.past[2 * layer + 1], v], dim=2)
+        self.presents += [k, v]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask)
+
+    def end(self) -> None:
+        pass
+
+
 class CachedGPT(nn.Module):
     """A GPT's forward pass as a pure function of (input_ids, past keys/values): what ONNX can trace.
 
-    ``GPT.forward`` fills a preallocated cache in place and branches on its length; here the cache is an
-    input and an output, attention always takes an explicit mask, and logits cover every new position.
-    The weights are the GPT's own modules, so the computation is the same.
+    The model's own forward, with :class:`PastCache` for its cache; logits cover every new position.
     """
 
     def __init__(self, gpt: GPT) -> None:
@@ -39,27 +62,9 @@ class CachedGPT(nn.Module):
         self.gpt = gpt
 
     def forward(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        cfg = self.gpt.config
-        tr = self.gpt.transformer
-        B, T = input_ids.shape
-        C, H = cfg.n_embd, cfg.n_head
-        P = past[0].shape[2]
-        pos = torch.arange(P, P + T, device=input_ids.device)
-        x = tr.wte(input_ids) + tr.wpe(pos)
-        # Query t (at position P + t) sees keys 0 .. P + t.
-        mask = torch.ones(T, P + T, dtype=torch.bool, device=input_ids.device).tril(diagonal=P)
-        presents: list[torch.Tensor] = []
-        for i, block in enumerate(tr.h):
-            q, k, v = block.attn.c_attn(block.ln_1(x)).split(C, dim=2)
-            q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))
-            k = torch.cat([past[2 * i], k], dim=2)
-            v = torch.cat([past[2 * i + 1], v], dim=2)
-            presents += [k, v]
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            x = x + block.attn.c_proj(y.transpose(1, 2).reshape(B, T, C))
-            x = x + block.mlp(block.ln_2(x))
-        logits = self.gpt.lm_head(tr.ln_f(x))[..., : cfg.vocab_size]
-        return (logits, *presents)
+        cache = PastCache(past)
+        logits = self.gpt.lm_head(self.gpt.hidden(input_ids, cache))[..., : self.gpt.config.vocab_size]
+        return (logits, *cache.presents)
 
 
 def io_names(n_layer: int) -> tuple[list[str], list[str]]:

@@ -33,7 +33,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gpt2_serve.api import APIError, Generation, choice, envelope, parse, usage
-from gpt2_serve.engine import End, Engine, Job, QueueFull, Token
+from gpt2_serve.engine import STEP_TOKENS, End, Engine, Job, QueueFull, Token
 
 log = logging.getLogger("gpt2_serve")
 
@@ -170,9 +170,11 @@ def create_app(
     max_batch: int = 8,
     max_queue: int = 64,
     max_body: int = MAX_BODY,
+    step_tokens: int = STEP_TOKENS,
 ) -> Starlette:
-    """The server's ASGI app; its engine starts and stops with the app (lifespan)."""
-    engine = Engine(model, max_batch=max_batch, max_queue=max_queue)
+    """The server's ASGI app; its engine starts and stops with the app (lifespan). ``step_tokens``: the
+    token budget of one decoding step (see ``Engine``)."""
+    engine = Engine(model, max_batch=max_batch, max_queue=max_queue, step_tokens=step_tokens)
     tokenizer = Tokenizer.for_config(model.config)
     template = ChatTemplate.for_model(model)
     created = int(time.time())

@@ -36,6 +36,11 @@ def serve(
         8, "--max-batch", help="Sequences decoded together at most (KV cache rows)."
     ),
     max_queue: int = typer.Option(64, "--max-queue", help="Sequences waiting at most; past it, 503."),
+    step_tokens: int = typer.Option(
+        32,  # engine.STEP_TOKENS; not imported here: the engine imports torch, `gpt2 --help` must not
+        "--step-tokens",
+        help="Tokens of one decoding step at most: one per running sequence, prompt chunks in the rest.",
+    ),
     model_name: str = typer.Option(
         "", "--model-name", help="The model's id in the API (default: the directory name)."
     ),
@@ -64,6 +69,7 @@ def serve(
         ("--port", port, 0),
         ("--max-batch", max_batch, 1),
         ("--max-queue", max_queue, 0),
+        ("--step-tokens", step_tokens, 1),
     ):
         if value < low:
             raise UserError(f"{flag} must be >= {low}, got {value}")
@@ -81,12 +87,19 @@ def serve(
 
     where = pick_device(device)
     gpt = load_model(model, device=where, dtype=pick_dtype(dtype, where))
-    # Each decoding step runs 1 to --max-batch rows: oneDNN only if it is faster at both ends.
-    choice = route_matmuls(gpt, cpu_matmul, rows=sorted({1, max_batch}))
+    # Each decoding step runs 1 to --step-tokens rows: oneDNN only if it is faster at both ends.
+    choice = route_matmuls(gpt, cpu_matmul, rows=sorted({1, max(max_batch, step_tokens)}))
     if where.type == "cpu":
         log.info("cpu matmul: %s", choice)
     name = model_name or Path(model).resolve().name
-    app = create_app(gpt, model_name=name, api_key=api_key or None, max_batch=max_batch, max_queue=max_queue)
+    app = create_app(
+        gpt,
+        model_name=name,
+        api_key=api_key or None,
+        max_batch=max_batch,
+        max_queue=max_queue,
+        step_tokens=step_tokens,
+    )
     log.info("chat page and API at http://%s:%d/", host if ":" not in host else f"[{host}]", port)
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")
 
