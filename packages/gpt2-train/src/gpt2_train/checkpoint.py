@@ -4,7 +4,8 @@
 
 - ``model.safetensors`` + ``config.json``: written by ``gpt2_core.weights.save_model``, so
   ``gpt2 generate --model RUN_DIR/latest`` and ``load_model`` read a checkpoint like any model;
-- ``optimizer.pt``: AdamW's state (tensors, numbers, lists), read back with ``weights_only=True``;
+- ``optimizer.pt``: the optimizer's state (``--optimizer``'s: AdamW's, or Muon's and AdamW's in a list;
+  tensors, numbers, lists), read back with ``weights_only=True``;
 
 or, in the ``dcp`` layout (``--parallel fsdp``: no rank ever holds the whole state)
 
@@ -17,8 +18,12 @@ or, in the ``dcp`` layout (``--parallel fsdp``: no rank ever holds the whole sta
 and in both
 
 - ``ranks.pt``: per rank, the batch source's position and the RNG states (python, numpy, torch, cuda);
-- ``state.json``: the format, the layout, step, tokens seen, val loss, best val loss, the training config,
-  world size, and the size of every file above; written last, so a directory without it is incomplete.
+- ``state.json``: the format, the layout, step, tokens seen, val loss, best val loss, val losses since the
+  best (early stopping), whether it ends a WSD run's stable phase, the training config, world size, and the
+  size of every file above; written last, so a directory without it is incomplete.
+
+Links in the run directory: ``latest`` (the newest checkpoint), ``best`` (the lowest val loss) and, in a WSD
+run, ``stable`` (the end of the stable phase, to train longer from); ``prune`` keeps what they point at.
 
 Everything is written into ``step_XXXXXXXX.tmp/``, fsynced, and renamed once every rank has written its
 part; then the ``latest`` symlink is replaced atomically. A crash at any moment leaves ``latest`` pointing at a
@@ -71,7 +76,7 @@ from gpt2_train.parallel import is_sharded
 
 FORMAT = "gpt2-train-checkpoint/1"
 FULL = "full"
-"""Layout: weights in safetensors and AdamW's state in optimizer.pt, written by rank 0."""
+"""Layout: weights in safetensors and the optimizer's state in optimizer.pt, written by rank 0."""
 SHARDED = "dcp"
 """Layout: weights and AdamW's state in ``sharded/`` (torch.distributed.checkpoint), each rank its part."""
 STATE_FILE = "state.json"
