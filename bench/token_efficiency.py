@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -48,10 +49,13 @@ class Run:
     flags: list[str]
     curve: list[tuple[int, float]] = field(default_factory=list)
     """(tokens, val loss) at each evaluation."""
+    speed: float = 0.0
+    """Median logged training tokens/s (one thread; depends on the machine's load: compare runs side by side)."""
 
 
 def runs_for(args: argparse.Namespace) -> list[Run]:
     common = ["--preset", "tiny", "--eval-every", str(args.eval_every), "--max-steps", str(args.steps)]
+    common += ["--eval-batches", str(args.eval_batches)]
     if args.scale == "wide":
         common += ["--config", str(args.out / "wide.toml")]
     adamw = ["--optimizer", "adamw", "--lr-schedule", "cosine"]
@@ -83,10 +87,14 @@ def train(run: Run, out: Path) -> Run:
             subprocess.run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
         done.touch()
     tokens_per_step = 512
+    speeds = []
     for line in metrics.read_text().splitlines():
         row = json.loads(line)
         if "val/loss" in row:
             run.curve.append((row["step"] * tokens_per_step, row["val/loss"]))
+        if "train/tokens_per_sec" in row:
+            speeds.append(row["train/tokens_per_sec"])
+    run.speed = statistics.median(speeds)
     return run
 
 
@@ -110,6 +118,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="Runs at once (each one thread).")
     ap.add_argument("--steps", type=int, default=800, help="Optimizer steps of 512 tokens per run.")
     ap.add_argument("--eval-every", type=int, default=50)
+    ap.add_argument("--eval-batches", type=int, default=32, help="Micro-batches of 4 x 128 per val loss.")
     ap.add_argument("--adamw-lr", type=float, nargs="+", default=[1e-3, 2e-3, 4e-3])
     ap.add_argument("--muon-lr", type=float, nargs="+", default=[0.01, 0.02, 0.04])
     ap.add_argument("--decay-fraction", type=float, default=0.4)
@@ -122,16 +131,19 @@ def main() -> None:
         runs = list(pool.map(lambda r: train(r, args.out), runs))
 
     print(f"machine: {machine()}")
-    print(f"scale {args.scale}: {args.steps} steps x 512 tokens, val loss every {args.eval_every} steps")
+    print(
+        f"scale {args.scale}: {args.steps} steps x 512 tokens, val loss every {args.eval_every} steps "
+        f"({args.eval_batches} x 512 tokens)"
+    )
     ref = min((r for r in runs if r.recipe == "adamw+cosine"), key=lambda r: r.curve[-1][1])
     target, budget = ref.curve[-1][1], ref.curve[-1][0]
     print(f"reference: {ref.name}, final val loss {target:.4f} at {budget:,} tokens")
-    print(f"{'run':32} {'final val':>9} {'tokens to ref':>14} {'fraction':>8}")
+    print(f"{'run':32} {'final val':>9} {'tokens to ref':>14} {'fraction':>8} {'tok/s':>7}")
     for r in runs:
         reach = tokens_to_reach(r.curve, target)
         frac = f"{reach / budget:8.2f}" if reach is not None else f"{'-':>8}"
         reach_s = f"{reach:14,.0f}" if reach is not None else f"{'-':>14}"
-        print(f"{r.name:32} {r.curve[-1][1]:9.4f} {reach_s} {frac}")
+        print(f"{r.name:32} {r.curve[-1][1]:9.4f} {reach_s} {frac} {r.speed:7.0f}")
     print("\nval loss against tokens:")
     steps = [t for t, _ in runs[0].curve]
     print(f"{'tokens':>8} " + " ".join(f"{r.name[-16:]:>16}" for r in runs))
