@@ -280,6 +280,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # A few minutes on 2 CPU cores, on the built-in Shakespeare corpus (gpt2-data's shakespeare dataset,
     # 1.47M training tokens); bench/first_run.py measures it. Tuned there for the lowest val loss in a fixed
     # number of tokens: small steps (more updates per token), a lower peak lr, decay to zero, beta2 0.99.
+    # Muon (at the best --muon-lr of bench/token_efficiency.py's sweep) with a WSD schedule decaying over the
+    # last 40%: 5.34 val loss where AdamW + cosine ends at 5.78 in the same 800 steps (BENCHMARKS.md).
     "tiny": dict(
         model="tiny",
         dataset="shakespeare",
@@ -291,7 +293,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         micro_batch=4,
         seq_len=128,
         max_steps=800,
+        optimizer="muon",
+        muon_lr=0.01,
         lr=2e-3,
+        lr_schedule="wsd",
+        decay_fraction=0.4,
         min_lr_ratio=0.0,
         beta2=0.99,
         warmup_steps=30,
