@@ -173,10 +173,9 @@ def main() -> None:
             f"  {tokens:9,} tokens ({tokens / budget:.2f}): final val {final:.4f}  {'<=' if final <= target else '>'} {target:.4f}"
         )
     reach = tokens_to_reach(sorted(budgets), target)
+    how = "the shortest budget run: at most this" if reach == min(budgets)[0] else "interpolated"
     if reach is not None:
-        print(
-            f"  fraction of the reference's tokens a planned run needs: {reach / budget:.2f} (interpolated)"
-        )
+        print(f"  fraction of the reference's tokens a planned run needs: {reach / budget:.2f} ({how})")
     print("\nval loss against tokens:")
     steps = [t for t, _ in runs[0].curve]
     print(f"{'tokens':>8} " + " ".join(f"{r.name[-16:]:>16}" for r in runs))
