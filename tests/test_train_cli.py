@@ -170,3 +170,23 @@ def test_third_party_logger_and_dataset(fixture_plugin, tmp_path: Path) -> None:
     assert csv[0] == "# max_steps=3"
     assert "3,train/loss," in "\n".join(csv) and any(",val/loss," in line for line in csv)
     assert not (run / "metrics.jsonl").exists()  # only the chosen logger runs
+
+
+def test_third_party_optimizer(fixture_plugin, data_dir: Path, tmp_path: Path) -> None:
+    """An optimizer from a package outside the workspace: listed by gpt2 plugins, chosen by --optimizer,
+    checkpointed, and refused when resumed under another --optimizer."""
+    env = fixture_plugin("gpt2-example-optimizer")
+    r = gpt2("plugins", env=env)
+    assert r.returncode == 0 and "example-sgd" in r.stdout and "adamw, muon" in r.stdout, r.stdout
+    run = tmp_path / "run"
+    args = ["train", *SMALL, *QUIET, "--data-dir", str(data_dir), "--run-dir", str(run), "--max-steps", "3"]
+    r = gpt2(*args, "--optimizer", "example-sgd", "--logger", "jsonl", env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((run / "latest" / "state.json").read_text())["config"]["optimizer"] == "example-sgd"
+    import torch
+
+    saved = torch.load(run / "latest" / "optimizer.pt", weights_only=True)
+    assert saved["param_groups"][0]["momentum"] == 0.9  # SGD's state, not AdamW's
+    r = gpt2(*args, "--max-steps", "4", "--resume", "latest", env=env)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "trained with --optimizer example-sgd" in r.stderr

@@ -44,6 +44,16 @@ def register_loggers(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_optimizers(register: Callable[..., None]) -> None:
+    """Provide optimizers for ``gpt2 train --optimizer NAME`` (and ``gpt2 sft``): call ``register(name, factory)``.
+
+    ``factory(model, config, device)`` returns the optimizer over ``model``'s trainable parameters: a
+    ``torch.optim.Optimizer``, or an object with the same ``param_groups``, ``step``, ``zero_grad``,
+    ``state_dict``/``load_state_dict`` and ``register_step_post_hook`` (see ``gpt2_train.optim``).
+    """
+
+
+@hookspec
 def register_exporters(register: Callable[..., None]) -> None:
     """Provide model export formats for ``gpt2 export --format NAME``: call ``register(name, factory)``.
 

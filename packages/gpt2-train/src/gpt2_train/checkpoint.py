@@ -4,7 +4,8 @@
 
 - ``model.safetensors`` + ``config.json``: written by ``gpt2_core.weights.save_model``, so
   ``gpt2 generate --model RUN_DIR/latest`` and ``load_model`` read a checkpoint like any model;
-- ``optimizer.pt``: AdamW's state (tensors, numbers, lists), read back with ``weights_only=True``;
+- ``optimizer.pt``: the optimizer's state (``--optimizer``'s: AdamW's, or Muon's and AdamW's in a list;
+  tensors, numbers, lists), read back with ``weights_only=True``;
 
 or, in the ``dcp`` layout (``--parallel fsdp``: no rank ever holds the whole state)
 
@@ -17,8 +18,12 @@ or, in the ``dcp`` layout (``--parallel fsdp``: no rank ever holds the whole sta
 and in both
 
 - ``ranks.pt``: per rank, the batch source's position and the RNG states (python, numpy, torch, cuda);
-- ``state.json``: the format, the layout, step, tokens seen, val loss, best val loss, the training config,
-  world size, and the size of every file above; written last, so a directory without it is incomplete.
+- ``state.json``: the format, the layout, step, tokens seen, val loss, best val loss, val losses since the
+  best (early stopping), whether it ends a WSD run's stable phase, the training config, world size, and the
+  size of every file above; written last, so a directory without it is incomplete.
+
+Links in the run directory: ``latest`` (the newest checkpoint), ``best`` (the lowest val loss) and, in a WSD
+run, ``stable`` (the end of the stable phase, to train longer from); ``prune`` keeps what they point at.
 
 Everything is written into ``step_XXXXXXXX.tmp/``, fsynced, and renamed once every rank has written its
 part; then the ``latest`` symlink is replaced atomically. A crash at any moment leaves ``latest`` pointing at a
@@ -71,13 +76,18 @@ from gpt2_train.parallel import is_sharded
 
 FORMAT = "gpt2-train-checkpoint/1"
 FULL = "full"
-"""Layout: weights in safetensors and AdamW's state in optimizer.pt, written by rank 0."""
+"""Layout: weights in safetensors and the optimizer's state in optimizer.pt, written by rank 0."""
 SHARDED = "dcp"
 """Layout: weights and AdamW's state in ``sharded/`` (torch.distributed.checkpoint), each rank its part."""
 STATE_FILE = "state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 RANKS_FILE = "ranks.pt"
 LATEST = "latest"
+BEST = "best"
+"""Link to the checkpoint with the lowest val loss (kept by ``prune``)."""
+STABLE = "stable"
+"""Link to the checkpoint that ends a WSD run's stable phase (kept by ``prune``): ``--resume RUN_DIR/stable
+--max-steps LONGER`` trains longer."""
 AUTO = "auto"
 """``--resume auto``: ``latest`` when the run directory holds a checkpoint, else a fresh start."""
 PREFIX = "step_"
@@ -263,15 +273,18 @@ class Checkpointer:
         if final.exists():  # the same step saved twice (e.g. at the end right after a cadence save)
             self._delete(final)
         os.replace(tmp, final)
-        self._point_latest(final)
+        self._point(LATEST, final)
+        if state.get("stable"):
+            self._point(STABLE, final)
         fsync_dir(self.run_dir)
         self.prune()
         self.last_save = time.monotonic()
         return final
 
-    def _point_latest(self, target: Path) -> None:
-        link = self.run_dir / LATEST
-        tmp = self.run_dir / f"{LATEST}.tmp"
+    def _point(self, name: str, target: Path) -> None:
+        """Point the link ``RUN_DIR/name`` at checkpoint ``target`` atomically."""
+        link = self.run_dir / name
+        tmp = self.run_dir / f"{name}.tmp"
         if tmp.is_symlink() or tmp.exists():
             tmp.unlink()
         os.symlink(target.name, tmp, target_is_directory=True)
@@ -284,9 +297,13 @@ class Checkpointer:
         shutil.rmtree(doomed, ignore_errors=True)
 
     def prune(self) -> None:
-        """Keep the newest ``keep`` checkpoints and the one with the lowest val loss."""
+        """Keep the newest ``keep`` checkpoints, the one with the lowest val loss (linked as ``best``) and the
+        end of a WSD run's stable phase (``stable``)."""
         found = self.checkpoints()
         keep = set(found[-self.keep :])
+        stable = self.run_dir / STABLE
+        if stable.is_symlink():
+            keep.add(self.run_dir / os.readlink(stable))
         best, best_loss = None, float("inf")
         for p in found:
             try:
@@ -297,17 +314,19 @@ class Checkpointer:
                 best, best_loss = p, val
         if best is not None:
             keep.add(best)
+            self._point(BEST, best)
         for p in found:
             if p not in keep:
                 self._delete(p)
 
     def clear(self) -> None:
-        """Delete every checkpoint and the ``latest`` link (``--overwrite``)."""
+        """Delete every checkpoint and the links to them (``--overwrite``)."""
         for p in self.checkpoints():
             self._delete(p)
-        link = self.run_dir / LATEST
-        if link.is_symlink() or link.exists():
-            link.unlink()
+        for name in (LATEST, BEST, STABLE):
+            link = self.run_dir / name
+            if link.is_symlink() or link.exists():
+                link.unlink()
 
     # --- loading ---
 

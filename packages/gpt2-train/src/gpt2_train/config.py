@@ -14,6 +14,9 @@ from gpt2_core.dataclass_utils import from_dict, read_toml
 from gpt2_core.errors import UserError
 
 PARALLEL_MODES = ("ddp", "fsdp")
+LR_SCHEDULES = ("cosine", "wsd", "constant")
+DECAY_SHAPES = ("linear", "1-sqrt")
+MUON_ADJUST_LR = ("original", "match_rms_adamw")
 CPU_MATMUL_MODES = ("auto", "onednn", "torch")
 """``gpt2_core.cpu_matmul.MODES``, spelled out here to keep this module torch-free (a test checks both)."""
 
@@ -66,10 +69,19 @@ class TrainConfig:
     """Passes over the training tokens, used when --max-steps is 0."""
 
     # --- optimizer and schedule ---
+    optimizer: str = "adamw"
+    """adamw, muon (Muon on the blocks' matrices, AdamW on the rest), or one from a plugin (gpt2 plugins)."""
     lr: float = 6e-4
-    """Peak learning rate."""
+    """Peak learning rate (under --optimizer muon: of the parameters AdamW updates)."""
+    lr_schedule: str = "cosine"
+    """cosine (warm-up, cosine decay), wsd (warm-up, stable, decay over the last --decay-fraction; resume
+    RUN_DIR/stable with a larger --max-steps to train longer), or constant (warm-up, then --lr)."""
+    decay_fraction: float = 0.2
+    """wsd: the share of the steps that decay (Hägele et al. 2024 find 0.2 enough)."""
+    decay_shape: str = "linear"
+    """wsd: shape of the decay, linear or 1-sqrt (Hägele et al. 2024's better one)."""
     min_lr_ratio: float = 0.1
-    """The cosine decay ends at lr * min_lr_ratio."""
+    """The decay (cosine, wsd) ends at lr * min_lr_ratio."""
     warmup_steps: int = 715
     """Steps of linear warm-up from 0 to lr."""
     decay_steps: int = 0
@@ -84,6 +96,15 @@ class TrainConfig:
     """AdamW epsilon."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0: no clipping)."""
+    muon_lr: float = 0.02
+    """--optimizer muon: peak learning rate of the blocks' matrices (nanochat's matrix_lr)."""
+    muon_momentum: float = 0.95
+    """--optimizer muon: Nesterov momentum (Keller Jordan's Muon, modded-nanogpt, nanochat)."""
+    muon_weight_decay: float = 0.0
+    """--optimizer muon: decoupled weight decay of the matrices (modded-nanogpt and nanochat: none)."""
+    muon_adjust_lr: str = "original"
+    """--optimizer muon: torch.optim.Muon's adjust_lr_fn: original (lr * sqrt(max(1, rows/cols)), Keller
+    Jordan's) or match_rms_adamw (lr * 0.2 * sqrt(max(rows, cols)), Moonshot's: --muon-lr on AdamW's scale)."""
 
     # --- runtime ---
     device: str = "auto"
@@ -147,6 +168,11 @@ class TrainConfig:
     """Keep the newest K checkpoints, plus the one with the best val loss."""
     max_nonfinite: int = 5
     """Stop the run after this many non-finite (NaN/inf) steps in a row; such steps are skipped."""
+    early_stop_patience: int = 0
+    """Stop after this many val losses in a row without a new best (by --early-stop-min-delta); 0: never.
+    The best checkpoint is kept (RUN_DIR/best)."""
+    early_stop_min_delta: float = 0.0
+    """A val loss counts as a new best for early stopping when it is this much below the best so far."""
 
     POSITIVE: ClassVar[tuple[str, ...]] = (
         "total_batch_tokens",
@@ -176,6 +202,9 @@ class TrainConfig:
             "sample_every",
             "checkpoint_every_seconds",
             "checkpoint_every_steps",
+            "muon_weight_decay",
+            "early_stop_patience",
+            "early_stop_min_delta",
         )
         for name in non_negative:
             if getattr(self, name) < 0:
@@ -184,6 +213,22 @@ class TrainConfig:
             raise UserError(f"--lr must be positive, got {self.lr}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise UserError(f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UserError(
+                f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
+            )
+        if not 0 < self.decay_fraction <= 1:
+            raise UserError(f"--decay-fraction must be in (0, 1], got {self.decay_fraction}")
+        if self.decay_shape not in DECAY_SHAPES:
+            raise UserError(f"--decay-shape must be {' or '.join(DECAY_SHAPES)}, got {self.decay_shape!r}")
+        if self.muon_lr <= 0:
+            raise UserError(f"--muon-lr must be positive, got {self.muon_lr}")
+        if not 0 <= self.muon_momentum < 1:
+            raise UserError(f"--muon-momentum must be in [0, 1), got {self.muon_momentum}")
+        if self.muon_adjust_lr not in MUON_ADJUST_LR:
+            raise UserError(
+                f"--muon-adjust-lr must be {' or '.join(MUON_ADJUST_LR)}, got {self.muon_adjust_lr!r}"
+            )
         if self.max_steps == 0 and self.epochs == 0:
             raise UserError("give --max-steps or --epochs (both are 0)")
         if self.precision not in ("auto", "bf16", "fp32"):
@@ -235,6 +280,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # A few minutes on 2 CPU cores, on the built-in Shakespeare corpus (gpt2-data's shakespeare dataset,
     # 1.47M training tokens); bench/first_run.py measures it. Tuned there for the lowest val loss in a fixed
     # number of tokens: small steps (more updates per token), a lower peak lr, decay to zero, beta2 0.99.
+    # Muon (at the best --muon-lr of bench/token_efficiency.py's sweep) with a WSD schedule decaying over the
+    # last 40%: 5.34 val loss where AdamW + cosine ends at 5.78 in the same 800 steps (BENCHMARKS.md).
     "tiny": dict(
         model="tiny",
         dataset="shakespeare",
@@ -246,7 +293,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         micro_batch=4,
         seq_len=128,
         max_steps=800,
+        optimizer="muon",
+        muon_lr=0.01,
         lr=2e-3,
+        lr_schedule="wsd",
+        decay_fraction=0.4,
         min_lr_ratio=0.0,
         beta2=0.99,
         warmup_steps=30,

@@ -1,4 +1,4 @@
-"""gpt2-train's implementations of the gpt2 hooks: its commands and the built-in loggers."""
+"""gpt2-train's implementations of the gpt2 hooks: its commands, the built-in loggers and optimizers."""
 
 from __future__ import annotations
 
@@ -36,3 +36,19 @@ def register_loggers(register: Callable[..., None]) -> None:
     register("console", console)
     register("jsonl", jsonl)
     register("tensorboard", tensorboard)
+
+
+@hookimpl
+def register_optimizers(register: Callable[..., None]) -> None:
+    def adamw(model: Any, config: Any, device: Any) -> Any:
+        from gpt2_train.optim import build_adamw
+
+        return build_adamw(model, config, device)
+
+    def muon(model: Any, config: Any, device: Any) -> Any:
+        from gpt2_train.optim import build_muon
+
+        return build_muon(model, config, device)
+
+    register("adamw", adamw)
+    register("muon", muon)

@@ -58,7 +58,8 @@ class StepResult:
 
 
 class TrainStep:
-    """``step(source, lr)`` runs ``grad_accum`` micro-batches from ``source`` and updates the model.
+    """``step(source, lr)`` runs ``grad_accum`` micro-batches from ``source`` and updates the model, each
+    parameter group at ``lr`` times its ``lr_scale`` (1 when it has none; see ``gpt2_train.optim``).
 
     ``model`` may be a plain ``GPT``, a compiled one, a DDP wrapper or a sharded (FSDP2) model; across
     ranks, gradients are all-reduced (DDP) or reduce-scattered (FSDP) only in the last micro-batch's
@@ -107,7 +108,7 @@ class TrainStep:
 
     def __call__(self, source: BatchSource, lr: float) -> StepResult:
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # a group with a peak lr of its own (Muon's)
         batches = [source.next_batch() for _ in range(self.grad_accum)]
         counts, total = self._count_targets(batches)
         if total == 0:  # every target of the step is masked: nothing to learn, and 0/0 to avoid

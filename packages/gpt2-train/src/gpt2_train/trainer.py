@@ -28,6 +28,7 @@ from gpt2_train import accel, parallel
 from gpt2_train.allocator import restore_malloc_defaults, retain_freed_memory
 from gpt2_train.checkpoint import (
     AUTO,
+    BEST,
     LATEST,
     Checkpointer,
     LoadedCheckpoint,
@@ -48,7 +49,7 @@ from gpt2_train.distributed import (
 from gpt2_train.evals import HellaSwagEvaluator, Sampler, Validator, every
 from gpt2_train.loggers import MultiLogger, NullLogger, build_loggers
 from gpt2_train.mfu import flops_per_token, peak_flops
-from gpt2_train.optim import build_optimizer, lr_at
+from gpt2_train.optim import build_optimizer, lr_at, wsd_decay_start
 from gpt2_train.precision import autocast_dtype
 from gpt2_train.step import BatchSource, StepResult, TrainStep
 
@@ -68,6 +69,8 @@ class TrainResult:
     """The checkpoint written last (None when none was written)."""
     stopped_by: int | None = None
     """The signal number that stopped the run early, if any."""
+    stopped_early: bool = False
+    """True when ``--early-stop-patience`` ended the run."""
 
 
 # --- building the parts -----------------------------------------------------------------------------
@@ -277,6 +280,17 @@ class Trainer:
         self.optimizer = build_optimizer(
             self.model, cfg, torch.device("cpu") if cfg.fsdp_cpu_offload else dev
         )
+        if self.sharded and (
+            not isinstance(self.optimizer, torch.optim.Optimizer)
+            or isinstance(self.optimizer, torch.optim.Muon)
+        ):
+            # Muon orthogonalises whole matrices; FSDP leaves each rank a shard of each (and DCP saves only a
+            # torch optimizer).
+            if self._own_env:
+                teardown_distributed(self.env)
+            raise UserError(
+                f"--optimizer {cfg.optimizer} does not work with --parallel fsdp; use --parallel ddp"
+            )
         self.checkpointer = Checkpointer(
             cfg.run_dir,
             keep=cfg.keep,
@@ -295,6 +309,8 @@ class Trainer:
         self.step = 0
         self.tokens_seen = 0
         self.best_val_loss: float | None = None
+        self.evals_since_best = 0
+        """Val losses in a row without a new best by ``early_stop_min_delta`` (for ``--early-stop-patience``)."""
         self.tokens_per_step = cfg.total_batch_tokens
         self.train_step: TrainStep | None = None
         """Built by ``start()``: the step function over the wrapped model."""
@@ -395,11 +411,18 @@ class Trainer:
             raise chosen
         if ckpt is None:
             ckpt = self.checkpointer.read(Path(chosen))
+        saved = (ckpt.state.get("config") or {}).get("optimizer", "adamw")
+        if saved != self.cfg.optimizer:
+            raise UserError(
+                f"--resume {ckpt.path}: the checkpoint was trained with --optimizer {saved}, this run has "
+                f"--optimizer {self.cfg.optimizer}; resume with --optimizer {saved}"
+            )
         apply_checkpoint(ckpt, self.model, self.optimizer)
         state = ckpt.state
         self.step = int(state["step"])
         self.tokens_seen = int(state["tokens_seen"])
         self.best_val_loss = state.get("best_val_loss")
+        self.evals_since_best = int(state.get("evals_since_best", 0))
         ranks = ckpt.rank_states
         if len(ranks) != self.env.world_size and self.env.is_main:
             print(
@@ -445,6 +468,7 @@ class Trainer:
         if env.is_main and self.step == 0:
             self.logger.log_text("config", json.dumps(cfg.to_dict(), indent=2), 0)
         self._print_start()
+        early = False
         with _Signals() as signals:
             while self.step < self.total_steps:
                 result = train_step(self.train_source, lr_at(self.step, cfg, self.total_steps))
@@ -463,16 +487,23 @@ class Trainer:
 
                 val = self._evaluate(last)
                 improved = val is not None and (self.best_val_loss is None or val < self.best_val_loss)
+                if val is not None:
+                    better = self.best_val_loss is None or val < self.best_val_loss - cfg.early_stop_min_delta
+                    self.evals_since_best = 0 if better else self.evals_since_best + 1
                 if improved:
                     self.best_val_loss = val
                 # Every rank must agree, or they would stop (or gather states) at different steps.
                 stop = any_rank(env, signals.received is not None)
+                early = any_rank(env, 0 < cfg.early_stop_patience <= self.evals_since_best) and not last
                 due = any_rank(env, self.checkpointer.due(self.step))
-                if due or improved or last or stop:
-                    written = self.save_checkpoint(val_loss=val)
+                stable = self._stable_end()
+                if due or improved or last or stop or early or stable:
+                    written = self.save_checkpoint(val_loss=val, stable=stable)
                 if val is not None or due or improved:
                     self._log_clock = (time.perf_counter(), self.step)  # tokens/s: training only
-                if stop:
+                if early:
+                    self._say_early_stop()
+                if stop or early:
                     break
         return TrainResult(
             step=self.step,
@@ -481,7 +512,24 @@ class Trainer:
             best_val_loss=self.best_val_loss,
             checkpoint=written,
             stopped_by=signals.received,
+            stopped_early=early,
         )
+
+    def _stable_end(self) -> bool:
+        """Whether this step ends a WSD run's stable phase (its checkpoint is the one to train longer from)."""
+        if self.cfg.lr_schedule != "wsd":
+            return False
+        start = wsd_decay_start(self.cfg, self.total_steps)
+        return self.step == start and 0 < start < self.total_steps
+
+    def _say_early_stop(self) -> None:
+        if self.env.is_main:
+            print(
+                f"early stop at step {self.step}: {self.evals_since_best} val losses without one below "
+                f"{self.best_val_loss:.4f} - {self.cfg.early_stop_min_delta:g}; best checkpoint: "
+                f"{Path(self.cfg.run_dir) / BEST}",
+                file=sys.stderr,
+            )
 
     def _evaluate(self, last: bool) -> float | None:
         """Run every evaluator that is due now and log what it measures; the val loss, if measured."""
@@ -547,9 +595,10 @@ class Trainer:
         if self.env.is_main and "console" not in self.cfg.loggers:
             print(f"warning: {msg}", file=sys.stderr)
 
-    def save_checkpoint(self, val_loss: float | None = None) -> Path | None:
+    def save_checkpoint(self, val_loss: float | None = None, stable: bool = False) -> Path | None:
         """Gather every rank's position and RNG, and write a checkpoint: on rank 0, or with a sharded model
-        on every rank, each writing its shards (its path on rank 0, None on the others)."""
+        on every rank, each writing its shards (its path on rank 0, None on the others). ``stable``: it ends
+        a WSD run's stable phase (kept, and linked as ``RUN_DIR/stable``)."""
         rank_state = {"source": self.train_source.state_dict(), "rng": capture_rng()}
         ranks = gather_objects(self.env, rank_state)
         state = {
@@ -557,6 +606,8 @@ class Trainer:
             "tokens_seen": self.tokens_seen,
             "val_loss": val_loss,
             "best_val_loss": self.best_val_loss,
+            "evals_since_best": self.evals_since_best,
+            "stable": stable,
             "world_size": self.env.world_size,
             "config": self.cfg.to_dict(),
         }

@@ -1,0 +1,233 @@
+"""Optimizers by name (adamw, muon, a plugin's), the schedules (cosine, wsd, constant), training longer from a
+WSD run's stable checkpoint, and early stopping."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from gpt2_core.errors import UserError
+from gpt2_train.config import TrainConfig
+from gpt2_train.optim import (
+    Optimizers,
+    build_optimizer,
+    lr_at,
+    muon_split,
+    optimizer_registry,
+    wsd_decay_start,
+)
+from gpt2_train.trainer import Trainer
+
+from .conftest import CountingSource, small_config, small_model
+
+
+def trainer(run_dir: Path, **overrides: object) -> Trainer:
+    cfg = small_config(run_dir, **overrides)
+    return Trainer(
+        cfg,
+        model=small_model(n_layer=2),
+        train_source=CountingSource(4, 16, seed=1),
+        val_source=CountingSource(4, 16, seed=2),
+    )
+
+
+def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+# --- optimizers -----------------------------------------------------------------------------------------
+
+
+def test_builtins_are_registered_and_unknown_names_listed() -> None:
+    registry = optimizer_registry()
+    assert {"adamw", "muon"} <= set(registry)
+    with pytest.raises(UserError, match=r"--optimizer: unknown optimizer 'sgd'; available: .*adamw.*muon"):
+        build_optimizer(small_model(), TrainConfig(optimizer="sgd"), torch.device("cpu"))
+
+
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest() -> None:
+    model = small_model(n_layer=2)
+    muon, adamw = muon_split(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert sorted(names[id(p)] for p in muon) == sorted(
+        f"transformer.h.{i}.{m}.weight"
+        for i in range(2)
+        for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+    )
+    assert "transformer.wte.weight" in {names[id(p)] for p in adamw}  # the tied head with it
+    assert "transformer.wpe.weight" in {names[id(p)] for p in adamw}
+    assert len(muon) + len(adamw) == len(list(model.parameters()))
+
+    cfg = TrainConfig(optimizer="muon", lr=1e-3, muon_lr=0.04, muon_momentum=0.9, muon_weight_decay=0.01)
+    opt = build_optimizer(model, cfg, torch.device("cpu"))
+    assert isinstance(opt, Optimizers)
+    m, a = opt.optimizers
+    assert isinstance(m, torch.optim.Muon) and isinstance(a, torch.optim.AdamW)
+    (group,) = m.param_groups
+    assert group["lr_scale"] == pytest.approx(40.0)  # the schedule's lr (AdamW's) times 40 = --muon-lr
+    assert group["momentum"] == 0.9 and group["weight_decay"] == 0.01 and group["nesterov"]
+    decayed, plain = a.param_groups
+    assert all(p.dim() == 2 for p in decayed["params"]) and all(p.dim() == 1 for p in plain["params"])
+    assert a.defaults["fused"]
+
+
+def test_muon_groups_follow_the_schedule_at_their_own_scale(tmp_path: Path) -> None:
+    tr = trainer(tmp_path / "run", optimizer="muon", lr=1e-3, muon_lr=0.02, max_steps=1)
+    tr.fit()
+    muon, adamw = tr.optimizer.optimizers
+    lr = lr_at(0, tr.cfg, 1)
+    assert muon.param_groups[0]["lr"] == pytest.approx(lr * 20)
+    assert all(g["lr"] == pytest.approx(lr) for g in adamw.param_groups)
+
+
+def test_muon_learns_and_resumes_bit_identical(tmp_path: Path) -> None:
+    ref = trainer(tmp_path / "ref", optimizer="muon", max_steps=8)
+    ref.fit()
+    rows = [json.loads(x) for x in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+    train_losses = [r["train/loss"] for r in rows if "train/loss" in r]
+    assert train_losses[-1] < train_losses[0] - 0.3
+
+    trainer(tmp_path / "run", optimizer="muon", max_steps=8, checkpoint_every_steps=3).fit()
+    # A later run killed after step 3 leaves step_3 as the newest finished checkpoint; resume from it.
+    resumed = trainer(
+        tmp_path / "run", optimizer="muon", max_steps=8, resume=str(tmp_path / "run" / "step_00000003")
+    )
+    resumed.fit()
+    assert resumed.step == 8
+    assert_equal(weights(resumed.model), weights(ref.model))
+    for a, b in zip(ref.optimizer.optimizers, resumed.optimizer.optimizers, strict=True):
+        for sa, sb in zip(a.state.values(), b.state.values(), strict=True):
+            for k in sa:
+                assert torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k])), k
+
+
+@pytest.mark.parametrize(("first", "then"), [("adamw", "muon"), ("muon", "adamw")])
+def test_resuming_with_another_optimizer_is_refused(tmp_path: Path, first: str, then: str) -> None:
+    trainer(tmp_path / "run", optimizer=first, max_steps=2).fit()
+    other = trainer(tmp_path / "run", optimizer=then, max_steps=4, resume="latest")
+    with pytest.raises(UserError, match=f"trained with --optimizer {first}, this run has --optimizer {then}"):
+        other.start()
+    other.close()
+
+
+def test_muon_under_fsdp_is_refused_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(UserError) as e:
+        trainer(tmp_path / "run", optimizer="muon", parallel="fsdp")
+    assert str(e.value) == "--optimizer muon does not work with --parallel fsdp; use --parallel ddp"
+    assert not torch.distributed.is_initialized()  # the trainer ended the group of one it made
+
+
+def test_a_plugin_optimizer_is_built_from_the_registry(tmp_path: Path) -> None:
+    seen = {}
+
+    def sgd(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+        seen["device"] = device
+        return torch.optim.SGD(model.parameters(), lr=config.lr)
+
+    cfg = small_config(tmp_path / "run", optimizer="sgd")
+    opt = build_optimizer(small_model(), cfg, torch.device("cpu"), registry={"sgd": sgd})
+    assert isinstance(opt, torch.optim.SGD) and seen["device"] == torch.device("cpu")
+
+
+# --- schedules ------------------------------------------------------------------------------------------
+
+
+def test_wsd_warms_up_holds_then_decays_over_the_last_fraction() -> None:
+    cfg = TrainConfig(lr=1.0, min_lr_ratio=0.1, warmup_steps=10, lr_schedule="wsd", decay_fraction=0.2)
+    assert wsd_decay_start(cfg, 100) == 80
+    assert lr_at(0, cfg, 100) == pytest.approx(0.1)
+    assert [lr_at(s, cfg, 100) for s in (9, 10, 50, 79)] == [1.0] * 4
+    assert lr_at(90, cfg, 100) == pytest.approx(0.55)  # half-way down, linear
+    assert lr_at(100, cfg, 100) == pytest.approx(0.1)
+    sqrt = TrainConfig(
+        lr=1.0, min_lr_ratio=0.0, warmup_steps=10, lr_schedule="wsd", decay_fraction=0.2, decay_shape="1-sqrt"
+    )
+    assert lr_at(85, sqrt, 100) == pytest.approx(1 - 0.25**0.5)  # a quarter of the way: 1 - sqrt(1/4)
+    assert lr_at(100, sqrt, 100) == 0.0
+
+
+def test_constant_schedule() -> None:
+    cfg = TrainConfig(lr=0.5, warmup_steps=4, lr_schedule="constant")
+    assert lr_at(1, cfg, 50) == pytest.approx(0.25)
+    assert {lr_at(s, cfg, 50) for s in range(3, 60)} == {0.5}
+
+
+@pytest.mark.parametrize(
+    ("options", "flag"),
+    [
+        ({"lr_schedule": "linear"}, "--lr-schedule"),
+        ({"decay_fraction": 0.0}, "--decay-fraction"),
+        ({"decay_shape": "cosine"}, "--decay-shape"),
+        ({"muon_lr": 0.0}, "--muon-lr"),
+        ({"muon_momentum": 1.0}, "--muon-momentum"),
+        ({"muon_adjust_lr": "spectral"}, "--muon-adjust-lr"),
+        ({"early_stop_patience": -1}, "--early-stop-patience"),
+    ],
+)
+def test_validation_names_the_flag(options: dict, flag: str) -> None:
+    with pytest.raises(UserError, match=flag):
+        TrainConfig(**options)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_wsd_run_extended_from_its_stable_checkpoint_equals_a_longer_run(
+    tmp_path: Path, optimizer: str
+) -> None:
+    """8 steps with the last quarter decaying keep step 6 (the end of the stable phase); resumed from there to
+    16 steps, the run ends bit-identical to one planned for 16 steps from the start."""
+    wsd = dict(lr_schedule="wsd", decay_fraction=0.25, optimizer=optimizer)
+    short = trainer(tmp_path / "run", max_steps=8, keep=1, **wsd)
+    short.fit()
+    stable = tmp_path / "run" / "stable"
+    assert os.readlink(stable) == "step_00000006" and (tmp_path / "run" / "step_00000008").is_dir()
+    longer = trainer(tmp_path / "run", max_steps=16, keep=1, resume=str(stable), **wsd)
+    longer.fit()
+    assert os.readlink(stable) == "step_00000012"  # the longer run's own stable end
+    straight = trainer(tmp_path / "straight", max_steps=16, **wsd)
+    straight.fit()
+    assert_equal(weights(longer.model), weights(straight.model))
+
+
+# --- early stopping -------------------------------------------------------------------------------------
+
+
+def test_early_stop_after_patience_keeps_the_best(tmp_path: Path, capsys) -> None:
+    # A min-delta no improvement reaches: every val loss after the first counts as no better.
+    tr = trainer(
+        tmp_path / "run",
+        max_steps=20,
+        eval_every=2,
+        eval_batches=2,
+        early_stop_patience=3,
+        early_stop_min_delta=10.0,
+    )
+    result = tr.fit()
+    assert result.stopped_early and result.step == 8  # evals at 2 (the first best), 4, 6, 8
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if x.startswith("early stop"))
+    assert f"best checkpoint: {tmp_path / 'run' / 'best'}" in line
+    vals = {
+        r["step"]: r["val/loss"]
+        for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+        if "val/loss" in r
+    }
+    best_step = min(vals, key=vals.get)
+    assert os.readlink(tmp_path / "run" / "best") == f"step_{best_step:08d}"
+    assert json.loads((tmp_path / "run" / "latest" / "state.json").read_text())["evals_since_best"] == 3
+
+
+def test_early_stop_patience_survives_a_resume(tmp_path: Path) -> None:
+    opts = dict(eval_every=2, eval_batches=2, early_stop_patience=3, early_stop_min_delta=10.0)
+    trainer(tmp_path / "run", max_steps=6, **opts).fit()  # evals at 2, 4, 6: two without a better one
+    resumed = trainer(tmp_path / "run", max_steps=20, resume="latest", **opts)
+    result = resumed.fit()
+    assert result.stopped_early and result.step == 8
