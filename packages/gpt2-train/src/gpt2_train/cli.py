@@ -1,4 +1,4 @@
-"""The commands gpt2-train adds: ``gpt2 train``, ``gpt2 eval hellaswag`` and ``gpt2 tensorboard``.
+"""The commands gpt2-train adds: ``gpt2 train``, ``gpt2 eval hellaswag``, ``gpt2 tensorboard``, ``gpt2 plot``.
 
 Only the config module (torch-free) is imported here; torch and the trainer load inside the commands.
 """
@@ -105,6 +105,17 @@ def tensorboard_command(
         sys.exit(0)
 
 
+def plot_command(
+    runs: list[Path] = typer.Argument(..., help="Run directories (each with its metrics.jsonl)."),
+    out: Path = typer.Option(Path("runs.png"), "--out", "-o", help="Image file (.png, .svg, .pdf)."),
+) -> None:
+    """Plot train/val loss and HellaSwag accuracy against tokens, several runs overlaid."""
+    from gpt2_train.plot import plot_runs
+
+    plot_runs(runs, out)
+    typer.echo(f"wrote {out}", err=True)
+
+
 def register(app: Any) -> None:
     app.command("train", help=TRAIN_HELP)(
         dataclass_options(TrainConfig, into="flags", flags={"loggers": "--logger"}, given_only=True)(
@@ -115,3 +126,4 @@ def register(app: Any) -> None:
     eval_app.command("hellaswag")(hellaswag_command)
     app.add_typer(eval_app, name="eval")
     app.command("tensorboard")(tensorboard_command)
+    app.command("plot")(plot_command)
