@@ -13,6 +13,7 @@ from typing import Any
 import typer
 
 # gpt2-cli is the only caller of register_commands, so it is installed whenever this module is imported.
+from gpt2_cli.groups import command_group
 from gpt2_cli.options import dataclass_options
 
 from gpt2_train.config import PRESETS, TrainConfig, build_config
@@ -122,8 +123,6 @@ def register(app: Any) -> None:
             train_command
         )
     )
-    eval_app = typer.Typer(help="Evaluate a model.", no_args_is_help=True)
-    eval_app.command("hellaswag")(hellaswag_command)
-    app.add_typer(eval_app, name="eval")
+    command_group(app, "eval", "Evaluate a model.").command("hellaswag")(hellaswag_command)
     app.command("tensorboard")(tensorboard_command)
     app.command("plot")(plot_command)
