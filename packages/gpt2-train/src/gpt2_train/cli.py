@@ -55,7 +55,7 @@ def hellaswag_command(
     limit: int = typer.Option(0, "--limit", help="Only the first N examples (0: all)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, mps, or auto."),
 ) -> None:
-    """HellaSwag accuracy of a model (acc and acc_norm, as build-nanogpt and lm-eval report them)."""
+    """HellaSwag accuracy as build-nanogpt scores it (acc; acc_norm per token, not lm-eval's per character)."""
     import torch
     from gpt2_core.weights import load_model
 
@@ -71,7 +71,11 @@ def hellaswag_command(
         with autocast(env.device, dtype):
             res = hellaswag.evaluate(gpt, examples, env)
         if env.is_main:
-            typer.echo(f"hellaswag: acc {res.acc:.4f}  acc_norm {res.acc_norm:.4f}  ({res.n} examples)")
+            # Named apart from lm-eval's acc_norm, which divides by characters (gpt2-eval's README).
+            typer.echo(
+                f"hellaswag (build-nanogpt's scoring): acc {res.acc:.4f}  acc_norm per token "
+                f"{res.acc_norm:.4f}  ({res.n} examples)"
+            )
     finally:
         teardown_distributed(env)
 

@@ -92,6 +92,10 @@ def plot_runs(runs: list[Path], out: Path | None = None) -> Any:
             x, y = series(rows, HELLASWAG, scale)
             if x:
                 axes[1].plot(x, y, color=color, marker="o", ms=4, label=f"{name} hellaswag")
+    from matplotlib.ticker import EngFormatter
+
+    for ax in fig.axes:
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 400k tokens, 10G tokens
     loss_ax.set(xlabel=unit, ylabel="loss (nats/token)", title="loss")
     loss_ax.grid(alpha=0.3)
     loss_ax.legend(fontsize=8)
