@@ -61,3 +61,21 @@ def test_without_lm_eval_says_what_to_install(
     assert err.strip().splitlines() == [
         "error: gpt2 eval lm-eval needs lm-eval: pip install 'gpt2-eval[lm-eval]'"
     ]
+
+
+def test_registered_with_lm_eval_by_name(model_and_tasks: tuple[Path, Path]) -> None:
+    """What the README shows: lm-eval builds our model from its name and an argument string."""
+    import gpt2_eval.harness  # noqa: F401  (registers the name)
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    model, tasks = model_and_tasks
+    results = simple_evaluate(
+        model="gpt2-toolkit",
+        model_args=f"pretrained={model},batch_size=8",
+        tasks=["piqa_local"],
+        task_manager=TaskManager(include_path=str(tasks)),
+        limit=3,
+    )
+    assert results["n-samples"]["piqa_local"]["effective"] == 3
+    assert results["config"]["model"] == "gpt2-toolkit"
