@@ -9,6 +9,7 @@ the special token in both). The rest follows ``hf`` too:
 - ``loglikelihood``: ``(context + continuation)[-(block_size + 1):][:-1]`` is fed, the continuation's tokens
   scored from the log-softmax over the real vocabulary (not its padding rows); requests sorted longest first
   and batched ``batch_size`` at a time (right-padded: causal attention keeps padding out of real positions).
+  Unlike ``hf``, the head runs only at the positions that predict a continuation token.
 - ``loglikelihood_rolling``: lm-eval's own rolling windows of ``block_size`` tokens (``get_rolling_token_windows``
   with one token of context, ``make_disjoint_window``), their log-likelihoods summed.
 - ``generate_until``: the context's last ``block_size - max_gen_toks`` tokens, then our KV-cached generation
@@ -107,15 +108,25 @@ class GPT2LM(TemplateLM):
             batch = torch.full((len(chunk), width), self.eot_token_id, dtype=torch.long)
             for row, x in enumerate(inputs):
                 batch[row, : len(x)] = torch.tensor(x)
-            logits, _ = self.model(batch.to(self._device), all_positions=True)
-            logprobs = logits[..., :vocab].float().log_softmax(dim=-1)
-            for row, i in enumerate(chunk):
-                cont = requests[i][2]
-                end = len(inputs[row])
-                lp = logprobs[row, end - len(cont) : end]
-                target = torch.tensor(cont, device=lp.device)
-                greedy = bool((lp.argmax(dim=-1) == target).all())
-                results[i] = (float(lp.gather(1, target[:, None]).sum()), greedy)
+            hidden = self.model.hidden(batch.to(self._device))  # (B, T, n_embd)
+            # The head only where a continuation token is predicted: most positions are context, and the
+            # head (n_embd x vocabulary) costs as much per position as the whole of GPT-2 small's blocks.
+            rows = [row for row, i in enumerate(chunk) for _ in requests[i][2]]
+            cols = [
+                p
+                for row, i in enumerate(chunk)
+                for p in range(len(inputs[row]) - len(requests[i][2]), len(inputs[row]))
+            ]
+            logits = self.model.lm_head(hidden[rows, cols])[:, :vocab]  # (continuation tokens, vocab)
+            logprobs = logits.float().log_softmax(dim=-1)
+            targets = torch.tensor([t for i in chunk for t in requests[i][2]], device=logprobs.device)
+            picked = logprobs.gather(1, targets[:, None]).squeeze(1)
+            hits = logprobs.argmax(dim=-1) == targets
+            start = 0
+            for i in chunk:
+                n = len(requests[i][2])
+                results[i] = (float(picked[start : start + n].sum()), bool(hits[start : start + n].all()))
+                start += n
         return results  # type: ignore[return-value]
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
