@@ -39,7 +39,8 @@ def register_loggers(register: Callable[..., None]) -> None:
     """Provide training loggers for ``gpt2 train --logger NAME``: call ``register(name, factory)``.
 
     ``factory(run_dir, config)`` returns an object with ``log(metrics, step)``, ``log_text(tag, text,
-    step)`` and ``close()`` (see ``gpt2_train.loggers``).
+    step)`` and ``close()``, and optionally ``rewind(step)``, which forgets what was logged at later steps
+    (called on resume, so a run killed after its checkpoint shows each step once; see ``gpt2_train.loggers``).
     """
 
 

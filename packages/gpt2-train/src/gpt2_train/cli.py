@@ -1,4 +1,4 @@
-"""The commands gpt2-train adds: ``gpt2 train``, ``gpt2 eval hellaswag`` and ``gpt2 tensorboard``.
+"""The commands gpt2-train adds: ``gpt2 train``, ``gpt2 eval hellaswag``, ``gpt2 tensorboard``, ``gpt2 plot``.
 
 Only the config module (torch-free) is imported here; torch and the trainer load inside the commands.
 """
@@ -13,6 +13,7 @@ from typing import Any
 import typer
 
 # gpt2-cli is the only caller of register_commands, so it is installed whenever this module is imported.
+from gpt2_cli.groups import command_group
 from gpt2_cli.options import dataclass_options
 
 from gpt2_train.config import PRESETS, TrainConfig, build_config
@@ -54,7 +55,7 @@ def hellaswag_command(
     limit: int = typer.Option(0, "--limit", help="Only the first N examples (0: all)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, mps, or auto."),
 ) -> None:
-    """HellaSwag accuracy of a model (acc and acc_norm, as build-nanogpt and lm-eval report them)."""
+    """HellaSwag accuracy as build-nanogpt scores it (acc; acc_norm per token, not lm-eval's per character)."""
     import torch
     from gpt2_core.weights import load_model
 
@@ -70,7 +71,11 @@ def hellaswag_command(
         with autocast(env.device, dtype):
             res = hellaswag.evaluate(gpt, examples, env)
         if env.is_main:
-            typer.echo(f"hellaswag: acc {res.acc:.4f}  acc_norm {res.acc_norm:.4f}  ({res.n} examples)")
+            # Named apart from lm-eval's acc_norm, which divides by characters (gpt2-eval's README).
+            typer.echo(
+                f"hellaswag (build-nanogpt's scoring): acc {res.acc:.4f}  acc_norm per token "
+                f"{res.acc_norm:.4f}  ({res.n} examples)"
+            )
     finally:
         teardown_distributed(env)
 
@@ -105,13 +110,23 @@ def tensorboard_command(
         sys.exit(0)
 
 
+def plot_command(
+    runs: list[Path] = typer.Argument(..., help="Run directories (each with its metrics.jsonl)."),
+    out: Path = typer.Option(Path("runs.png"), "--out", "-o", help="Image file (.png, .svg, .pdf)."),
+) -> None:
+    """Plot train/val loss and HellaSwag accuracy against tokens, several runs overlaid."""
+    from gpt2_train.plot import plot_runs
+
+    plot_runs(runs, out)
+    typer.echo(f"wrote {out}", err=True)
+
+
 def register(app: Any) -> None:
     app.command("train", help=TRAIN_HELP)(
         dataclass_options(TrainConfig, into="flags", flags={"loggers": "--logger"}, given_only=True)(
             train_command
         )
     )
-    eval_app = typer.Typer(help="Evaluate a model.", no_args_is_help=True)
-    eval_app.command("hellaswag")(hellaswag_command)
-    app.add_typer(eval_app, name="eval")
+    command_group(app, "eval", "Evaluate a model.").command("hellaswag")(hellaswag_command)
     app.command("tensorboard")(tensorboard_command)
+    app.command("plot")(plot_command)

@@ -139,7 +139,11 @@ class TrainConfig:
 
     # --- logging and evaluation ---
     loggers: list[str] = field(default_factory=lambda: ["console", "jsonl", "tensorboard"])
-    """Loggers to use (repeatable): console, jsonl, tensorboard, or one from a plugin."""
+    """Loggers to use (repeatable): console, jsonl, tensorboard, or one from a plugin (wandb: gpt2-wandb)."""
+    project: str = "gpt2"
+    """Project the run belongs to, in loggers that group runs by project (wandb; its entity: WANDB_ENTITY)."""
+    run_name: str | None = None
+    """The run's display name in loggers that show one (wandb); default: the --run-dir folder's name."""
     log_every: int = 1
     """Read loss and grad norm back and log them every this many steps."""
     eval_every: int = 250

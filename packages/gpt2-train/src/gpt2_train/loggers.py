@@ -5,11 +5,17 @@ A logger is built by a factory registered through the ``register_loggers`` hook:
 resolved config (``max_steps`` filled in even when the user gave ``--epochs``). Metric names are
 TensorBoard-style tags: ``train/loss``, ``train/lr``, ``train/grad_norm``, ``train/tokens_per_sec``,
 ``train/mfu``, ``val/loss``, ``eval/hellaswag_acc_norm``, ...
+
+Each step is shown once even after a crash: the trainer calls ``rewind(step)`` before its first step with
+the step it continues from (the checkpoint's; -1 on a fresh start), and each logger forgets what a
+killed run logged past it (a run killed at step 35 after its step-30 checkpoint logged 31-35, which the
+resumed run logs again).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -30,6 +36,9 @@ class Logger(Protocol):
     def close(self) -> None:
         """Flush and release files."""
 
+    # Optional: ``rewind(step: int) -> None``, forget what was logged at steps after ``step`` (-1: all). A
+    # logger without it keeps whatever a killed run logged past the checkpoint.
+
 
 class MultiLogger:
     """Sends every call to each chosen logger."""
@@ -45,6 +54,11 @@ class MultiLogger:
         for lg in self.loggers:
             lg.log_text(tag, text, step)
 
+    def rewind(self, step: int) -> None:
+        for lg in self.loggers:
+            if hasattr(lg, "rewind"):
+                lg.rewind(step)
+
     def close(self) -> None:
         for lg in self.loggers:
             lg.close()
@@ -57,6 +71,9 @@ class NullLogger:
         pass
 
     def log_text(self, tag: str, text: str, step: int) -> None:
+        pass
+
+    def rewind(self, step: int) -> None:
         pass
 
     def close(self) -> None:
@@ -155,8 +172,8 @@ class JsonlLogger:
     """One JSON object per logged step in ``RUN_DIR/metrics.jsonl`` (texts in ``RUN_DIR/texts.jsonl``)."""
 
     def __init__(self, run_dir: Path, config: TrainConfig) -> None:
-        self.metrics = (run_dir / "metrics.jsonl").open("a", encoding="utf-8")
-        self.texts = (run_dir / "texts.jsonl").open("a", encoding="utf-8")
+        self.paths = (run_dir / "metrics.jsonl", run_dir / "texts.jsonl")
+        self.metrics, self.texts = (p.open("a", encoding="utf-8") for p in self.paths)
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         row = {"step": step, "time": time.time(), **{k: float(v) for k, v in metrics.items()}}
@@ -167,6 +184,22 @@ class JsonlLogger:
         self.texts.write(json.dumps({"step": step, "tag": tag, "text": text}) + "\n")
         self.texts.flush()
 
+    def rewind(self, step: int) -> None:
+        """Rewrite both files without the rows of steps after ``step`` (and a line a kill cut short)."""
+        self.close()
+        for path in self.paths:
+            kept = []
+            for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+                try:
+                    if line.endswith("\n") and json.loads(line)["step"] <= step:
+                        kept.append(line)
+                except (ValueError, KeyError, TypeError):
+                    pass  # a line cut short by the kill: not a record
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, path)  # atomic: a second kill now leaves the old file or the new one
+        self.metrics, self.texts = (p.open("a", encoding="utf-8") for p in self.paths)
+
     def close(self) -> None:
         self.metrics.close()
         self.texts.close()
@@ -176,9 +209,24 @@ class TensorBoardLogger:
     """Event files in ``RUN_DIR/tensorboard`` (view them with ``gpt2 tensorboard RUN_DIR``)."""
 
     def __init__(self, run_dir: Path, config: TrainConfig) -> None:
+        self.log_dir = str(run_dir / "tensorboard")
+        self._writer: Any = None
+
+    @property
+    def writer(self) -> Any:
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=self.log_dir)
+        return self._writer
+
+    def rewind(self, step: int) -> None:
+        """A new event file that starts with a purge of every event at steps after ``step``: TensorBoard's
+        readers drop those of earlier files when they reach it (``SummaryWriter(purge_step=...)``)."""
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        self.close()
+        self._writer = SummaryWriter(log_dir=self.log_dir, purge_step=step + 1)
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         for tag, value in metrics.items():
@@ -191,4 +239,6 @@ class TensorBoardLogger:
         self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

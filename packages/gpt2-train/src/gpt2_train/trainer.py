@@ -357,6 +357,9 @@ class Trainer:
             if self.env.is_main:
                 self.checkpointer.clear()
             barrier(self.env)
+        # Each step logged once: forget what a killed run logged past the checkpoint (all of it when fresh).
+        if hasattr(self.logger, "rewind"):  # a logger given by the caller may not have it
+            self.logger.rewind(self.step if resume else -1)
         if self.wrapped is None:
             # Wrap after loading: DDP broadcasts rank 0's weights, compile traces the final module.
             self.wrapped = self._wrap()

@@ -1,0 +1,1 @@
+"""Evaluation of gpt2 models on lm-evaluation-harness tasks."""

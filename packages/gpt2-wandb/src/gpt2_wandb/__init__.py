@@ -1,0 +1,1 @@
+"""Weights & Biases for ``gpt2 train --logger wandb``."""

@@ -1,0 +1,175 @@
+"""--logger wandb, offline: what W&B wrote is read back from its own files (its .wandb transaction log,
+parsed into W&B's protobuf records), never from the network."""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from gpt2_core.model import GPT, GPTConfig
+from gpt2_train.config import TrainConfig
+from gpt2_train.trainer import Trainer
+
+
+class Source:
+    """Resumable batches of counting rows, positioned by one integer."""
+
+    def __init__(self) -> None:
+        self.pos = 0
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.pos)
+        self.pos += 1
+        row = (torch.randint(0, 64, (4, 1), generator=g) + torch.arange(17)) % 64
+        return row[:, :-1].clone(), row[:, 1:].clone()
+
+    def state_dict(self) -> dict:
+        return {"pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pos = int(state["pos"])
+
+
+def train(run_dir: Path, **overrides: object) -> None:
+    values: dict = dict(
+        run_dir=str(run_dir),
+        device="cpu",
+        total_batch_tokens=64,
+        micro_batch=4,
+        seq_len=16,
+        max_steps=6,
+        warmup_steps=1,
+        eval_every=0,
+        checkpoint_every_seconds=0,
+        loggers=["wandb", "jsonl"],
+        project="gpt2-tests",
+        run_name="tiny",
+    )
+    values.update(overrides)
+    torch.manual_seed(0)
+    config = GPTConfig(block_size=16, vocab_size=50257, n_layer=1, n_head=2, n_embd=16)
+    Trainer(TrainConfig(**values), model=GPT(config), train_source=Source()).fit()
+
+
+def records(path: Path) -> list:
+    """W&B's protobuf records in a .wandb file: a ':W&B' header, then LevelDB's log format (32 KiB blocks of
+    chunks, each a CRC-32, a length, and a full/first/middle/last type)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    out, pos, pending = [], 7, b""
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a chunk header is padding
+            pos += 32768 - pos % 32768
+            continue
+        crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 0:
+            break
+        assert zlib.crc32(chunk, zlib.crc32(bytes([kind]))) == crc
+        pending += chunk
+        if kind in (1, 4):  # full, last
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            out.append(record)
+            pending = b""
+    return out
+
+
+def finished(path: Path) -> list:
+    """The records of a run's .wandb file once it holds the run's exit record: W&B's service may still be
+    writing it when ``finish()`` returns."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            out = records(path)
+        except (AssertionError, ValueError):  # a chunk still being written
+            out = []
+        if (out and out[-1].WhichOneof("record_type") == "exit") or time.monotonic() > deadline:
+            return out
+        time.sleep(0.05)
+
+
+def history(path: Path) -> dict[int, dict]:
+    rows: dict[int, dict] = {}
+    for r in finished(path):
+        if r.WhichOneof("record_type") == "history":
+            items = {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in r.history.item}
+            rows.setdefault(items["_step"], {}).update(items)
+    return rows
+
+
+def wandb_files(run_dir: Path) -> list[Path]:
+    return sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    yield
+    wandb.teardown()  # W&B reads its settings from the environment once per process setup
+
+
+def test_offline_run_holds_the_scalars_config_and_samples(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(run, sample_every=3, sample_prompt="def ", sample_tokens=4)
+    (path,) = wandb_files(run)
+    rows = history(path)
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    assert sorted(rows) == [r["step"] for r in logged] == [1, 2, 3, 4, 5, 6]
+    for r in logged:
+        for tag in ("train/loss", "train/lr", "train/grad_norm", "train/tokens_per_sec"):
+            assert rows[r["step"]][tag] == pytest.approx(r[tag], rel=1e-12), tag
+
+    (run_record,) = [r.run for r in finished(path) if r.WhichOneof("record_type") == "run"]
+    assert (run_record.project, run_record.display_name) == ("gpt2-tests", "tiny")
+    assert run_record.run_id == (run / "wandb-run-id").read_text().strip()
+    config = {i.key: json.loads(i.value_json) for i in run_record.config.update}
+    assert config["max_steps"] == 6 and config["seq_len"] == 16
+
+    assert rows[3]["samples/_type"] == "incremental-table-file"
+    texts = [json.loads(line)["text"] for line in (run / "texts.jsonl").open() if '"samples"' in line]
+    tables = []
+    for step in (3, 6):
+        table = json.loads((path.parent / "files" / rows[step]["samples/path"]).read_text())
+        assert table["columns"] == ["step", "text"]
+        tables += table["data"]
+    assert tables == [[3, texts[0]], [6, texts[1]]]
+
+
+def test_a_resumed_run_continues_the_same_wandb_run_each_step_once(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(run, max_steps=8, checkpoint_every_steps=3, keep=5)
+    # Resumed from step 3 after the first process logged up to 8: what a kill at step 8 leaves.
+    train(run, max_steps=10, checkpoint_every_steps=3, keep=5, resume=str(run / "step_00000003"))
+    first, second = wandb_files(run)
+    ids = [r.run.run_id for p in (first, second) for r in finished(p) if r.WhichOneof("record_type") == "run"]
+    assert ids[0] == ids[1] == (run / "wandb-run-id").read_text().strip()
+    assert sorted(history(first)) == list(range(1, 9))
+    assert sorted(history(second)) == [9, 10]  # 4-8 are in the W&B run already
+
+
+def test_bad_server_warns_in_one_line_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    # Online, against a port nothing listens on (never the network), with a short wait for it.
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "3")
+    run = tmp_path / "run"
+    train(run, max_steps=2)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "--logger wandb" in line]
+    assert len(warnings) == 1 and "continuing without it" in warnings[0]
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").open()] == [1, 2]
