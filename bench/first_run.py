@@ -78,7 +78,7 @@ def last_val_loss(run_dir: Path) -> float:
 
 def samples(model_dir: Path) -> list[str]:
     """5 samples of 60 tokens from PROMPT with `gpt2 generate`'s defaults (seed 0)."""
-    from gpt2_core.generate import generate
+    from gpt2_core.generation import generate
     from gpt2_core.sampling import SamplingConfig
     from gpt2_core.tokenizer import Tokenizer
     from gpt2_core.weights import load_model
@@ -98,7 +98,7 @@ def chat_format(model_dir: Path) -> tuple[int, list[str]]:
     """How many of CHAT_PROMPTS get a non-empty reply that ends the turn within 64 tokens, and the replies."""
     from gpt2_core.chat import ChatSampling
     from gpt2_core.chat_template import ChatTemplate
-    from gpt2_core.generate import generate_ids
+    from gpt2_core.generation import generate_ids
     from gpt2_core.weights import load_model
 
     model = load_model(model_dir).eval()

@@ -1,4 +1,4 @@
-"""Greedy decoding speed: gpt2_core.generate vs transformers GPT2LMHeadModel.generate, same weights.
+"""Greedy decoding speed: gpt2_core.generation vs transformers GPT2LMHeadModel.generate, same weights.
 
     uv run python bench/generate.py [--preset gpt2] [--prompt 128] [--new 256] [--repeats 5] [--threads N]
                                     [--dtype float32 auto ...] [--cpu-matmul auto onednn torch]
@@ -59,7 +59,7 @@ def main() -> None:
 
     from gpt2_core import GPT, get_preset
     from gpt2_core.device import pick_dtype
-    from gpt2_core.generate import generate_ids
+    from gpt2_core.generation import generate_ids
     from gpt2_core.sampling import SamplingConfig
 
     torch.manual_seed(0)

@@ -85,7 +85,7 @@ def bare_decode_ms(model_dir: Path, dtype: str, prompt: list[int], tokens: int, 
     """Median per-token time of greedy decoding of one sequence (after its first token)."""
     import torch
     from gpt2_core.device import pick_dtype
-    from gpt2_core.generate import generate_ids
+    from gpt2_core.generation import generate_ids
     from gpt2_core.sampling import SamplingConfig
     from gpt2_core.weights import load_model
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from gpt2_core.generate import generate_ids
+from gpt2_core.generation import generate_ids
 from gpt2_core.kv_cache import KVCache
 from gpt2_core.model import GPT
 from gpt2_core.presets import get_preset

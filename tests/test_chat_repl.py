@@ -216,7 +216,7 @@ def test_chat_in_a_pseudo_terminal(model_dir: Path, tmp_path: Path) -> None:
 
 SLOW_CHAT = """
 import sys, time
-import gpt2_core.generate as g
+import gpt2_core.generation as g
 real = g.generate_ids
 def slow(*a, **kw):
     for step in real(*a, **kw):

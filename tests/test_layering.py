@@ -174,11 +174,29 @@ def test_light_modules_do_not_import_torch() -> None:
     assert out.stdout.strip() == "False"
 
 
+def test_no_public_name_is_also_a_submodule() -> None:
+    """``from pkg import name`` must give the same object whether or not ``pkg.name`` the submodule was imported:
+    once a submodule is imported it becomes an attribute of its package and shadows a lazy export."""
+    for package in PACKAGES:
+        for init in (package / "src").glob("*/__init__.py"):
+            tree = ast.parse(init.read_text())
+            exported: set[str] = set()
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+                ):
+                    exported |= {e.value for e in node.value.elts if isinstance(e, ast.Constant)}
+            submodules = {p.stem for p in init.parent.glob("*.py")} | {
+                p.parent.name for p in init.parent.glob("*/__init__.py")
+            }
+            assert not exported & submodules, f"{init}: {sorted(exported & submodules)} name both"
+
+
 GENERATE = """
 import importlib.util, sys, tempfile
 import torch
 from gpt2_core import GPT, get_preset
-from gpt2_core.generate import generate
+from gpt2_core.generation import generate
 from gpt2_core.sampling import SamplingConfig
 from gpt2_core.tokenizer import Tokenizer
 

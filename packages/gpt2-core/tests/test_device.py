@@ -4,7 +4,7 @@ import pytest
 import torch
 from gpt2_core import GPT, UserError
 from gpt2_core.device import pick_dtype
-from gpt2_core.generate import generate_ids
+from gpt2_core.generation import generate_ids
 from gpt2_core.sampling import SamplingConfig
 
 CPU = torch.device("cpu")

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 from gpt2_core import GPT, UserError
-from gpt2_core import generate as gen
-from gpt2_core.generate import generate, generate_ids, sample_next, stream
+from gpt2_core import generation as gen
+from gpt2_core.generation import generate, generate_ids, sample_next, stream
 from gpt2_core.kv_cache import KVCache
 from gpt2_core.sampling import SamplingConfig
 from gpt2_core.tokenizer import Tokenizer

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from gpt2_core.generate import generate_ids, sample_next, sample_rows
+from gpt2_core.generation import generate_ids, sample_next, sample_rows
 from gpt2_core.kv_cache import Chunk, SlotCache
 from gpt2_core.model import GPT
 from gpt2_core.sampling import SamplingConfig

@@ -124,7 +124,7 @@ def test_rolling_loglikelihoods_and_perplexities_equal_hf(both: tuple[dict, dict
 
 
 def test_greedy_generations_equal_hf(both: tuple[dict, dict], setup: tuple[Path, Path, Path]) -> None:
-    from gpt2_core.generate import generate
+    from gpt2_core.generation import generate
     from gpt2_core.sampling import SamplingConfig
     from gpt2_core.tokenizer import Tokenizer
     from gpt2_core.weights import load_model

@@ -9,7 +9,7 @@ import pytest
 import torch
 from gpt2_core import GPT
 from gpt2_core.errors import UserError
-from gpt2_core.generate import SamplingConfig, generate_ids
+from gpt2_core.generation import SamplingConfig, generate_ids
 from gpt2_core.tokenizer import Tokenizer
 from gpt2_core.weights import load_model, model_state_dict, save_model
 from gpt2_export.exporters import run_export

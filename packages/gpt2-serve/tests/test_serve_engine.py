@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from gpt2_core.generate import generate_ids
+from gpt2_core.generation import generate_ids
 from gpt2_core.model import GPT
 from gpt2_core.sampling import SamplingConfig
 from gpt2_serve.engine import End, Engine, Job, QueueFull, Token

@@ -36,8 +36,8 @@ def generate(
     from gpt2_core.cpu_matmul import apply as route_matmuls
     from gpt2_core.decoding import Utf8Decoder
     from gpt2_core.device import pick_device, pick_dtype
-    from gpt2_core.generate import generate as run_generate
-    from gpt2_core.generate import stream as run_stream
+    from gpt2_core.generation import generate as run_generate
+    from gpt2_core.generation import stream as run_stream
     from gpt2_core.tokenizer import Tokenizer
     from gpt2_core.weights import load_model
 

@@ -15,7 +15,7 @@ from gpt2_core.errors import UserError
 
 if TYPE_CHECKING:
     from gpt2_core.config import GPTConfig
-    from gpt2_core.generate import generate, stream
+    from gpt2_core.generation import generate, stream
     from gpt2_core.model import GPT
     from gpt2_core.presets import PRESETS, get_preset
     from gpt2_core.sampling import SamplingConfig
@@ -42,8 +42,8 @@ _LAZY = {
     "get_preset": "presets",
     "SamplingConfig": "sampling",
     "Tokenizer": "tokenizer",
-    "generate": "generate",
-    "stream": "generate",
+    "generate": "generation",
+    "stream": "generation",
 }
 
 

@@ -1,6 +1,6 @@
 """A conversation with a model: its messages, the prompt that fits the context window, streamed replies.
 
-``ChatSession.reply`` yields the reply's text as ``gpt2_core.generate.stream`` produces it; closing the
+``ChatSession.reply`` yields the reply's text as ``gpt2_core.generation.stream`` produces it; closing the
 iterator (Ctrl-C in ``gpt2 chat``) stops generation and keeps the partial reply. The terminal loop around
 it lives with the ``gpt2 chat`` command in gpt2-cli.
 
@@ -122,7 +122,7 @@ class ChatSession:
 
         Closing the iterator early stops generation; what was generated so far stays in the history.
         """
-        from gpt2_core.generate import stream
+        from gpt2_core.generation import stream
 
         if self.template is None:
             ids = (self.tokenizer.encode(text) or [self.tokenizer.eot_id])[-self._longest_prompt() :]

@@ -25,7 +25,7 @@ from typing import Any
 
 import lm_eval.models  # noqa: F401  (lm-eval registers its own models lazily, unless the registry is empty)
 import torch
-from gpt2_core.generate import generate_ids
+from gpt2_core.generation import generate_ids
 from gpt2_core.sampling import SamplingConfig
 from gpt2_core.tokenizer import EOT_TOKEN, Tokenizer
 from gpt2_core.weights import load_model

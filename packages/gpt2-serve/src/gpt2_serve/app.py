@@ -21,7 +21,7 @@ from importlib.resources import files
 from typing import Any
 
 from gpt2_core.chat_template import ChatTemplate
-from gpt2_core.generate import TextPieces
+from gpt2_core.generation import TextPieces
 from gpt2_core.model import GPT
 from gpt2_core.tokenizer import Tokenizer
 from starlette.applications import Starlette

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from gpt2_core.generate import sample_rows
+from gpt2_core.generation import sample_rows
 from gpt2_core.kv_cache import Chunk, SlotCache
 from gpt2_core.model import GPT
 from gpt2_core.sampling import SamplingConfig

@@ -48,7 +48,7 @@ def val_loss(
 
 def sample_text(model: GPT, prompt: str, max_tokens: int, seed: int = 0) -> str:
     """A seeded sample from ``prompt`` (its own generator: the training RNG is untouched)."""
-    from gpt2_core.generate import generate
+    from gpt2_core.generation import generate
     from gpt2_core.sampling import SamplingConfig
     from gpt2_core.tokenizer import Tokenizer
 
