@@ -17,6 +17,7 @@ from gpt2_core.chat_template import add_chat_template
 from gpt2_core.model import GPT
 from gpt2_core.presets import get_preset
 from gpt2_core.tokenizer import Tokenizer
+from waiting import DEADLINE
 
 WORD = " yes"
 
@@ -148,6 +149,11 @@ def test_model_without_template_is_plain_completion() -> None:
     assert session.messages == []
 
 
+PINNED = ["--dtype", "float32", "--threads", "1", "--cpu-matmul", "torch"]
+"""The route the terminal tests need: fp32 replies are WORD on every CPU, and nothing is measured at start-up
+(bf16 is the default where the CPU has AMX; --cpu-matmul auto times both kernels first)."""
+
+
 def cli_env() -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
 
@@ -183,10 +189,21 @@ def test_chat_in_a_pseudo_terminal(model_dir: Path, tmp_path: Path) -> None:
     pexpect = pytest.importorskip("pexpect")
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "gpt2_cli", "chat", "--model", str(model_dir), "--max-tokens", "3", "--system", "Be brief."],
+        [
+            "-m",
+            "gpt2_cli",
+            "chat",
+            "--model",
+            str(model_dir),
+            "--max-tokens",
+            "3",
+            "--system",
+            "Be brief.",
+            *PINNED,
+        ],
         env=cli_env(),
         encoding="utf-8",
-        timeout=120,
+        timeout=DEADLINE,
     )
     try:
         child.expect("Ctrl-C stops a reply")
@@ -214,15 +231,17 @@ def test_chat_in_a_pseudo_terminal(model_dir: Path, tmp_path: Path) -> None:
     assert [m["content"] for m in messages] == ["Be brief.", "Hello", WORD * 3, "And again", WORD * 3]
 
 
-SLOW_CHAT = """
-import sys, time
+HELD_CHAT = """
+import signal, sys
 import gpt2_core.generation as g
 real = g.generate_ids
-def slow(*a, **kw):
-    for step in real(*a, **kw):
-        time.sleep(0.2)
-        yield step
-g.generate_ids = slow
+def held(*a, **kw):
+    steps = real(*a, **kw)
+    for _ in range(3):
+        yield next(steps)
+    signal.pause()  # the reply goes no further until Ctrl-C's SIGINT stops it
+    yield from steps
+g.generate_ids = held
 from gpt2_cli.main import main
 main(sys.argv[1:])
 """
@@ -232,10 +251,10 @@ def test_ctrl_c_stops_the_reply_and_ctrl_d_exits(model_dir: Path) -> None:
     pexpect = pytest.importorskip("pexpect")
     child = pexpect.spawn(
         sys.executable,
-        ["-c", SLOW_CHAT, "chat", "--model", str(model_dir), "--max-tokens", "40"],
+        ["-c", HELD_CHAT, "chat", "--model", str(model_dir), "--max-tokens", "40", *PINNED],
         env=cli_env(),
         encoding="utf-8",
-        timeout=60,
+        timeout=DEADLINE,
     )
     try:
         child.expect("> ")

@@ -11,6 +11,7 @@ from gpt2_data import manifest, pipeline, splits
 from gpt2_data.datasets import build_dataset
 from gpt2_data.prepare import PrepareConfig, prepare
 from gpt2_data.shards import open_shard
+from waiting import DEADLINE
 
 
 def shard_bytes(out: Path) -> dict[str, bytes]:
@@ -134,31 +135,49 @@ def test_resume_after_interruption(
 def test_a_failed_prepare_leaves_no_write_running(
     synthetic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The shard being written when an error stops prepare() is finished before the error leaves it."""
-    slow_write, route = pipeline.write_shard, pipeline.route
-    calls = {"route": 0}
+    """The shard being written when an error stops prepare() is finished before the error leaves it.
+
+    Each shard write is held until the pipeline itself waits for it (its next submit) or the dataset fails;
+    the dataset fails at the first batch routed while a write is held, so a write is in flight then, every
+    time. The released write is slow, so a prepare() that did not wait for it would leave it running.
+    """
+    gates: list[threading.Event] = []
+    submit, write_shard, route = pipeline.ShardWrites.submit, pipeline.write_shard, pipeline.route
+
+    def held_submit(self: pipeline.ShardWrites, write) -> None:  # noqa: ANN001
+        for gate in gates:  # submit waits for the previous write: let it go
+            gate.set()
+        gate = threading.Event()
+        gates.append(gate)
+
+        def held() -> None:
+            assert gate.wait(DEADLINE), "a shard write was never released"
+            write()
+
+        submit(self, held)
 
     def write_slowly(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        time.sleep(0.3)
-        return slow_write(*args, **kwargs)
+        time.sleep(0.3)  # a slow disk, not a wait for a condition: the write must still be going on
+        return write_shard(*args, **kwargs)
 
-    def route_then_fail(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        calls["route"] += 1
-        if calls["route"] == 2:
+    def route_or_fail(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if any(not gate.is_set() for gate in gates):
+            for gate in gates:
+                gate.set()
             raise RuntimeError("dataset went away")
         return route(*args, **kwargs)
 
+    monkeypatch.setattr(pipeline.ShardWrites, "submit", held_submit)
     monkeypatch.setattr(pipeline, "write_shard", write_slowly)
-    monkeypatch.setattr(pipeline, "route", route_then_fail)
+    monkeypatch.setattr(pipeline, "route", route_or_fail)
+    before = set(threading.enumerate())
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="went away"):
         prepare(synthetic, out, options={"docs": 300}, shard_tokens=800, val_tokens=0, progress=False)
-    assert not [t for t in threading.enumerate() if t.name.startswith("gpt2-shards")]
-    manifest = (out / "manifest.json").read_text()
-    listed = json.loads(manifest)["shards"]
+    # Nothing prepare() started runs on: no thread left to write a shard or rewrite the manifest.
+    assert not [t.name for t in set(threading.enumerate()) - before if t.name.startswith("gpt2-")]
+    listed = json.loads((out / "manifest.json").read_text())["shards"]
     assert listed and all((out / s["name"]).is_file() and s["sha256"] for s in listed)
-    time.sleep(0.5)
-    assert (out / "manifest.json").read_text() == manifest  # nothing rewrites it afterwards
 
 
 def test_config_validation() -> None:

@@ -3,49 +3,20 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
-import torch
-from gpt2_core.tokenizer import EOT_ID
 from waiting import wait_until
 
 KEY = "s3cret-key"
 
 
-class Gate:
-    """A forward-pass hook: while ``passes`` is a number, only that many more passes run; the next one waits
-    (the model's one row stays taken) until ``allow(None)``. The test decides when the engine moves, so no
-    timing of the machine's can change what it sees."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.passes: int | None = None
-
-    def __call__(self, *_: Any) -> None:
-        with self.cond:
-            self.cond.wait_for(lambda: self.passes is None or self.passes > 0)
-            if self.passes:
-                self.passes -= 1
-
-    def allow(self, passes: int | None) -> None:
-        with self.cond:
-            self.passes = passes
-            self.cond.notify_all()
-
-
 @pytest.fixture(scope="module")
-def guarded(serve, make_chat_model) -> Iterator[Any]:
-    model = make_chat_model()
-    model.gate = gate = Gate()
-    model.lm_head.register_forward_pre_hook(gate)  # on the head: the engine may skip GPT.forward's hooks
-    # Its random weights must not end a reply early: the end-of-turn and end-of-text logits are pushed to -inf.
-    ends = torch.tensor(sorted({EOT_ID, *model.config.special_tokens.values()}))
-    model.lm_head.register_forward_hook(lambda _m, _i, out: out.index_fill(-1, ends, float("-inf")))
+def guarded(serve, make_paced_chat_model) -> Iterator[Any]:
+    model = make_paced_chat_model()
     with serve(model, api_key=KEY, max_batch=1, max_queue=1) as server:
         yield server
 
@@ -79,10 +50,10 @@ def test_a_full_queue_is_503_and_frees_when_clients_leave(
     headers = {"Authorization": f"Bearer {KEY}"}
     body = {"prompt": "Hello", "max_tokens": 60, "stream": True}
     before = httpx.get(guarded.url + "/health").json()["tokens_generated"]
-    gate = guarded.model.gate
+    pacer = guarded.model.pacer
     with httpx.Client(base_url=guarded.api, headers=headers, timeout=60) as http:
         try:
-            gate.allow(1)  # the first request's prefill, then the engine waits: it holds the one row
+            pacer.allow(1)  # the first request's prefill, then the engine waits: it holds the one row
             with http.stream("POST", "/completions", json=body) as running:
                 lines = running.iter_lines()  # kept: a dropped iterator closes the connection, and the server
                 next(lines)  # would rightly cancel the request and free its row
@@ -104,7 +75,7 @@ def test_a_full_queue_is_503_and_frees_when_clients_leave(
             wait_until(lambda: len(requests_logged(caplog, '"POST /v1/completions"')) == 3, "three requests")
             assert httpx.get(guarded.url + "/health").json()["waiting"] == 0
         finally:
-            gate.allow(None)
+            pacer.allow(None)
         # The running one leaves the row after the step it was in: at most that step's token was added to
         # its prefill's one, nowhere near the 2 x 60 tokens asked for.
         stats = wait_until(

@@ -9,39 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from gpt2_core.tokenizer import EOT_ID
 
 ARTIFACTS = Path(
     os.environ.get("GPT2_TEST_ARTIFACTS", Path(__file__).resolve().parents[3] / "test-artifacts")
 )
-
-
-class Pacer:
-    """A forward-pass hook: while ``budget`` is a number, that many more passes run and the next one waits
-    until the test gives more. The test decides how far a reply has got when it looks and clicks, so the
-    machine's speed cannot change what it sees (a reply cannot end before its stop is clicked)."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.budget: int | None = None
-
-    def __call__(self, *_: Any) -> None:
-        with self.cond:
-            self.cond.wait_for(lambda: self.budget is None or self.budget > 0)
-            if self.budget:
-                self.budget -= 1
-
-    def allow(self, passes: int | None) -> None:
-        with self.cond:
-            self.budget = passes
-            self.cond.notify_all()
 
 
 def find_chromium() -> str | None:
@@ -49,19 +25,12 @@ def find_chromium() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def page(serve, make_chat_model) -> Iterator[tuple[Any, Any]]:
+def page(serve, make_paced_chat_model) -> Iterator[tuple[Any, Any]]:
     sync_api = pytest.importorskip("playwright.sync_api")
     executable = find_chromium()
     if executable is None:
         pytest.skip("no chromium on this machine (.ci/run installs Debian's)")
-    model = make_chat_model(block_size=512)  # room for a conversation
-    model.pacer = Pacer()
-    model.lm_head.register_forward_pre_hook(
-        model.pacer
-    )  # on the head: the engine may skip GPT.forward's hooks
-    # Random weights must not end a reply early: the end-of-turn and end-of-text logits are pushed to -inf.
-    ends = torch.tensor(sorted({EOT_ID, *model.config.special_tokens.values()}))
-    model.lm_head.register_forward_hook(lambda _m, _i, out: out.index_fill(-1, ends, float("-inf")))
+    model = make_paced_chat_model(block_size=512)  # room for a conversation
     with serve(model) as server, sync_api.sync_playwright() as playwright:
         try:
             browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
