@@ -79,11 +79,11 @@ def last_val_loss(run_dir: Path) -> float:
 def samples(model_dir: Path) -> list[str]:
     """5 samples of 60 tokens from PROMPT with `gpt2 generate`'s defaults (seed 0)."""
     from gpt2_core.generation import generate
+    from gpt2_core.model import GPT
     from gpt2_core.sampling import SamplingConfig
     from gpt2_core.tokenizer import Tokenizer
-    from gpt2_core.weights import load_model
 
-    model = load_model(model_dir).eval()
+    model = GPT.from_pretrained(model_dir).eval()
     cfg = SamplingConfig(max_new_tokens=60, num_return_sequences=5, seed=0)
     return generate(model, Tokenizer.for_config(model.config), PROMPT, cfg)
 
@@ -99,9 +99,9 @@ def chat_format(model_dir: Path) -> tuple[int, list[str]]:
     from gpt2_core.chat import ChatSampling
     from gpt2_core.chat_template import ChatTemplate
     from gpt2_core.generation import generate_ids
-    from gpt2_core.weights import load_model
+    from gpt2_core.model import GPT
 
-    model = load_model(model_dir).eval()
+    model = GPT.from_pretrained(model_dir).eval()
     template = ChatTemplate.for_model(model)
     assert template is not None, f"{model_dir} has no chat template"
     ok, replies = 0, []

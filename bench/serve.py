@@ -86,11 +86,11 @@ def bare_decode_ms(model_dir: Path, dtype: str, prompt: list[int], tokens: int, 
     import torch
     from gpt2_core.device import pick_dtype
     from gpt2_core.generation import generate_ids
+    from gpt2_core.model import GPT
     from gpt2_core.sampling import SamplingConfig
-    from gpt2_core.weights import load_model
 
     torch.set_num_threads(threads)
-    model = load_model(model_dir, dtype=pick_dtype(dtype, torch.device("cpu")))
+    model = GPT.from_pretrained(model_dir, dtype=pick_dtype(dtype, torch.device("cpu")))
     cfg = SamplingConfig(max_new_tokens=tokens, temperature=0, stop_at_eot=False)
     gaps: list[float] = []
     for _ in range(2):

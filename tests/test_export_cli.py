@@ -13,7 +13,7 @@ import torch
 from cli_helpers import gpt2_here
 from gpt2_core import GPT, get_preset
 from gpt2_core.plugins import get_plugin_manager
-from gpt2_core.weights import load_model, model_state_dict, save_model
+from gpt2_core.weights import model_state_dict, save_model
 
 PLUGINS = "gpt2-cli,gpt2-export"
 
@@ -89,7 +89,7 @@ def test_export_import_round_trip_through_the_cli(gpt2, tmp_path: Path) -> None:
     assert "tiny-shakespeare" in (tmp_path / "hf" / "README.md").read_text()
     code, _, err = gpt2("import", "--from-hf", tmp_path / "hf", "--out", tmp_path / "back")
     assert code == 0, err
-    back = load_model(tmp_path / "back")
+    back = GPT.from_pretrained(tmp_path / "back")
     before, after = model_state_dict(model), model_state_dict(back)
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -151,7 +151,7 @@ def test_sft_chat_template_renders_the_ids_gpt2_chat_uses(tmp_path: Path) -> Non
         src = save_model(model, tmp_path / kind)
         out = run_export("hf", src, tmp_path / f"{kind}-hf", registry={"hf": HFExporter})
         tok = transformers.AutoTokenizer.from_pretrained(out)
-        ours = template.ChatTemplate.for_model(load_model(src))
+        ours = template.ChatTemplate.for_model(GPT.from_pretrained(src))
         for add_prompt in (False, True):
             theirs = tok.apply_chat_template(
                 messages, add_generation_prompt=add_prompt, tokenize=True, return_dict=True

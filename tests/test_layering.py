@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,65 @@ def test_declared_graph_has_no_cycle() -> None:
         visit(name, ())
     assert graph["gpt2-cli"] == {"gpt2-core"}  # the host depends on no plugin
     assert graph["gpt2"] == set(graph) - {"gpt2"}  # the umbrella install gives the whole toolkit
+
+
+def runtime_imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import statement that runs (at import time or inside a function), not those under
+    ``if TYPE_CHECKING:``."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            yield from (i for child in node.orelse for i in runtime_imports(ast.Module(body=[child])))
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        yield from runtime_imports(node)
+
+
+def module_graph(src: Path) -> dict[str, set[str]]:
+    """Module -> the modules of the same package it imports (``from pkg import mod`` counts as ``pkg.mod``)."""
+    modules = {}
+    for path in src.rglob("*.py"):
+        parts = path.relative_to(src.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in runtime_imports(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif node.module and node.level == 0:
+                subs = {f"{node.module}.{a.name}" for a in node.names} & modules.keys()
+                targets |= subs or {node.module}
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def find_circle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A path of modules that leads back to its first one, or None (depth-first search)."""
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: list[str]) -> list[str] | None:
+        state[name] = "open"
+        for dep in sorted(graph[name]):
+            if state.get(dep) == "open":
+                return [*path, name, dep]
+            if dep not in state and (circle := visit(dep, [*path, name])):
+                return circle
+        state[name] = "done"
+        return None
+
+    return next(filter(None, (visit(n, []) for n in sorted(graph) if n not in state)), None)
+
+
+def test_no_import_circle_inside_a_package() -> None:
+    """No module imports, directly or through others, one that imports it back, not even inside a function:
+    built-ins are registered by dotted name (``register_builtin``), commands live in their own modules."""
+    sources = [init.parent for init in ROOT.glob("packages/*/src/*/__init__.py")]
+    assert len(sources) >= 8
+    for src in sources:
+        circle = find_circle(module_graph(src))
+        assert circle is None, f"import circle: {' -> '.join(circle)}"
+    assert find_circle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # the check itself
 
 
 BUILTINS = r"""

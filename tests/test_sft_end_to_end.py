@@ -21,8 +21,8 @@ from cli_helpers import metrics
 from gpt2_cli.main import main
 from gpt2_core.chat import ChatSampling, ChatSession
 from gpt2_core.chat_template import add_chat_template
-from gpt2_core.model import GPT, GPTConfig
-from gpt2_core.weights import load_model
+from gpt2_core.config import GPTConfig
+from gpt2_core.model import GPT
 
 WORDS = [
     "list",
@@ -109,7 +109,7 @@ def pretrained(tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_sft_makes_chat_follow_the_rule(tmp_path: Path, pretrained: Path, one_thread: None) -> None:
     # Before: the pre-trained model with the chat template, as `gpt2 sft` starts from it.
-    before = follows_rule(add_chat_template(load_model(pretrained)))
+    before = follows_rule(add_chat_template(GPT.from_pretrained(pretrained)))
 
     rng = random.Random(0)
     data = tmp_path / "rule.jsonl"
@@ -149,8 +149,10 @@ def test_sft_makes_chat_follow_the_rule(tmp_path: Path, pretrained: Path, one_th
     assert len(vals) == 2 and vals[-1] < vals[0]
 
     # After: the fine-tuned model directory, loaded as `gpt2 chat` loads it.
-    tuned = load_model(run / "latest")
-    assert tuned.config.chat_template == add_chat_template(load_model(pretrained)).config.chat_template
+    tuned = GPT.from_pretrained(run / "latest")
+    assert (
+        tuned.config.chat_template == add_chat_template(GPT.from_pretrained(pretrained)).config.chat_template
+    )
     after = follows_rule(tuned)
     print(
         f"rule followed: {before:.0%} before SFT, {after:.0%} after (val loss {vals[0]:.2f} -> {vals[-1]:.2f})"

@@ -11,7 +11,7 @@ from gpt2_core.chat_template import ChatTemplate, add_chat_template, chat_config
 from gpt2_core.errors import UserError
 from gpt2_core.model import GPT
 from gpt2_core.presets import get_preset
-from gpt2_core.weights import load_model, save_model
+from gpt2_core.weights import save_model
 
 CONV = [
     {"role": "system", "content": "Be terse."},
@@ -97,7 +97,7 @@ def test_bad_messages_are_user_errors() -> None:
 def test_saved_model_carries_the_template(tmp_path: Path) -> None:
     model = chat_model()
     save_model(model, tmp_path / "m")
-    loaded = load_model(tmp_path / "m")
+    loaded = GPT.from_pretrained(tmp_path / "m")
     assert loaded.config.chat_template == model.config.chat_template
     assert loaded.config.special_tokens == model.config.special_tokens
     # Adding it again keeps it as it is.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from cli_helpers import gpt2_here, losses, metrics, run_and_kill, train_cmd
-from gpt2_core.weights import load_model
+from gpt2_core.model import GPT
 
 HELLASWAG = Path(__file__).parents[1] / "packages" / "gpt2-train" / "tests" / "data" / "hellaswag_mini.jsonl"
 
@@ -59,7 +59,7 @@ def test_two_fsdp_ranks_match_ddp_and_the_checkpoint_is_a_model(
     ranks = torch.load(latest / "ranks.pt", weights_only=True)
     assert [s["source"]["rank"] for s in ranks] == [0, 1]
     # One process reads the shards of both ranks into one model: the weights DDP trained.
-    mine, theirs = load_model(latest).state_dict(), load_model(ddp / "latest").state_dict()
+    mine, theirs = GPT.from_pretrained(latest).state_dict(), GPT.from_pretrained(ddp / "latest").state_dict()
     for k in theirs:
         torch.testing.assert_close(mine[k], theirs[k], rtol=0, atol=1e-5, msg=k)
     code, out, err = gpt2_here(capsys, "generate", "--model", str(latest), "--max-tokens", "4", "--seed", "0")

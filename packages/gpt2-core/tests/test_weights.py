@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 from gpt2_core import GPT, UserError, get_preset
-from gpt2_core.weights import load_model
 from safetensors.torch import load_file
 
 
@@ -86,37 +85,37 @@ def assert_one_line_naming(err: pytest.ExceptionInfo[UserError], path: Path) -> 
 
 def test_missing_directory_and_not_a_directory(tmp_path: Path) -> None:
     with pytest.raises(UserError) as err:
-        load_model(tmp_path / "nope")
+        GPT.from_pretrained(tmp_path / "nope")
     assert_one_line_naming(err, tmp_path / "nope")
     file = tmp_path / "model.safetensors"
     file.write_bytes(b"x")
     with pytest.raises(UserError, match="not a directory") as err:
-        load_model(file)
+        GPT.from_pretrained(file)
     assert_one_line_naming(err, file)
 
 
 def test_missing_config(saved_nano: Path) -> None:
     (saved_nano / "config.json").unlink()
     with pytest.raises(UserError) as err:
-        load_model(saved_nano)
+        GPT.from_pretrained(saved_nano)
     assert_one_line_naming(err, saved_nano / "config.json")
 
 
 def test_malformed_config(saved_nano: Path) -> None:
     (saved_nano / "config.json").write_text("{not json")
     with pytest.raises(UserError, match="not valid JSON") as err:
-        load_model(saved_nano)
+        GPT.from_pretrained(saved_nano)
     assert_one_line_naming(err, saved_nano / "config.json")
     (saved_nano / "config.json").write_text(json.dumps({"n_layer": 2, "colour": "blue"}))
     with pytest.raises(UserError, match="colour") as err:
-        load_model(saved_nano)
+        GPT.from_pretrained(saved_nano)
     assert_one_line_naming(err, saved_nano / "config.json")
 
 
 def test_missing_weights(saved_nano: Path) -> None:
     (saved_nano / "model.safetensors").unlink()
     with pytest.raises(UserError) as err:
-        load_model(saved_nano)
+        GPT.from_pretrained(saved_nano)
     assert_one_line_naming(err, saved_nano / "model.safetensors")
 
 
@@ -124,11 +123,11 @@ def test_wrong_shapes(saved_nano: Path) -> None:
     config = json.loads((saved_nano / "config.json").read_text())
     (saved_nano / "config.json").write_text(json.dumps({**config, "n_embd": 64}))
     with pytest.raises(UserError, match="shape") as err:
-        load_model(saved_nano)
+        GPT.from_pretrained(saved_nano)
     assert_one_line_naming(err, saved_nano / "model.safetensors")
     (saved_nano / "config.json").write_text(json.dumps({**config, "n_layer": 3}))
     with pytest.raises(UserError, match="missing") as err:
-        load_model(saved_nano)
+        GPT.from_pretrained(saved_nano)
     assert_one_line_naming(err, saved_nano / "model.safetensors")
 
 
@@ -138,7 +137,7 @@ def test_truncated_safetensors(saved_nano: Path, keep: float) -> None:
     data = weights.read_bytes()
     weights.write_bytes(data[: int(len(data) * keep)])
     with pytest.raises(UserError, match="truncated") as err:
-        load_model(saved_nano)
+        GPT.from_pretrained(saved_nano)
     assert_one_line_naming(err, weights)
 
 
@@ -149,7 +148,7 @@ def test_truncated_pytorch_bin(hf_model, tmp_path: Path) -> None:  # noqa: ANN00
     data = (tmp_path / "pytorch_model.bin").read_bytes()
     (tmp_path / "pytorch_model.bin").write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError) as err:
-        load_model(tmp_path)
+        GPT.from_pretrained(tmp_path)
     assert_one_line_naming(err, tmp_path / "pytorch_model.bin")
 
 
@@ -164,7 +163,7 @@ def test_unsupported_hugging_face_variants_are_refused(hf_model, tmp_path: Path)
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "scale_attn_by_inverse_layer_idx": True}))
     with pytest.raises(UserError, match="scale_attn_by_inverse_layer_idx") as err:
-        load_model(tmp_path)
+        GPT.from_pretrained(tmp_path)
     assert_one_line_naming(err, tmp_path / "config.json")
 
 
@@ -185,7 +184,7 @@ def _save_sharded(model: GPT, out: Path) -> None:
 
 def test_sharded_checkpoint_loads_as_one_model(nano: GPT, tmp_path: Path) -> None:
     _save_sharded(nano, tmp_path / "ckpt")
-    loaded = load_model(tmp_path / "ckpt")
+    loaded = GPT.from_pretrained(tmp_path / "ckpt")
     assert loaded.lm_head.weight is loaded.transformer.wte.weight
     for (k, a), (_, b) in zip(nano.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), k
@@ -196,7 +195,7 @@ def test_sharded_checkpoint_of_another_shape_is_refused(tmp_path: Path) -> None:
     config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps({**config, "n_embd": 64}))
     with pytest.raises(UserError, match=r"transformer\.wte\.weight has shape \(50257, 32\)"):
-        load_model(tmp_path / "ckpt")
+        GPT.from_pretrained(tmp_path / "ckpt")
 
 
 def test_sharded_metadata_is_unpickled_only_as_dcp_metadata(nano: GPT, tmp_path: Path) -> None:
@@ -207,7 +206,7 @@ def test_sharded_metadata_is_unpickled_only_as_dcp_metadata(nano: GPT, tmp_path:
     _save_sharded(nano, tmp_path / "ckpt")
     (tmp_path / "ckpt" / "sharded" / ".metadata").write_bytes(pickle.dumps(Payload()))
     with pytest.raises(UserError, match="builtins.print has no place in a checkpoint's metadata"):
-        load_model(tmp_path / "ckpt")
+        GPT.from_pretrained(tmp_path / "ckpt")
     (tmp_path / "ckpt" / "sharded" / ".metadata").write_bytes(b"\x80\x04")
     with pytest.raises(UserError, match="not a readable sharded checkpoint"):
-        load_model(tmp_path / "ckpt")
+        GPT.from_pretrained(tmp_path / "ckpt")

@@ -125,15 +125,18 @@ def test_rolling_loglikelihoods_and_perplexities_equal_hf(both: tuple[dict, dict
 
 def test_greedy_generations_equal_hf(both: tuple[dict, dict], setup: tuple[Path, Path, Path]) -> None:
     from gpt2_core.generation import generate
+    from gpt2_core.model import GPT
     from gpt2_core.sampling import SamplingConfig
     from gpt2_core.tokenizer import Tokenizer
-    from gpt2_core.weights import load_model
 
     ours, theirs = both
     a, b = responses(ours, "qa_local"), responses(theirs, "qa_local")
     assert a == b
     assert all(text[0] for text in a)
     # The stop strings are exercised: some text went on past one when generated without stops.
-    model, cfg = load_model(setup[0]), SamplingConfig(max_new_tokens=12, temperature=0, stop_at_eot=False)
+    model, cfg = (
+        GPT.from_pretrained(setup[0]),
+        SamplingConfig(max_new_tokens=12, temperature=0, stop_at_eot=False),
+    )
     unstopped = [generate(model, Tokenizer(), f"Q: {q}\nA:", cfg)[0] for q, _ in QUESTIONS]
     assert [x[0][0] for x in a] != unstopped

@@ -11,7 +11,7 @@ from gpt2_core import GPT
 from gpt2_core.errors import UserError
 from gpt2_core.generation import SamplingConfig, generate_ids
 from gpt2_core.tokenizer import Tokenizer
-from gpt2_core.weights import load_model, model_state_dict, save_model
+from gpt2_core.weights import model_state_dict, save_model
 from gpt2_export.exporters import run_export
 from gpt2_export.hf import HFExporter, import_from_hf
 
@@ -44,7 +44,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRe
     }
     src = save_model(make_model(padded_vocab_size=50304), root / "model", extra=info)
     out = run_export("hf", src, root / "hf", registry=REGISTRY)
-    return load_model(src).eval(), out
+    return GPT.from_pretrained(src).eval(), out
 
 
 def test_transformers_loads_it_with_equal_logits(exported: tuple[GPT, Path]) -> None:

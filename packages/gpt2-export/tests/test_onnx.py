@@ -9,7 +9,7 @@ import pytest
 import torch
 from gpt2_core import GPT
 from gpt2_core.errors import UserError
-from gpt2_core.weights import load_model, save_model
+from gpt2_core.weights import save_model
 from gpt2_export.exporters import run_export
 from gpt2_export.onnx_export import ONNX_FILE, OnnxExporter, io_names
 
@@ -35,7 +35,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRe
     make_model = request.getfixturevalue("make_model")
     root = tmp_path_factory.mktemp("onnx")
     src = save_model(make_model(padded_vocab_size=50304), root / "model")
-    return load_model(src).eval(), run_export("onnx", src, root / "onnx", registry=REGISTRY)
+    return GPT.from_pretrained(src).eval(), run_export("onnx", src, root / "onnx", registry=REGISTRY)
 
 
 def test_onnxruntime_logits_match_ours(exported: tuple[GPT, Path]) -> None:

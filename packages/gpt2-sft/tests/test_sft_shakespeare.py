@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import gpt2_here
-from gpt2_core.model import GPT, GPTConfig
+from gpt2_core.config import GPTConfig
+from gpt2_core.model import GPT
 from gpt2_sft.config import SFT_PRESETS, SFTConfig
 from gpt2_sft.shakespeare import ShakespeareInstructions, speech_tasks
 from gpt2_train.config import build_config

@@ -12,9 +12,9 @@ import torch
 from cli_helpers import metrics
 from gpt2_cli.main import main
 from gpt2_core.chat_template import ChatTemplate, chat_config
-from gpt2_core.model import GPT, GPTConfig
+from gpt2_core.config import GPTConfig
+from gpt2_core.model import GPT
 from gpt2_core.tokenizer import Tokenizer
-from gpt2_core.weights import load_model
 from gpt2_sft.examples import Examples, load_split, prepare
 from gpt2_sft.loader import IGNORE, SFTLoader
 
@@ -109,7 +109,7 @@ def test_sft_checkpoints_are_chat_models_and_resume(
     code, err = sft([*common(setup), "--max-steps", "2"], capsys)
     assert code == 0, err
     latest = setup["run"] / "latest"
-    model = load_model(latest)
+    model = GPT.from_pretrained(latest)
     assert model.config.chat_template["kind"] == "special"
     assert model.config.special_tokens["<|end|>"] == 50260
     # The data was prepared into the run (train + held-out val) and is reused on resume.
@@ -191,7 +191,7 @@ def test_sft_from_a_hugging_face_gpt2_uses_plain_markers(
     args[args.index("--from") + 1] = str(hf)
     code, err = sft(args, capsys)
     assert code == 0, err
-    model = load_model(setup["run"] / "latest")
+    model = GPT.from_pretrained(setup["run"] / "latest")
     assert model.config.chat_template["kind"] == "plain" and model.config.vocab_size == 50257
 
 
@@ -202,7 +202,7 @@ def test_sft_sharded_in_one_process(setup: dict[str, Path], capsys: pytest.Captu
     assert "1 rank(s) sharded (fsdp)" in err
     latest = setup["run"] / "latest"
     assert json.loads((latest / "state.json").read_text())["layout"] == "dcp"
-    assert load_model(latest).config.chat_template["kind"] == "special"
+    assert GPT.from_pretrained(latest).config.chat_template["kind"] == "special"
 
 
 @pytest.mark.slow
@@ -221,7 +221,7 @@ def test_sft_under_torchrun_two_gloo_ranks(setup: dict[str, Path]) -> None:
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 rank(s)" in r.stderr and "accumulation 1" in r.stderr
-    assert load_model(setup["run"] / "latest").config.chat_template["kind"] == "special"
+    assert GPT.from_pretrained(setup["run"] / "latest").config.chat_template["kind"] == "special"
     ranks = torch.load(setup["run"] / "latest" / "ranks.pt", weights_only=True)
     # One epoch is a single batch per rank here: two steps end in the second epoch, on both ranks alike.
     assert [(s["source"]["epoch"], s["source"]["batch"]) for s in ranks] == [(1, 1), (1, 1)]
@@ -243,8 +243,8 @@ def test_sft_under_torchrun_two_gloo_ranks(setup: dict[str, Path]) -> None:
         key = "train/loss" if "train/loss" in x else "val/loss"
         assert abs(x[key] - y[key]) < 1e-5, (x, y)
     mine, theirs = (
-        load_model(sharded / "latest").state_dict(),
-        load_model(setup["run"] / "latest").state_dict(),
+        GPT.from_pretrained(sharded / "latest").state_dict(),
+        GPT.from_pretrained(setup["run"] / "latest").state_dict(),
     )
     for k in theirs:
         torch.testing.assert_close(mine[k], theirs[k], rtol=0, atol=1e-5, msg=k)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from gpt2_core.errors import UserError
-from gpt2_core.weights import load_model
+from gpt2_core.model import GPT
 from gpt2_train.checkpoint import Checkpointer
 from gpt2_train.trainer import Trainer
 
@@ -26,7 +26,7 @@ def test_checkpoint_is_a_model_directory(make_trainer, tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert os.readlink(run / "latest") == "step_00000004"
     assert sorted(p.name for p in Checkpointer(run).checkpoints()) == ["step_00000002", "step_00000004"]
-    loaded = load_model(run / "latest")
+    loaded = GPT.from_pretrained(run / "latest")
     for k, v in tr.model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
     state = json.loads((run / "latest" / "state.json").read_text())

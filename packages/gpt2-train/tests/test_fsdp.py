@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.distributed as dist
 from gpt2_core.errors import UserError
-from gpt2_core.weights import load_model
+from gpt2_core.model import GPT
 from gpt2_train.checkpoint import Checkpointer
 from gpt2_train.config import TrainConfig
 from gpt2_train.parallel import is_sharded
@@ -84,7 +84,7 @@ def test_one_process_fsdp_trains_as_ddp_does(ddp_run, tmp_path: Path, options: d
     state = json.loads((latest / "state.json").read_text())
     assert state["layout"] == "dcp" and "sharded/.metadata" in state["files"]
     assert not (latest / "model.safetensors").exists()
-    loaded = load_model(latest)  # read into one model, without a process group
+    loaded = GPT.from_pretrained(latest)  # read into one model, without a process group
     assert_close(full_weights(loaded), ref)
 
 
@@ -153,4 +153,4 @@ def test_compiled_blocks_with_checkpointing_under_fsdp(ddp_run, tmp_path: Path) 
     ref_run, ref = ddp_run
     a, b = losses(tmp_path / "run"), losses(ref_run)
     assert all(abs(a[s] - b[s]) < 1e-4 for s in b), (a, b)
-    assert_close(full_weights(load_model(tmp_path / "run" / "latest")), ref, atol=1e-4)
+    assert_close(full_weights(GPT.from_pretrained(tmp_path / "run" / "latest")), ref, atol=1e-4)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from gpt2_core.config import GPTConfig
 from gpt2_core.errors import UserError
-from gpt2_core.model import GPT, GPTConfig
+from gpt2_core.model import GPT
 from gpt2_train.vocab import DataVocabHead, source_token_ids
 
 

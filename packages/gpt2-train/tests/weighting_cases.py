@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import torch
-from gpt2_core.model import GPT, GPTConfig
+from gpt2_core.config import GPTConfig
+from gpt2_core.model import GPT
 from gpt2_train.step import TrainStep
 
 T = 16

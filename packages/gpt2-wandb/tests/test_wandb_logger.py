@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from gpt2_core.model import GPT, GPTConfig
+from gpt2_core.config import GPTConfig
+from gpt2_core.model import GPT
 from gpt2_train.config import TrainConfig
 from gpt2_train.trainer import Trainer
 

@@ -146,7 +146,7 @@ def chat(
     from gpt2_core.cpu_matmul import apply as route_matmuls
     from gpt2_core.decoding import Utf8Decoder, escape_stdin
     from gpt2_core.device import pick_device, pick_dtype
-    from gpt2_core.weights import load_model
+    from gpt2_core.model import GPT
 
     decoder = Utf8Decoder(encoding_errors)
     if threads < 0:
@@ -167,7 +167,7 @@ def chat(
         return text
 
     where = pick_device(device)
-    gpt = load_model(model, device=where, dtype=pick_dtype(dtype, where))
+    gpt = GPT.from_pretrained(model, device=where, dtype=pick_dtype(dtype, where))
     choice = route_matmuls(gpt, cpu_matmul, rows=1)  # after --threads: the timing depends on them
     if where.type == "cpu":
         _info(f"cpu matmul: {choice}")

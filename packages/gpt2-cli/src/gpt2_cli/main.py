@@ -41,9 +41,7 @@ def build_app() -> typer.Typer:
     ) -> None:
         """Train, fine-tune, chat with and export GPT-2 models."""
 
-    from gpt2_cli import plugin
-
-    register_builtin(plugin, "gpt2-cli").hook.register_commands(app=app)
+    register_builtin("gpt2_cli.plugin", "gpt2-cli").hook.register_commands(app=app)
     return app
 
 

@@ -38,14 +38,14 @@ def generate(
     from gpt2_core.device import pick_device, pick_dtype
     from gpt2_core.generation import generate as run_generate
     from gpt2_core.generation import stream as run_stream
+    from gpt2_core.model import GPT
     from gpt2_core.tokenizer import Tokenizer
-    from gpt2_core.weights import load_model
 
     decoder = Utf8Decoder(encoding_errors)
     prompt = decoder.decode_os_text(prompt, "--prompt")  # argv bytes that were not UTF-8
     decoder.warn("--prompt")
     where = pick_device(device)
-    gpt = load_model(model, device=where, dtype=pick_dtype(dtype, where))
+    gpt = GPT.from_pretrained(model, device=where, dtype=pick_dtype(dtype, where))
     route_matmuls(gpt, cpu_matmul, rows=sampling.num_return_sequences)  # sequences decoded side by side
     tokenizer = Tokenizer.for_config(gpt.config)
     if stream:

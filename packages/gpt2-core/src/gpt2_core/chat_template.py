@@ -26,7 +26,8 @@ from gpt2_core.errors import UserError
 from gpt2_core.tokenizer import EOT_TOKEN
 
 if TYPE_CHECKING:
-    from gpt2_core.model import GPT, GPTConfig
+    from gpt2_core.config import GPTConfig
+    from gpt2_core.model import GPT
     from gpt2_core.tokenizer import Tokenizer
 
 ROLES = ("system", "user", "assistant")

@@ -15,10 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from gpt2_core.config import GPT2_VOCAB_SIZE, GPTConfig  # noqa: F401 (importable from here too)
+from gpt2_core.config import GPTConfig
 from gpt2_core.kv_cache import Cache
 from gpt2_core.loss import cross_entropy
-from gpt2_core.tokenizer import EOT_ID, EOT_TOKEN  # noqa: F401 (importable from here too)
 
 
 class CausalSelfAttention(nn.Module):
@@ -180,11 +179,21 @@ class GPT(nn.Module):
     # --- weight files (see gpt2_core.weights) ---
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> GPT:
-        """Load a saved model directory (ours, or a Hugging Face GPT-2 directory)."""
-        from gpt2_core.weights import load_model
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str],
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+    ) -> GPT:
+        """Load a model directory: ours (config.json + safetensors, or a sharded checkpoint), or a Hugging Face
+        GPT-2 one (config.json + safetensors or .bin), onto ``device`` in ``dtype`` (default: as stored, fp32).
+        ``UserError`` naming the path when it holds no readable model."""
+        from gpt2_core.weights import find_weights, read_weights_into
 
-        return load_model(path, device=device)
+        config, weights, hf = find_weights(path)
+        model = cls(config)
+        read_weights_into(model, weights, hf)
+        return model.to(device=device, dtype=dtype) if dtype else model.to(device)
 
     def save_pretrained(self, path: str | os.PathLike[str]) -> None:
         """Write ``model.safetensors`` and ``config.json`` into directory ``path``."""

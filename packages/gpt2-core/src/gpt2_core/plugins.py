@@ -7,11 +7,11 @@ Nothing is loaded at import time; the manager is built on first use and cached.
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.metadata
 import os
 import sys
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 import pluggy
@@ -50,17 +50,23 @@ def get_plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
-def register_builtin(module: ModuleType, name: str) -> pluggy.PluginManager:
-    """Register a package's own plugin module, once, and return the manager.
+def register_builtin(module: str, name: str) -> pluggy.PluginManager:
+    """Register a package's built-ins, the hook implementations in module ``module`` (a dotted name), once, and
+    return the manager.
 
     Each package calls this from the library functions that look its registrations up (datasets, loggers,
-    exporters, the host's commands), as llm registers its default plugins by import: a package's built-ins
-    are then found even when ``GPT2_LOAD_PLUGINS`` leaves its entry point out or its entry-point metadata is
-    missing (a plain source checkout). Third-party plugins still come only through entry points.
+    optimizers, exporters, the host's commands), as llm registers its default plugins by dotted name: a
+    package's built-ins are then found even when ``GPT2_LOAD_PLUGINS`` leaves its entry point out or its
+    entry-point metadata is missing (a plain source checkout). Nothing is registered when the entry point
+    ``name`` (whose module includes the built-ins) is already loaded. The module is imported by name, so the
+    library module that looks registrations up and the built-ins module that imports it form no import circle.
+    Third-party plugins still come only through entry points.
     """
     pm = get_plugin_manager()
-    if not pm.is_registered(module) and pm.get_plugin(name) is None:
-        pm.register(module, name=name)
+    if pm.get_plugin(name) is None:
+        plugin = importlib.import_module(module)
+        if not pm.is_registered(plugin):
+            pm.register(plugin, name=name)
     return pm
 
 

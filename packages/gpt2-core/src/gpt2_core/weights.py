@@ -2,8 +2,8 @@
 
 Our directory may hold its weights as a ``torch.distributed.checkpoint`` directory, ``sharded/``, instead of
 ``model.safetensors``: a checkpoint of a sharded (FSDP) training run, each rank's part in its own file, the
-weights under ``model.`` (the optimizer's state beside them is not read here). ``load_model`` reads it into
-one model in a single process.
+weights under ``model.`` (the optimizer's state beside them is not read here). ``GPT.from_pretrained`` reads
+it into one model in a single process.
 
 Nothing on the loading path unpickles freely: safetensors for weights, JSON for configs, a Hugging Face
 ``pytorch_model.bin`` only through ``torch.load(weights_only=True)``. DCP keeps a sharded checkpoint's index in
@@ -18,7 +18,7 @@ import os
 import pickle
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -27,8 +27,10 @@ from safetensors.torch import load_file, save_file
 from gpt2_core.config import GPTConfig
 from gpt2_core.errors import UserError
 from gpt2_core.files import write_json_atomic
-from gpt2_core.model import GPT
 from gpt2_core.tokenizer import EOT_ID
+
+if TYPE_CHECKING:
+    from gpt2_core.model import GPT
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -204,11 +206,10 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
         ) from e
 
 
-def load_model(
-    path: str | os.PathLike[str], device: str | torch.device = "cpu", dtype: torch.dtype | None = None
-) -> GPT:
-    """Load a model directory: ours (config.json + safetensors, or a sharded checkpoint), or a Hugging Face
-    GPT-2 one (config.json + safetensors or .bin)."""
+def find_weights(path: str | os.PathLike[str]) -> tuple[GPTConfig, Path, bool]:
+    """The config of model directory ``path`` (ours, a checkpoint, or Hugging Face GPT-2), the weights to read
+    (a safetensors or ``pytorch_model.bin`` file, or a :data:`SHARDED_DIR` directory), and whether the directory
+    is Hugging Face's. ``UserError`` naming the path when it is no model directory or its weights are missing."""
     root = Path(path)
     if not root.exists():
         raise UserError(f"{root}: no such model directory")
@@ -217,23 +218,23 @@ def load_model(
             f"{root}: not a directory; a model is a directory holding {CONFIG_FILE} and {WEIGHTS_FILE}"
         )
     config, hf = read_config(root)
-
     weights = root / WEIGHTS_FILE
     if not weights.exists() and not hf and (root / SHARDED_DIR).is_dir():
-        model = GPT(config)
-        load_sharded_weights(model, root / SHARDED_DIR)
-        return model.to(device=device, dtype=dtype) if dtype else model.to(device)
+        return config, root / SHARDED_DIR, hf
     if not weights.exists() and hf and (root / "pytorch_model.bin").exists():
         weights = root / "pytorch_model.bin"
     if not weights.exists():
         raise UserError(f"{weights}: not found")
-    sd = _read_weights(weights)
-    if hf:
-        sd = state_dict_from_hf(sd)
+    return config, weights, hf
 
-    model = GPT(config)
-    load_weights(model, sd, str(weights))
-    return model.to(device=device, dtype=dtype) if dtype else model.to(device)
+
+def read_weights_into(model: GPT, weights: Path, hf: bool) -> None:
+    """Read what :func:`find_weights` found into ``model`` (built from the config it returned)."""
+    if weights.is_dir():
+        load_sharded_weights(model, weights)
+        return
+    sd = _read_weights(weights)
+    load_weights(model, state_dict_from_hf(sd) if hf else sd, str(weights))
 
 
 def load_weights(model: GPT, sd: dict[str, torch.Tensor], source: str) -> None:

@@ -88,9 +88,7 @@ def dataset_registry() -> dict[str, type]:
     loaded) and every plugin's."""
     from gpt2_core.plugins import collect, register_builtin
 
-    from gpt2_data import plugin
-
-    return collect("datasets", register_builtin(plugin, "gpt2-data"))
+    return collect("datasets", register_builtin("gpt2_data.builtins", "gpt2-data"))
 
 
 def get_dataset_class(name: str) -> type:

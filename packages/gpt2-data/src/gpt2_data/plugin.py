@@ -1,19 +1,15 @@
-"""gpt2-data's implementations of the gpt2 hooks: the built-in datasets and the ``gpt2 data`` commands."""
+"""gpt2-data's plugin (its ``gpt2`` entry point): the built-in datasets (``gpt2_data.builtins``) and the
+``gpt2 data`` commands (``gpt2_data.cli``, imported when the CLI asks for commands)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from gpt2_core.hookspecs import hookimpl
 
+from gpt2_data.builtins import register_datasets
 
-@hookimpl
-def register_datasets(register: Callable[..., None]) -> None:
-    from gpt2_data.datasets import BUILTIN
-
-    for name, cls in BUILTIN.items():
-        register(name, cls)
+__all__ = ["register_commands", "register_datasets"]
 
 
 @hookimpl

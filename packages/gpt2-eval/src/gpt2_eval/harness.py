@@ -26,9 +26,9 @@ from typing import Any
 import lm_eval.models  # noqa: F401  (lm-eval registers its own models lazily, unless the registry is empty)
 import torch
 from gpt2_core.generation import generate_ids
+from gpt2_core.model import GPT
 from gpt2_core.sampling import SamplingConfig
 from gpt2_core.tokenizer import EOT_TOKEN, Tokenizer
-from gpt2_core.weights import load_model
 from lm_eval import utils
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
@@ -67,7 +67,7 @@ class GPT2LM(TemplateLM):
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r}: one of {', '.join(DTYPES)}")
         self._device = torch.device(device)
-        self.model = load_model(pretrained, device=self._device, dtype=DTYPES[dtype]).eval()
+        self.model = GPT.from_pretrained(pretrained, device=self._device, dtype=DTYPES[dtype]).eval()
         self.tok = Tokenizer.for_config(self.model.config)
         self.batch_size = max(1, int(batch_size)) if str(batch_size) != "auto" else 16
         self._max_gen_toks = int(max_gen_toks)

@@ -79,9 +79,7 @@ def exporter_registry() -> dict[str, Callable[[], Exporter]]:
     and every plugin's."""
     from gpt2_core.plugins import collect, register_builtin
 
-    from gpt2_export import plugin
-
-    return collect("exporters", register_builtin(plugin, "gpt2-export"))
+    return collect("exporters", register_builtin("gpt2_export.builtins", "gpt2-export"))
 
 
 def get_exporter(name: str, registry: dict[str, Callable[[], Exporter]] | None = None) -> Exporter:
@@ -118,12 +116,13 @@ def load_source(path: Path, flag: str = "--model") -> tuple[GPT, Path, dict[str,
 
     A training checkpoint is a model directory plus trainer state; only the weights and config are read.
     """
-    from gpt2_core.weights import is_hf_config, load_config, load_model
+    from gpt2_core.model import GPT
+    from gpt2_core.weights import is_hf_config, load_config
 
     model_dir = resolve_model_dir(path, flag)
     raw = load_config(model_dir)
     info = {} if is_hf_config(raw) else dict(raw.get("info") or {})
-    model = load_model(model_dir).float().eval()
+    model = GPT.from_pretrained(model_dir).float().eval()
     return model, model_dir, info
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from gpt2_core.config import GPTConfig
 from gpt2_core.errors import UserError
-from gpt2_core.model import EOT_ID, GPT, GPTConfig
+from gpt2_core.model import GPT
+from gpt2_core.tokenizer import EOT_ID
 
 from gpt2_export.exporters import DTYPES, ExportJob
 from gpt2_export.model_card import model_card
@@ -71,7 +73,8 @@ def import_from_hf(hf_dir: Path) -> GPT:
     template and its vocabulary padding (as zero rows: padding rows are never read); a foreign Jinja chat
     template is not imported, since ``gpt2 chat`` needs its own kind of template.
     """
-    from gpt2_core.weights import CONFIG_FILE, is_hf_config, load_config, load_model
+    from gpt2_core.model import GPT
+    from gpt2_core.weights import CONFIG_FILE, is_hf_config, load_config
 
     if not hf_dir.is_dir():
         raise UserError(f"--from-hf {hf_dir}: no such directory")
@@ -81,7 +84,7 @@ def import_from_hf(hf_dir: Path) -> GPT:
             f"--from-hf {hf_dir}: {CONFIG_FILE} is not a Hugging Face GPT-2 config (no model_type); "
             "it already is a gpt2 model directory"
         )
-    model = load_model(hf_dir)
+    model = GPT.from_pretrained(hf_dir)
     ours = raw.get(ROUND_TRIP_KEY) if isinstance(raw.get(ROUND_TRIP_KEY), dict) else {}
     special = {k: v for k, v in special_tokens_from_hf(hf_dir).items() if v < model.config.vocab_size}
     fields = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gpt2_core.model import GPTConfig
+from gpt2_core.config import GPTConfig
 
 
 def model_card(config: GPTConfig, num_params: int, info: dict[str, Any], dtype: str) -> str:

@@ -15,8 +15,9 @@ import warnings
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from gpt2_core.config import GPTConfig
 from gpt2_core.errors import UserError
-from gpt2_core.model import GPT, GPTConfig
+from gpt2_core.model import GPT
 
 from gpt2_export.exporters import ExportJob
 from gpt2_export.tokenizer_files import write_tokenizer_files

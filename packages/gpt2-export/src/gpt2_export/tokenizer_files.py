@@ -9,8 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gpt2_core.config import GPTConfig
 from gpt2_core.errors import UserError
-from gpt2_core.model import EOT_ID, EOT_TOKEN, GPTConfig
+from gpt2_core.tokenizer import EOT_ID, EOT_TOKEN
 
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json")
 

@@ -61,7 +61,7 @@ def serve(
     from gpt2_core.cpu_matmul import apply as route_matmuls
     from gpt2_core.cpu_matmul import check_mode
     from gpt2_core.device import pick_device, pick_dtype
-    from gpt2_core.weights import load_model
+    from gpt2_core.model import GPT
 
     from gpt2_serve.app import create_app
 
@@ -86,7 +86,7 @@ def serve(
         log.warning("listening on %s without --api-key: anyone who can reach it can use the model", host)
 
     where = pick_device(device)
-    gpt = load_model(model, device=where, dtype=pick_dtype(dtype, where))
+    gpt = GPT.from_pretrained(model, device=where, dtype=pick_dtype(dtype, where))
     # Each decoding step runs 1 to --step-tokens rows: oneDNN only if it is faster at both ends.
     choice = route_matmuls(gpt, cpu_matmul, rows=sorted({1, max(max_batch, step_tokens)}))
     if where.type == "cpu":

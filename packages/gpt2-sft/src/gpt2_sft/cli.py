@@ -35,7 +35,7 @@ def prepare_command(
     gpt2 sft prepare --dataset alpaca --path data.jsonl --model runs/tiny/latest --out data/sft
     """
     from gpt2_core.chat_template import ChatTemplate, chat_config
-    from gpt2_core.model import GPTConfig
+    from gpt2_core.config import GPTConfig
     from gpt2_core.tokenizer import Tokenizer
     from gpt2_core.weights import read_config
 

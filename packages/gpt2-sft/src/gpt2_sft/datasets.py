@@ -23,6 +23,7 @@ from typing import Any
 from gpt2_core.chat_template import Message
 from gpt2_core.decoding import Utf8Decoder
 from gpt2_core.errors import UserError
+from gpt2_data.datasets import TextDataset
 from gpt2_data.records import RECORD_FORMATS, read_hub_rows, read_records
 
 ROLE_ALIASES = {
@@ -49,8 +50,9 @@ def read_instruction_records(
         yield from read_hub_rows(path, None, split, decoder, streaming=False)
 
 
-class InstructionDataset:
-    """Base of the instruction datasets: ``conversations()``; ``documents()`` renders them as text."""
+class InstructionDataset(TextDataset):
+    """The interface of instruction datasets (a plugin's subclasses it): ``conversations()``; ``documents()``
+    renders them as text, so any of them also serves as a plain-text dataset."""
 
     @dataclass
     class Options:
@@ -64,10 +66,6 @@ class InstructionDataset:
         """replace: undecodable bytes become U+FFFD, counted per file; strict: they stop with an error."""
 
     name = "instructions"
-
-    def __init__(self, options: Any = None) -> None:
-        self.options = options if options is not None else type(self).Options()
-        self.decoder = Utf8Decoder(getattr(self.options, "encoding_errors", "replace"))
 
     def records(self) -> Iterator[dict[str, Any]]:
         o = self.options
@@ -157,9 +155,7 @@ class ChatDataset(InstructionDataset):
 def _register_own_datasets() -> None:
     from gpt2_core.plugins import register_builtin
 
-    from gpt2_sft import plugin
-
-    register_builtin(plugin, "gpt2-sft")
+    register_builtin("gpt2_sft.builtins", "gpt2-sft")
 
 
 def instruction_dataset_options(name: str, args: list[str]) -> dict[str, Any]:
@@ -177,6 +173,6 @@ def build_instruction_dataset(name: str, options: dict[str, Any]) -> Instruction
 
     _register_own_datasets()
     dataset = build_dataset(name, options)
-    if not hasattr(dataset, "conversations"):
-        raise UserError(f"--dataset {name}: not an instruction dataset; use alpaca or chat")
-    return dataset  # type: ignore[return-value]
+    if not isinstance(dataset, InstructionDataset):
+        raise UserError(f"--dataset {name}: not an instruction dataset; use alpaca, chat or shakespeare-chat")
+    return dataset

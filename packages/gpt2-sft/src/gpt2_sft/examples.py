@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from gpt2_sft.datasets import InstructionDataset
 
 META_FILE = "meta.json"
-SPLITS = ("train", "val")
 
 
 @dataclass

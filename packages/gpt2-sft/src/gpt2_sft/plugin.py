@@ -1,21 +1,15 @@
-"""gpt2-sft's implementations of the gpt2 hooks: instruction datasets and ``gpt2 sft``."""
+"""gpt2-sft's plugin (its ``gpt2`` entry point): the instruction datasets (``gpt2_sft.builtins``) and
+``gpt2 sft`` (``gpt2_sft.cli``, imported when the CLI asks for commands)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from gpt2_core.hookspecs import hookimpl
 
+from gpt2_sft.builtins import register_datasets
 
-@hookimpl
-def register_datasets(register: Callable[..., None]) -> None:
-    from gpt2_sft.datasets import AlpacaDataset, ChatDataset
-    from gpt2_sft.shakespeare import ShakespeareInstructions
-
-    register("alpaca", AlpacaDataset)
-    register("chat", ChatDataset)
-    register("shakespeare-chat", ShakespeareInstructions)
+__all__ = ["register_commands", "register_datasets"]
 
 
 @hookimpl

@@ -27,13 +27,13 @@ DEFAULT_MAX_SEQ_LEN = 1024
 def build_sft_model(cfg: SFTConfig) -> GPT:
     """The model of ``--from`` with the chat template (added unless it has one)."""
     from gpt2_core.chat_template import add_chat_template
-    from gpt2_core.weights import load_model
+    from gpt2_core.model import GPT
 
     if not cfg.init_from:
         raise UserError(
             "--from: give the model to fine-tune (a model directory, RUN/latest, or Hugging Face GPT-2)"
         )
-    return add_chat_template(load_model(cfg.init_from), cfg.template)
+    return add_chat_template(GPT.from_pretrained(cfg.init_from), cfg.template)
 
 
 def ensure_data(cfg: SFTConfig, model: GPT, options: dict[str, Any], is_main: bool) -> Path:

@@ -3,7 +3,7 @@
 ``RUN_DIR/step_00000120/`` holds, in the ``full`` layout (``--parallel ddp``, written by rank 0)
 
 - ``model.safetensors`` + ``config.json``: written by ``gpt2_core.weights.save_model``, so
-  ``gpt2 generate --model RUN_DIR/latest`` and ``load_model`` read a checkpoint like any model;
+  ``gpt2 generate --model RUN_DIR/latest`` and ``GPT.from_pretrained`` read a checkpoint like any model;
 - ``optimizer.pt``: the optimizer's state (``--optimizer``'s: AdamW's, or Muon's and AdamW's in a list;
   tensors, numbers, lists), read back with ``weights_only=True``;
 
@@ -12,7 +12,7 @@ or, in the ``dcp`` layout (``--parallel fsdp``: no rank ever holds the whole sta
 - ``sharded/``: a ``torch.distributed.checkpoint`` directory of the weights (``model.``, the tied head stored
   once as the token embedding) and AdamW's state (``optimizer.``, keyed by parameter name); every rank writes
   the parts it holds, one ``__R_0.distcp`` file per rank, and rank 0 DCP's index, ``.metadata``;
-- ``config.json``: as above, so ``load_model`` (hence generate, chat, serve, export) reads the checkpoint
+- ``config.json``: as above, so ``GPT.from_pretrained`` (hence generate, chat, serve, export) reads the checkpoint
   as one model, in one process (``gpt2_core.weights``);
 
 and in both
@@ -55,9 +55,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from gpt2_core.config import GPTConfig
 from gpt2_core.errors import UserError
 from gpt2_core.files import fsync_dir, fsync_file, write_json_atomic
-from gpt2_core.model import GPT, GPTConfig
+from gpt2_core.model import GPT
 from gpt2_core.weights import (
     CONFIG_FILE,
     SHARDED_DIR,

@@ -57,7 +57,7 @@ def hellaswag_command(
 ) -> None:
     """HellaSwag accuracy as build-nanogpt scores it (acc; acc_norm per token, not lm-eval's per character)."""
     import torch
-    from gpt2_core.weights import load_model
+    from gpt2_core.model import GPT
 
     from gpt2_train import hellaswag
     from gpt2_train.distributed import setup_distributed, teardown_distributed
@@ -65,7 +65,7 @@ def hellaswag_command(
 
     env = setup_distributed(device)
     try:
-        gpt = load_model(model, device=env.device)
+        gpt = GPT.from_pretrained(model, device=env.device)
         examples = hellaswag.load_examples(file, limit)
         dtype = torch.bfloat16 if env.device.type == "cuda" else None
         with autocast(env.device, dtype):

@@ -25,7 +25,6 @@ from gpt2_core.paths import cache_dir
 from gpt2_train.distributed import DistEnv, sum_over_ranks
 
 VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
-VAL_EXAMPLES = 10042
 
 
 @dataclass

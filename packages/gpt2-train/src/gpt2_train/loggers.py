@@ -90,9 +90,7 @@ def build_loggers(
     if registry is None:
         from gpt2_core.plugins import collect, register_builtin
 
-        from gpt2_train import plugin
-
-        registry = collect("loggers", register_builtin(plugin, "gpt2-train"))
+        registry = collect("loggers", register_builtin("gpt2_train.builtins", "gpt2-train"))
     unknown = [n for n in names if n not in registry]
     if unknown:
         raise UserError(f"--logger: unknown logger {unknown[0]!r}; available: {', '.join(sorted(registry))}")

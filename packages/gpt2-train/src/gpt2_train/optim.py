@@ -119,9 +119,7 @@ def optimizer_registry() -> dict[str, Callable[..., Any]]:
     """Name -> factory of every optimizer the plugins register (``register_optimizers``), ours included."""
     from gpt2_core.plugins import collect, register_builtin
 
-    from gpt2_train import plugin
-
-    return collect("optimizers", register_builtin(plugin, "gpt2-train"))
+    return collect("optimizers", register_builtin("gpt2_train.builtins", "gpt2-train"))
 
 
 def build_optimizer(

@@ -1,11 +1,15 @@
-"""gpt2-train's implementations of the gpt2 hooks: its commands, the built-in loggers and optimizers."""
+"""gpt2-train's plugin (its ``gpt2`` entry point): the built-in loggers and optimizers (``gpt2_train.builtins``)
+and its commands (``gpt2_train.cli``, imported when the CLI asks for commands)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from gpt2_core.hookspecs import hookimpl
+
+from gpt2_train.builtins import register_loggers, register_optimizers
+
+__all__ = ["register_commands", "register_loggers", "register_optimizers"]
 
 
 @hookimpl
@@ -13,42 +17,3 @@ def register_commands(app: Any) -> None:
     from gpt2_train.cli import register
 
     register(app)
-
-
-@hookimpl
-def register_loggers(register: Callable[..., None]) -> None:
-    # Factories are imported lazily too: choosing a logger is what builds it.
-    def console(run_dir: Any, config: Any) -> Any:
-        from gpt2_train.loggers import ConsoleLogger
-
-        return ConsoleLogger(run_dir, config)
-
-    def jsonl(run_dir: Any, config: Any) -> Any:
-        from gpt2_train.loggers import JsonlLogger
-
-        return JsonlLogger(run_dir, config)
-
-    def tensorboard(run_dir: Any, config: Any) -> Any:
-        from gpt2_train.loggers import TensorBoardLogger
-
-        return TensorBoardLogger(run_dir, config)
-
-    register("console", console)
-    register("jsonl", jsonl)
-    register("tensorboard", tensorboard)
-
-
-@hookimpl
-def register_optimizers(register: Callable[..., None]) -> None:
-    def adamw(model: Any, config: Any, device: Any) -> Any:
-        from gpt2_train.optim import build_adamw
-
-        return build_adamw(model, config, device)
-
-    def muon(model: Any, config: Any, device: Any) -> Any:
-        from gpt2_train.optim import build_muon
-
-        return build_muon(model, config, device)
-
-    register("adamw", adamw)
-    register("muon", muon)

@@ -47,7 +47,7 @@ from gpt2_train.distributed import (
     teardown_distributed,
 )
 from gpt2_train.evals import HellaSwagEvaluator, Sampler, Validator, every
-from gpt2_train.loggers import MultiLogger, NullLogger, build_loggers
+from gpt2_train.loggers import NullLogger, build_loggers
 from gpt2_train.mfu import flops_per_token, peak_flops
 from gpt2_train.optim import build_optimizer, lr_at, wsd_decay_start
 from gpt2_train.precision import autocast_dtype
@@ -86,8 +86,8 @@ def setup_device(device: torch.device) -> bool:
 
 def build_model(cfg: TrainConfig) -> GPT:
     """A fresh model from preset ``cfg.model`` (with overrides, vocab padded), or ``cfg.init_from``'s."""
+    from gpt2_core.model import GPT
     from gpt2_core.presets import get_preset
-    from gpt2_core.weights import load_model
 
     if cfg.init_from:
         shape_changes = set(cfg.model_overrides) - {"dropout"}
@@ -95,7 +95,7 @@ def build_model(cfg: TrainConfig) -> GPT:
             raise UserError(
                 f"--init-from: cannot change {sorted(shape_changes)} of an existing model (only dropout)"
             )
-        model = load_model(cfg.init_from)
+        model = GPT.from_pretrained(cfg.init_from)
         if "dropout" in cfg.model_overrides:
             model = _with_dropout(model, float(cfg.model_overrides["dropout"]))
         return model
@@ -633,4 +633,4 @@ def train(cfg: TrainConfig) -> TrainResult:
         teardown_distributed(env)
 
 
-__all__ = ["MultiLogger", "NonFiniteLoss", "TrainResult", "Trainer", "build_model", "train"]
+__all__ = ["NonFiniteLoss", "TrainResult", "Trainer", "build_model", "train"]
