@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 import typer
 from gpt2_core.chat import ChatError, ChatSampling
-from gpt2_core.errors import UserError
+from gpt2_core.runtime import RuntimeConfig
 
-from gpt2_cli.options import CPU_MATMUL_HELP, ENCODING_ERRORS_HELP, dataclass_options
+from gpt2_cli.options import ENCODING_ERRORS_HELP, dataclass_options, runtime_options
 
 if TYPE_CHECKING:
     from gpt2_core.chat import ChatSession
@@ -122,37 +122,21 @@ def _info(text: str) -> None:
 
 def chat(
     sampling: ChatSampling,
+    runtime: RuntimeConfig,
     model: Path = typer.Option(
         ..., "--model", "-m", help="Model directory (fine-tuned by gpt2 sft, or any)."
     ),
     system: str = typer.Option("", "--system", help="System message that opens the conversation."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, mps, or auto."),
-    dtype: str = typer.Option(
-        "auto",
-        "--dtype",
-        help="float32, bfloat16, float16, or auto: bfloat16 on a GPU or CPU that computes in it natively.",
-    ),
-    threads: int = typer.Option(
-        0, "--threads", help="CPU threads for torch (0: its default); 1 is often fastest on a busy machine."
-    ),
-    cpu_matmul: str = typer.Option("auto", "--cpu-matmul", help=CPU_MATMUL_HELP),
     encoding_errors: str = typer.Option(
         "replace", "--encoding-errors", help=ENCODING_ERRORS_HELP.format(source="input line")
     ),
 ) -> None:
     """Chat with a model in the terminal (reads stdin line by line when it is not a terminal)."""
-    import torch
     from gpt2_core.chat import ChatSession
-    from gpt2_core.cpu_matmul import apply as route_matmuls
     from gpt2_core.decoding import Utf8Decoder, escape_stdin
-    from gpt2_core.device import pick_device, pick_dtype
-    from gpt2_core.model import GPT
+    from gpt2_core.runtime import load_for_inference
 
     decoder = Utf8Decoder(encoding_errors)
-    if threads < 0:
-        raise UserError(f"--threads must be >= 0, got {threads}")
-    if threads:
-        torch.set_num_threads(threads)
     escape_stdin()
     lines = 0
     interactive = sys.stdin.isatty()
@@ -166,10 +150,8 @@ def chat(
         decoder.warn(source)
         return text
 
-    where = pick_device(device)
-    gpt = GPT.from_pretrained(model, device=where, dtype=pick_dtype(dtype, where))
-    choice = route_matmuls(gpt, cpu_matmul, rows=1)  # after --threads: the timing depends on them
-    if where.type == "cpu":
+    gpt, choice = load_for_inference(model, runtime, rows=1)
+    if next(gpt.parameters()).device.type == "cpu":
         _info(f"cpu matmul: {choice}")
     session = ChatSession(gpt, sampling, system=decoder.decode_os_text(system, "--system"))
     run_chat(
@@ -188,4 +170,4 @@ def chat_command() -> Callable[..., None]:
         into="sampling",
         flags={"max_new_tokens": "--max-tokens"},
         exclude=("num_return_sequences", "stop", "stop_at_eot"),
-    )(chat)
+    )(runtime_options(chat))

@@ -31,10 +31,6 @@ from gpt2_core.dataclass_utils import field_docs
 SUPPORTED = (int, float, str, bool)
 CONTEXT = "_dataclass_options_ctx"
 """The hidden parameter through which a ``given_only`` wrapper receives Typer's context."""
-CPU_MATMUL_HELP = (
-    "fp32 CPU matrix products: torch (MKL), onednn, or auto: oneDNN where a short timing of this model's "
-    "products at start-up (cached) shows it faster."
-)
 ENCODING_ERRORS_HELP = (
     "replace: bytes of the {source} that are not UTF-8 are read as U+FFFD, with a warning; strict: an error."
 )
@@ -136,3 +132,11 @@ def dataclass_options(
         return wrapper
 
     return decorate
+
+
+def runtime_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator giving an inference command (generate, chat, serve) ``--device``, ``--dtype``, ``--threads`` and
+    ``--cpu-matmul``, passed as its ``runtime`` parameter (a ``gpt2_core.runtime.RuntimeConfig``)."""
+    from gpt2_core.runtime import RuntimeConfig
+
+    return dataclass_options(RuntimeConfig, into="runtime")(func)

@@ -7,13 +7,15 @@ from typing import Any
 
 import typer
 from gpt2_core.hookspecs import hookimpl
+from gpt2_core.runtime import RuntimeConfig
 from gpt2_core.sampling import SamplingConfig
 
-from gpt2_cli.options import CPU_MATMUL_HELP, ENCODING_ERRORS_HELP, dataclass_options
+from gpt2_cli.options import ENCODING_ERRORS_HELP, dataclass_options, runtime_options
 
 
 def generate(
     sampling: SamplingConfig,
+    runtime: RuntimeConfig,
     model: Path = typer.Option(
         ..., "--model", "-m", help="Model directory (ours, a checkpoint, or Hugging Face GPT-2)."
     ),
@@ -21,32 +23,21 @@ def generate(
         "", "--prompt", "-p", help="Text to continue; empty starts from <|endoftext|>."
     ),
     stream: bool = typer.Option(False, "--stream", help="Print tokens as they are generated (one sequence)."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, mps, or auto."),
-    dtype: str = typer.Option(
-        "auto",
-        "--dtype",
-        help="float32, bfloat16, float16, or auto: bfloat16 on a GPU or CPU that computes in it natively.",
-    ),
-    cpu_matmul: str = typer.Option("auto", "--cpu-matmul", help=CPU_MATMUL_HELP),
     encoding_errors: str = typer.Option(
         "replace", "--encoding-errors", help=ENCODING_ERRORS_HELP.format(source="--prompt")
     ),
 ) -> None:
     """Generate text from a model."""
-    from gpt2_core.cpu_matmul import apply as route_matmuls
     from gpt2_core.decoding import Utf8Decoder
-    from gpt2_core.device import pick_device, pick_dtype
     from gpt2_core.generation import generate as run_generate
     from gpt2_core.generation import stream as run_stream
-    from gpt2_core.model import GPT
+    from gpt2_core.runtime import load_for_inference
     from gpt2_core.tokenizer import Tokenizer
 
     decoder = Utf8Decoder(encoding_errors)
     prompt = decoder.decode_os_text(prompt, "--prompt")  # argv bytes that were not UTF-8
     decoder.warn("--prompt")
-    where = pick_device(device)
-    gpt = GPT.from_pretrained(model, device=where, dtype=pick_dtype(dtype, where))
-    route_matmuls(gpt, cpu_matmul, rows=sampling.num_return_sequences)  # sequences decoded side by side
+    gpt, _ = load_for_inference(model, runtime, rows=sampling.num_return_sequences)  # decoded side by side
     tokenizer = Tokenizer.for_config(gpt.config)
     if stream:
         typer.echo(prompt, nl=False)
@@ -107,7 +98,7 @@ def register_commands(app: Any) -> None:
             into="sampling",
             flags={"max_new_tokens": "--max-tokens", "num_return_sequences": "--num-seq"},
             exclude=("stop_at_eot",),
-        )(generate)
+        )(runtime_options(generate))
     )
     from gpt2_cli.chat import chat_command
 

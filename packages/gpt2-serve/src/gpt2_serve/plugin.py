@@ -7,14 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from gpt2_cli.options import CPU_MATMUL_HELP
+from gpt2_cli.options import runtime_options
 from gpt2_core.errors import UserError
 from gpt2_core.hookspecs import hookimpl
+from gpt2_core.runtime import RuntimeConfig
 
 API_KEY_ENV = "GPT2_SERVE_API_KEY"
 
 
 def serve(
+    runtime: RuntimeConfig,
     model: Path = typer.Option(
         ...,
         "--model",
@@ -44,24 +46,12 @@ def serve(
     model_name: str = typer.Option(
         "", "--model-name", help="The model's id in the API (default: the directory name)."
     ),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, mps, or auto."),
-    dtype: str = typer.Option(
-        "auto",
-        "--dtype",
-        help="float32, bfloat16, float16, or auto: bfloat16 on a GPU or CPU that computes in it natively.",
-    ),
-    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: its default)."),
-    cpu_matmul: str = typer.Option("auto", "--cpu-matmul", help=CPU_MATMUL_HELP),
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API, with a chat page at /."""
     import logging
 
-    import torch
     import uvicorn
-    from gpt2_core.cpu_matmul import apply as route_matmuls
-    from gpt2_core.cpu_matmul import check_mode
-    from gpt2_core.device import pick_device, pick_dtype
-    from gpt2_core.model import GPT
+    from gpt2_core.runtime import load_for_inference
 
     from gpt2_serve.app import create_app
 
@@ -75,21 +65,14 @@ def serve(
             raise UserError(f"{flag} must be >= {low}, got {value}")
     if port > 65535:
         raise UserError(f"--port must be <= 65535, got {port}")
-    if threads < 0:
-        raise UserError(f"--threads must be >= 0, got {threads}")
-    check_mode(cpu_matmul)
-    if threads:
-        torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("gpt2_serve")
     if not api_key and not _is_loopback(host):
         log.warning("listening on %s without --api-key: anyone who can reach it can use the model", host)
 
-    where = pick_device(device)
-    gpt = GPT.from_pretrained(model, device=where, dtype=pick_dtype(dtype, where))
     # Each decoding step runs 1 to --step-tokens rows: oneDNN only if it is faster at both ends.
-    choice = route_matmuls(gpt, cpu_matmul, rows=sorted({1, max(max_batch, step_tokens)}))
-    if where.type == "cpu":
+    gpt, choice = load_for_inference(model, runtime, rows=sorted({1, max(max_batch, step_tokens)}))
+    if next(gpt.parameters()).device.type == "cpu":
         log.info("cpu matmul: %s", choice)
     name = model_name or Path(model).resolve().name
     app = create_app(
@@ -113,4 +96,4 @@ def _is_loopback(host: str) -> bool:
 
 @hookimpl
 def register_commands(app: Any) -> None:
-    app.command("serve")(serve)
+    app.command("serve")(runtime_options(serve))
