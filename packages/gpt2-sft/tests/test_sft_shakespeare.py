@@ -66,3 +66,10 @@ def test_sft_preset_tiny_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert saved["chat_template"]["kind"] == "special"
     assert saved["info"]["train"]["train_vocab"] == "data"
     assert json.loads((run / "data" / "meta.json").read_text())["dataset"] == "shakespeare-chat"
+
+
+def test_sft_presets_set_only_what_differs_from_the_defaults() -> None:
+    defaults = SFTConfig()
+    for name, preset in SFT_PRESETS.items():
+        same = [k for k, v in preset.items() if getattr(defaults, k) == v]
+        assert not same, f"SFT preset {name} repeats defaults: {same}"

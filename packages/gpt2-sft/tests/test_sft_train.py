@@ -13,10 +13,11 @@ from cli_helpers import metrics
 from gpt2_cli.main import main
 from gpt2_core.chat_template import ChatTemplate, chat_config
 from gpt2_core.config import GPTConfig
+from gpt2_core.loss import IGNORE_INDEX as IGNORE
 from gpt2_core.model import GPT
 from gpt2_core.tokenizer import Tokenizer
 from gpt2_sft.examples import Examples, load_split, prepare
-from gpt2_sft.loader import IGNORE, SFTLoader
+from gpt2_sft.loader import SFTLoader
 
 
 def examples(lengths: list[int]) -> Examples:

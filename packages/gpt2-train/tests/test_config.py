@@ -92,3 +92,12 @@ def test_cpu_matmul_modes_are_core_s() -> None:
     from gpt2_train.config import CPU_MATMUL_MODES
 
     assert CPU_MATMUL_MODES == cpu_matmul.MODES
+
+
+def test_presets_set_only_what_differs_from_the_defaults() -> None:
+    """As config.py says: a preset is its changes (gpt2-124m-fineweb spells out build-nanogpt's recipe whole)."""
+    defaults = TrainConfig()
+    for name, preset in PRESETS.items():
+        if name != "gpt2-124m-fineweb":
+            same = [k for k, v in preset.items() if getattr(defaults, k) == v]
+            assert not same, f"preset {name} repeats defaults: {same}"

@@ -8,6 +8,7 @@ or a pseudo-terminal. Closing the reply iterator (Ctrl-C) stops generation; the 
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -141,6 +142,10 @@ def chat(
     lines = 0
     interactive = sys.stdin.isatty()
     raw_read = _terminal_read if interactive else _pipe_read
+    if interactive:
+        # Ctrl-C must stop a reply even when gpt2 was started with SIGINT ignored (from a background job of a
+        # script, or nohup): Python keeps an inherited "ignore" and raises no KeyboardInterrupt then.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def read(prompt: str) -> str:
         nonlocal lines

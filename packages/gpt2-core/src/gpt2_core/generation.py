@@ -182,7 +182,8 @@ def generate(
 ) -> list[str]:
     """The completions (new text only) of ``prompt``, one per ``cfg.num_return_sequences``."""
     B = cfg.num_return_sequences
-    tokens: list[list[int]] = [[] for _ in range(B)]
+    texts = [TextPieces(tokenizer, cfg.stop) for _ in range(B)]
+    pieces: list[list[str]] = [[] for _ in range(B)]
     finished = [False] * B
     for step in generate_ids(
         model, tokenizer.encode(prompt), cfg, eot_id=tokenizer.eot_id, use_cache=use_cache
@@ -193,12 +194,11 @@ def generate(
             if cfg.stop_at_eot and t == tokenizer.eot_id:
                 finished[i] = True
                 continue
-            tokens[i].append(t)
-            if cfg.stop and _cut_at_stop(tokenizer.decode(tokens[i][-64:]), cfg.stop)[1]:
-                finished[i] = True
+            pieces[i].append(texts[i].add(t))
+            finished[i] = texts[i].stopped
         if all(finished):
             break
-    return [_cut_at_stop(tokenizer.decode(t), cfg.stop)[0] for t in tokens]
+    return ["".join(p) + text.finish() for p, text in zip(pieces, texts)]
 
 
 class TextPieces:

@@ -53,7 +53,13 @@ class _CrossEntropy(torch.autograd.Function):
         return out, None, None
 
 
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+IGNORE_INDEX = -100
+"""Targets with this value do not count (PyTorch's ``cross_entropy`` default): SFT's prompt tokens, padding."""
+
+
+def cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
     """Mean cross-entropy (fp32) of ``logits`` (N, V) against ``targets`` (N,), skipping ``ignore_index``.
 
     Equals ``F.cross_entropy(logits.float(), targets, ignore_index=ignore_index)``, except when every target

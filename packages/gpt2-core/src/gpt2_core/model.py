@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from gpt2_core.config import GPTConfig
 from gpt2_core.kv_cache import Cache
-from gpt2_core.loss import cross_entropy
+from gpt2_core.loss import IGNORE_INDEX, cross_entropy
 
 
 class CausalSelfAttention(nn.Module):
@@ -159,7 +159,7 @@ class GPT(nn.Module):
         targets: torch.Tensor | None = None,
         *,
         kv_cache: Cache | None = None,
-        ignore_index: int = -100,
+        ignore_index: int = IGNORE_INDEX,
         all_positions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits for ``idx`` (B, T), and the mean cross-entropy when ``targets`` (B, T) are given.

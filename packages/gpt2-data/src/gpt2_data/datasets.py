@@ -225,17 +225,11 @@ class FinewebEdu(HubDataset):
     """HuggingFaceFW/fineweb-edu, streamed from the hub (or a local folder with the same layout)."""
 
     @dataclass
-    class Options:
-        name: str = "sample-10BT"
-        """Config: sample-10BT, sample-100BT, sample-350BT or default (everything)."""
+    class Options(HubDataset.Options):
         path: str = "HuggingFaceFW/fineweb-edu"
         """Hub id, or a local folder of parquet files with FineWeb-Edu's columns and configs."""
-        split: str = "train"
-        """Split to read (FineWeb-Edu has only train)."""
-        text_field: str = "text"
-        """Column holding each document's text."""
-        encoding_errors: str = "replace"
-        """replace: undecodable bytes become U+FFFD, counted; strict: they stop with an error."""
+        name: str = "sample-10BT"
+        """Config: sample-10BT, sample-100BT, sample-350BT or default (everything)."""
 
 
 class Files(TextDataset):

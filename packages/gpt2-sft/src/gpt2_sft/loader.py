@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from gpt2_core.loss import IGNORE_INDEX
 from gpt2_core.tokenizer import EOT_ID
 
 from gpt2_sft.examples import Examples
-
-IGNORE = -100
 
 
 class SFTLoader:
@@ -82,13 +81,13 @@ class SFTLoader:
         self.batch += 1
         width = max(sum(int(self.lengths[i]) for i in row) for row in batch) - 1
         x = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        y = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+        y = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
         for r, row in enumerate(batch):
             tokens, mask = self._concat(row)
             tokens = tokens.astype(np.int64)  # stored as uint16, where -100 does not fit
             n = len(tokens) - 1
             x[r, :n] = torch.from_numpy(tokens[:-1])
-            y[r, :n] = torch.from_numpy(np.where(mask[1:], tokens[1:], IGNORE))
+            y[r, :n] = torch.from_numpy(np.where(mask[1:], tokens[1:], IGNORE_INDEX))
         return x, y
 
     def _concat(self, row: list[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -5,11 +5,12 @@ samples (``Sampler``)."""
 from __future__ import annotations
 
 import torch
+from gpt2_core.loss import IGNORE_INDEX
 from gpt2_core.model import GPT
 
 from gpt2_train.distributed import DistEnv, sum_over_ranks
 from gpt2_train.precision import autocast
-from gpt2_train.step import IGNORE_INDEX, BatchSource
+from gpt2_train.step import BatchSource
 
 
 @torch.no_grad()

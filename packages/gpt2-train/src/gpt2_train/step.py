@@ -19,13 +19,11 @@ from typing import Protocol
 
 import torch
 import torch.distributed as dist
+from gpt2_core.loss import IGNORE_INDEX
 from torch.nn.parallel import DistributedDataParallel
 
 from gpt2_train.parallel import is_sharded, replicated, set_gradient_sync
 from gpt2_train.precision import autocast
-
-IGNORE_INDEX = -100
-"""Targets with this value do not count (the model's and PyTorch's default ``ignore_index``)."""
 
 
 class BatchSource(Protocol):

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from gpt2_core.errors import UserError
-from gpt2_core.loss import cross_entropy
+from gpt2_core.loss import IGNORE_INDEX, cross_entropy
 from gpt2_core.model import GPT
 from gpt2_core.onednn_linear import OneDNNLinear, onednn_linear
 
@@ -84,7 +84,7 @@ class DataVocabHead(torch.nn.Module):
         weight[self.others] = weight[self.others[0]].clone()
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, ignore_index: int = -100
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, ignore_index: int = IGNORE_INDEX
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``GPT.forward``'s contract; with targets, logits (B, T, kept ids + 1) over the training softmax."""
         if targets is None:
