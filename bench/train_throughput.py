@@ -20,12 +20,13 @@ import time
 from pathlib import Path
 
 import torch
+from gpt2_data.batch_source import BatchSource
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine  # noqa: E402
 
 
-class RandomTokens:
+class RandomTokens(BatchSource):
     """A batch source of random token ids, preallocated so the host does no work per batch."""
 
     def __init__(self, batch: int, seq: int, vocab: int, n: int = 8) -> None:

@@ -8,12 +8,13 @@ import pytest
 import torch
 from gpt2_core.config import GPTConfig
 from gpt2_core.model import GPT
+from gpt2_data.batch_source import BatchSource
 from gpt2_train.config import TrainConfig
 
 VOCAB = 64
 
 
-class CountingSource:
+class CountingSource(BatchSource):
     """Learnable batches (each row counts up mod VOCAB from a random start), positioned by one integer."""
 
     def __init__(

@@ -10,6 +10,8 @@ from gpt2_core.errors import UserError
 from gpt2_core.model import GPT
 from gpt2_train.vocab import DataVocabHead, source_token_ids
 
+from .conftest import CountingSource
+
 
 def small_model() -> GPT:
     torch.manual_seed(0)
@@ -44,7 +46,7 @@ def test_loss_and_training_equal_the_full_models() -> None:
 
 def test_sources_without_token_ids_and_full_data_are_refused() -> None:
     with pytest.raises(UserError, match="--train-vocab full"):
-        source_token_ids(object())
+        source_token_ids(CountingSource())  # a source that cannot list its ids
     model = small_model()
     with pytest.raises(UserError, match="every token id"):
         DataVocabHead(model, np.arange(model.config.padded_vocab_size))

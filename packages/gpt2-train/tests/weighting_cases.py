@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from gpt2_core.config import GPTConfig
 from gpt2_core.model import GPT
+from gpt2_data.batch_source import BatchSource
 from gpt2_train.step import TrainStep
 
 T = 16
@@ -42,7 +43,7 @@ def stack(part: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, 
     return torch.cat([x for x, _ in part]), torch.cat([y for _, y in part])
 
 
-class Batches:
+class Batches(BatchSource):
     """A batch source over a fixed list of micro-batches."""
 
     def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -54,6 +55,12 @@ class Batches:
 
     def reset(self) -> None:
         self.pos = 0
+
+    def state_dict(self) -> dict:
+        return {"pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pos = int(state["pos"])
 
 
 def flat(params: list[torch.Tensor]) -> torch.Tensor:

@@ -14,11 +14,12 @@ import pytest
 import torch
 from gpt2_core.config import GPTConfig
 from gpt2_core.model import GPT
+from gpt2_data.batch_source import BatchSource
 from gpt2_train.config import TrainConfig
 from gpt2_train.trainer import Trainer
 
 
-class Source:
+class Source(BatchSource):
     """Resumable batches of counting rows, positioned by one integer."""
 
     def __init__(self) -> None:

@@ -30,6 +30,7 @@ import torch
 from gpt2_core.errors import UserError
 from gpt2_core.tokenizer import EOT_ID
 
+from gpt2_data.batch_source import BatchSource
 from gpt2_data.prepare import read_manifest
 from gpt2_data.shards import open_shard, read_header, verify_shard
 
@@ -59,7 +60,7 @@ def find_shards(data_dir: str | Path, split: str) -> list[Path]:
     return paths
 
 
-class ShardLoader:
+class ShardLoader(BatchSource):
     """Batches of ``batch_size x seq_len`` token ids for one rank, from the shards of one split.
 
     ``next_batch()`` returns ``(x, y)``: int64 CPU tensors of shape ``(batch_size, seq_len)``, ``y`` being
@@ -133,6 +134,10 @@ class ShardLoader:
         if not self.shuffle:
             return list(range(len(self.paths)))
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.paths)).tolist()
+
+    def batches_per_epoch(self) -> int:
+        """``next_batch`` calls in one pass over the split on each rank (every shard's whole steps)."""
+        return sum((length - 1) // self._step for length in self.lengths)
 
     def token_ids(self) -> np.ndarray:
         """The distinct token ids in this split's shards, sorted (int64)."""

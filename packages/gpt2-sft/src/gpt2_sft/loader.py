@@ -13,11 +13,12 @@ import numpy as np
 import torch
 from gpt2_core.loss import IGNORE_INDEX
 from gpt2_core.tokenizer import EOT_ID
+from gpt2_data.batch_source import BatchSource
 
 from gpt2_sft.examples import Examples
 
 
-class SFTLoader:
+class SFTLoader(BatchSource):
     """A ``BatchSource`` (``next_batch``, ``state_dict``, ``load_state_dict``) over prepared examples."""
 
     def __init__(

@@ -7,10 +7,10 @@ from __future__ import annotations
 import torch
 from gpt2_core.loss import IGNORE_INDEX
 from gpt2_core.model import GPT
+from gpt2_data.batch_source import BatchSource
 
 from gpt2_train.distributed import DistEnv, sum_over_ranks
 from gpt2_train.precision import autocast
-from gpt2_train.step import BatchSource
 
 
 @torch.no_grad()
@@ -27,9 +27,7 @@ def val_loss(
     The total NLL over the total count of targets that are not -100, like the training loss (see
     ``gpt2_train.step``), not a mean of batch means; NaN when no batch holds a counted target.
     """
-    reset = getattr(source, "reset", None)
-    if reset is not None:
-        reset()
+    source.reset()
     was_training = model.training
     model.eval()
     totals = torch.zeros(2, device=env.device)  # (summed NLL, counted targets)

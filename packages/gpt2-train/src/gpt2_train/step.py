@@ -15,30 +15,15 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 import torch.distributed as dist
 from gpt2_core.loss import IGNORE_INDEX
+from gpt2_data.batch_source import BatchSource
 from torch.nn.parallel import DistributedDataParallel
 
 from gpt2_train.parallel import is_sharded, replicated, set_gradient_sync
 from gpt2_train.precision import autocast
-
-
-class BatchSource(Protocol):
-    """What the trainer pulls batches from: gpt2-data's ShardLoader, SFT's loader, or a test's list.
-
-    ``next_batch`` returns ``(x, y)`` int64 tensors of shape (B, T); targets of -100 do not count.
-    ``state_dict``/``load_state_dict`` capture the exact position (saved in every checkpoint, so the
-    values must be plain Python containers, numbers, strings and tensors).
-    """
-
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-    def state_dict(self) -> dict: ...
-
-    def load_state_dict(self, state: dict) -> None: ...
 
 
 @dataclass

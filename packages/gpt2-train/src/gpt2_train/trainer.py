@@ -22,6 +22,7 @@ from gpt2_core.cpu_matmul import route_of
 from gpt2_core.errors import RunStopped, UserError
 from gpt2_core.model import GPT
 from gpt2_core.paths import cache_dir
+from gpt2_data.batch_source import BatchSource
 from torch.nn.parallel import DistributedDataParallel
 
 from gpt2_train import accel, parallel
@@ -51,7 +52,7 @@ from gpt2_train.loggers import NullLogger, build_loggers
 from gpt2_train.mfu import flops_per_token, peak_flops
 from gpt2_train.optim import build_optimizer, lr_at, wsd_decay_start
 from gpt2_train.precision import autocast_dtype
-from gpt2_train.step import BatchSource, StepResult, TrainStep
+from gpt2_train.step import StepResult, TrainStep
 
 
 class NonFiniteLoss(RunStopped):
@@ -166,18 +167,6 @@ def preflight(cfg: TrainConfig, block_size: int, world_size: int) -> int:
             "--overwrite to start afresh, or another --run-dir"
         )
     return cfg.total_batch_tokens // per_micro
-
-
-def batches_per_epoch(source: Any) -> int | None:
-    """``next_batch`` calls in one pass over ``source``, when it can tell (ShardLoader can)."""
-    n = getattr(source, "batches_per_epoch", None)
-    if n is not None:
-        return int(n() if callable(n) else n)
-    lengths = getattr(source, "lengths", None)
-    if lengths is None:
-        return None
-    per_batch = source.world_size * source.batch_size * source.seq_len
-    return sum((length - 1) // per_batch for length in lengths)
 
 
 class _Signals:
@@ -328,7 +317,7 @@ class Trainer:
     # --- set-up ---
 
     def _steps_for_epochs(self) -> int:
-        n = batches_per_epoch(self.train_source)
+        n = self.train_source.batches_per_epoch()
         if n is None:
             raise UserError("--epochs needs a batch source that knows its length; give --max-steps instead")
         steps = math.floor(self.cfg.epochs * n / self.grad_accum)

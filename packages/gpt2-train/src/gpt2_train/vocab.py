@@ -21,7 +21,6 @@ BENCHMARKS.md has the speed-up measured on tiny.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,17 +29,18 @@ from gpt2_core.errors import UserError
 from gpt2_core.loss import IGNORE_INDEX, cross_entropy
 from gpt2_core.model import GPT
 from gpt2_core.onednn_linear import OneDNNLinear, onednn_linear
+from gpt2_data.batch_source import BatchSource
 
 
-def source_token_ids(source: Any) -> np.ndarray:
-    """The distinct token ids a batch source can yield (``source.token_ids()``; ShardLoader and SFT's have it)."""
-    ids = getattr(source, "token_ids", None)
+def source_token_ids(source: BatchSource) -> np.ndarray:
+    """The distinct token ids a batch source can yield (``source.token_ids()``; ShardLoader and SFT's list them)."""
+    ids = source.token_ids()
     if ids is None:
         raise UserError(
             "--train-vocab data needs a data source that can list its token ids (prepared shards or SFT "
             "examples); use --train-vocab full"
         )
-    return np.asarray(ids(), dtype=np.int64)
+    return np.asarray(ids, dtype=np.int64)
 
 
 class DataVocabHead(torch.nn.Module):
