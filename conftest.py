@@ -49,6 +49,22 @@ def write_dist_info(package_dir: Path, target: Path) -> Path:
     return target
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--torch-device",
+        help="torch's default device for the whole run (e.g. cuda): tests written for the CPU then create "
+        "their tensors there (bench/gpu_acceptance.py runs the model and generation tests so)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    device = config.getoption("--torch-device")
+    if device:
+        import torch
+
+        torch.set_default_device(device)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip tests marked ``cuda`` where no CUDA GPU is present."""
     if not any(item.get_closest_marker("cuda") for item in items):

@@ -25,6 +25,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine  # noqa: E402
 
 
+class Progress:
+    """The trainer's counters, as the checkpointer records them."""
+
+    def __init__(self) -> None:
+        self.step = 0
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "tokens_seen": 0}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = state["step"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="gpt2", help="gpt2_core model preset")
@@ -32,10 +45,24 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="where to write (default: a temporary directory)")
     args = ap.parse_args()
 
-    from gpt2_train.checkpoint import Checkpointer
+    from gpt2_data.batch_source import BatchSource
+    from gpt2_train.checkpoint import Checkpointer, CheckpointParts
+
+    class Position(BatchSource):
+        """A data position to record (a loader's is a few numbers); nothing to read."""
+
+        def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+            raise NotImplementedError
+
+        def state_dict(self) -> dict:
+            return {"epoch": 0, "position": 0}
+
+        def load_state_dict(self, state: dict) -> None:
+            pass
+
     from gpt2_train.config import TrainConfig
     from gpt2_train.optim import build_optimizer
-    from gpt2_train.trainer import build_model
+    from gpt2_train.pretrain import build_model
 
     cfg = TrainConfig(model=args.model, max_steps=1)
     model = build_model(cfg)
@@ -47,12 +74,13 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="ckpt-bench-", dir=args.dir))
     try:
-        ck = Checkpointer(root / "run", keep=1)
-        counter = iter(range(1, 10**6))
-        state = {"tokens_seen": 0, "config": cfg.to_dict()}
+        progress = Progress()
+        parts = CheckpointParts(model, opt, Position(), progress, cfg.to_dict())
+        ck = Checkpointer(root / "run", keep=1, parts=parts)
 
         def save_checkpoint() -> None:
-            ck.save(model, opt, {**state, "step": next(counter)}, [{"rng": torch.get_rng_state()}])
+            progress.step += 1
+            ck.save()
 
         save_checkpoint()
         total = sum(f.stat().st_size for f in (root / "run" / "latest").iterdir())

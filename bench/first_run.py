@@ -58,12 +58,19 @@ def timed(cmd: list[str]) -> tuple[float, float]:
 
 def step0_val_loss(run_dir: Path, precision: str) -> float:
     """The val loss of tiny's initial model (same seed, same val batches as `gpt2 train --preset tiny`)."""
+    import torch
     from gpt2_train.config import build_config
+    from gpt2_train.distributed import setup_distributed
+    from gpt2_train.pretrain import build_model, shard_sources
     from gpt2_train.trainer import Trainer
 
     overrides = {"run_dir": str(run_dir), "loggers": ["jsonl"], "overwrite": True, "precision": precision}
     cfg = build_config("tiny", None, overrides)
-    trainer = Trainer(cfg)
+    env = setup_distributed(cfg.device)
+    torch.manual_seed(cfg.seed)  # as gpt2_train.pretrain.train does
+    model = build_model(cfg)
+    train_source, val_source = shard_sources(cfg, env)
+    trainer = Trainer(cfg, model=model, train_source=train_source, val_source=val_source, env=env)
     trainer.start()  # what the run measures through: the data-vocabulary head, its shared rows tied
     try:
         return trainer.validator.validate(trainer.loss_model)["val/loss"]
@@ -131,7 +138,7 @@ def main() -> None:
     # Data preparation is cached after the first run, and not part of the timed run.
     from gpt2_train.config import build_config
     from gpt2_train.distributed import setup_distributed
-    from gpt2_train.trainer import prepare_data
+    from gpt2_train.pretrain import prepare_data
 
     start = time.perf_counter()
     prepare_data(build_config("tiny"), setup_distributed("cpu"))

@@ -4,7 +4,7 @@
         [--warmup 5] [--no-hf] [--xl-micro-batches 8,16] [--fp8] [--curve-steps 300 --data-dir DIR]
 
 Ours: the model, optimizer, speed-ups and step function exactly as ``gpt2 train`` builds them
-(``build_model`` with the vocab padded to 50304, ``accel.apply``: torch.compile, ``build_optimizer``: fused
+(``build_model`` with the vocab padded to 50304, ``parallelize``: torch.compile, ``build_optimizer``: fused
 AdamW, ``TrainStep`` with bf16 autocast, TF32). Theirs: transformers ``GPT2LMHeadModel`` with
 ``attn_implementation="sdpa"``, bf16 autocast, torch.compile and the same AdamW settings and batch. Each
 figure is timed over ``--steps`` steps after ``--warmup`` (which absorbs compilation); MFU is against the
@@ -76,10 +76,13 @@ def ours_step(args: argparse.Namespace, model_name: str, micro: int, device: tor
     """(step function, model) built the way gpt2 train builds them."""
     from gpt2_train import accel
     from gpt2_train.config import TrainConfig
+    from gpt2_train.distributed import DistEnv
     from gpt2_train.optim import build_optimizer
+    from gpt2_train.parallel import parallelize
     from gpt2_train.precision import autocast_dtype
+    from gpt2_train.pretrain import build_model
     from gpt2_train.step import TrainStep
-    from gpt2_train.trainer import build_model, setup_device
+    from gpt2_train.trainer import setup_device
 
     cfg = TrainConfig(
         model=model_name,
@@ -94,11 +97,11 @@ def ours_step(args: argparse.Namespace, model_name: str, micro: int, device: tor
     setup_device(device)  # TF32 on CUDA; on CPU, the allocator keeps freed memory
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
-    opt = build_optimizer(model, cfg, device)
     autocast = autocast_dtype(cfg.precision, device)
+    wrapped = parallelize(model, cfg, DistEnv(device=device), autocast=autocast)
     step = TrainStep(
-        accel.apply(model, cfg, device, autocast=autocast),
-        opt,
+        wrapped,
+        build_optimizer(model, cfg, device),
         grad_accum=1,
         grad_clip=cfg.grad_clip,
         device=device,

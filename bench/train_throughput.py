@@ -4,10 +4,10 @@
         [--grad-accum 2] [--steps 10] [--warmup 2] [--repeats 3] [--device auto] [--compile]
         [--precision auto|bf16|fp32] [--cpu-matmul auto|onednn|torch]
 
-Builds the model, optimizer and step exactly as ``gpt2 train`` does (``gpt2_train.trainer.build_model``,
-``gpt2_train.optim.build_optimizer``, ``gpt2_train.accel.apply``, ``gpt2_train.step.TrainStep``:
-accumulation, clipping, the guarded AdamW update; the same precision, CPU matmul route and device set-up) and feeds it random tokens from memory, so the figure
-is the step alone.
+Builds the model, optimizer and step exactly as ``gpt2 train`` does (``gpt2_train.pretrain.build_model``,
+``gpt2_train.parallel.parallelize``, ``gpt2_train.optim.build_optimizer``, ``gpt2_train.step.TrainStep``:
+accumulation, clipping, the guarded AdamW update; the same precision, CPU matmul route and device
+set-up) and feeds it random tokens from memory, so the figure is the step alone.
 Each repeat times ``--steps`` steps after ``--warmup`` untimed ones; the best and median are printed.
 """
 
@@ -62,13 +62,15 @@ def main() -> None:
     args = ap.parse_args()
 
     from gpt2_core.device import pick_device
-    from gpt2_train import accel
     from gpt2_train.config import TrainConfig
+    from gpt2_train.distributed import DistEnv
     from gpt2_train.mfu import flops_per_token, peak_flops
     from gpt2_train.optim import build_optimizer
+    from gpt2_train.parallel import parallelize
     from gpt2_train.precision import autocast_dtype
+    from gpt2_train.pretrain import build_model
     from gpt2_train.step import TrainStep
-    from gpt2_train.trainer import build_model, setup_device
+    from gpt2_train.trainer import setup_device
 
     device = pick_device(args.device)
     tokens = args.micro_batch * args.seq_len * args.grad_accum
@@ -85,9 +87,10 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
     setup_device(device)
-    opt = build_optimizer(model, cfg, device)
     step_dtype = autocast_dtype(args.precision, device)
-    wrapped = accel.apply(model, cfg, device, autocast=step_dtype)  # prints the CPU matmul route
+    # As the trainer: wrapped once, then the optimizer over the wrapped model's parameters.
+    wrapped = parallelize(model, cfg, DistEnv(device=device), autocast=step_dtype)  # prints the matmul route
+    opt = build_optimizer(model, cfg, device)
     step = TrainStep(
         wrapped,
         opt,

@@ -17,7 +17,7 @@ TINY = PRESETS["tiny"]
 def captured(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Replaces the training entry points so the commands stop at the config they built."""
     import gpt2_sft.sft
-    import gpt2_train.trainer
+    import gpt2_train.pretrain
 
     seen: dict[str, Any] = {}
 
@@ -25,7 +25,7 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         seen["cfg"] = cfg
         raise SystemExit(0)
 
-    monkeypatch.setattr(gpt2_train.trainer, "train", capture)
+    monkeypatch.setattr(gpt2_train.pretrain, "train", capture)
     monkeypatch.setattr(gpt2_sft.sft, "run_sft", capture)
     return seen
 

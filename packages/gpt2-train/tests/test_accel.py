@@ -108,3 +108,49 @@ def test_fp8_on_gpu(tmp_path: Path) -> None:
     tr = Trainer(cfg, model=model, train_source=CountingSource(cfg.micro_batch, cfg.seq_len, seed=1))
     assert any("Float8" in type(m).__name__ for m in tr.model.modules())
     assert tr.fit().last_loss < 3.5
+
+
+def preset_steps(model_name: str, device: str, steps: int, lr: float, tmp_path: Path) -> list[float]:
+    """The losses of ``steps`` steps at ``lr`` of preset ``model_name`` built and wrapped as the trainer does,
+    on learnable batches (bf16 autocast on a GPU; no checkpoint written)."""
+    from gpt2_core.model import GPT
+    from gpt2_core.presets import get_preset
+    from gpt2_train.distributed import DistEnv
+    from gpt2_train.optim import build_optimizer
+    from gpt2_train.parallel import parallelize
+    from gpt2_train.precision import autocast_dtype
+    from gpt2_train.step import TrainStep
+
+    env = DistEnv(device=torch.device(device))
+    torch.manual_seed(0)
+    model = GPT(get_preset(model_name)).to(env.device)
+    seq_len = min(256, model.config.block_size)
+    shape = dict(micro_batch=4, seq_len=seq_len, total_batch_tokens=4 * seq_len)
+    cfg = small_config(tmp_path, device=device, cpu_matmul="torch", **shape)  # no route measured on CPU
+    dtype = autocast_dtype(cfg.precision, env.device)
+    wrapped = parallelize(model, cfg, env, autocast=dtype)
+    step = TrainStep(
+        wrapped,
+        build_optimizer(model, cfg, env.device),
+        grad_accum=1,
+        grad_clip=cfg.grad_clip,
+        device=env.device,
+        autocast_dtype=dtype,
+    )
+    source = CountingSource(cfg.micro_batch, cfg.seq_len, seed=1)
+    return [float(step(source, lr).loss) for _ in range(steps)]
+
+
+def test_a_preset_trains_in_steps_built_as_the_trainer_builds_them(tmp_path: Path) -> None:
+    """The CPU counterpart of the gpt2-xl check below: the same code path, on the nano preset."""
+    losses = preset_steps("nano", "cpu", 3, 1e-3, tmp_path)
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+def test_gpt2_xl_trains_on_one_gpu(tmp_path: Path) -> None:
+    """gpt2-xl (1.56B parameters, fp32 weights and AdamW state: about 25 GB) trains on one GPU: finite losses
+    that fall. Its speed is a figure of bench/gpu_acceptance.py."""
+    losses = preset_steps("gpt2-xl", "cuda", 10, 1e-4, tmp_path)
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from gpt2_core.errors import UserError
 from gpt2_core.model import GPT
-from gpt2_train.checkpoint import Checkpointer
+from gpt2_train.checkpoint import Checkpointer, CheckpointParts
 from gpt2_train.trainer import Trainer
 
 from .conftest import CountingSource, small_config, small_model
@@ -33,14 +33,38 @@ def test_checkpoint_is_a_model_directory(make_trainer, tmp_path: Path) -> None:
     assert state["step"] == 4 and state["tokens_seen"] == 4 * 128 and state["world_size"] == 1
 
 
+class Progress:
+    """The loop's counters, as the trainer hands them to the checkpointer."""
+
+    def __init__(self) -> None:
+        self.step = 0
+
+    def state_dict(self) -> dict:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = state["step"]
+
+
 def test_keep_last_k_plus_best(tmp_path: Path) -> None:
-    ck = Checkpointer(tmp_path, keep=2)
-    model = small_model()
+    model, progress = small_model(), Progress()
     opt = torch.optim.AdamW(model.parameters())
+    parts = CheckpointParts(model, opt, CountingSource(), progress, {"optimizer": "adamw"})
+    ck = Checkpointer(tmp_path, keep=2, parts=parts)
     for step, val in [(1, 3.0), (2, 1.0), (3, 2.0), (4, None), (5, None)]:
-        ck.save(model, opt, {"step": step, "tokens_seen": 0, "val_loss": val}, [{}])
+        progress.step = step
+        ck.save(val_loss=val)
     assert [p.name for p in ck.checkpoints()] == ["step_00000002", "step_00000004", "step_00000005"]
+    assert os.readlink(tmp_path / "best") == "step_00000002"
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob("*.deleting"))
+    progress.step = 0
+    assert ck.resume(str(tmp_path / "best")) == (tmp_path / "step_00000002").resolve()
+    assert progress.step == 2
+
+
+def test_save_and_resume_need_the_parts(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="parts"):
+        Checkpointer(tmp_path).save()
 
 
 def test_unfinished_write_is_ignored(make_trainer, tmp_path: Path) -> None:

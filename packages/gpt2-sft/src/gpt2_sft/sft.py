@@ -101,6 +101,7 @@ def check_data_matches(data_dir: Path, model: GPT) -> dict[str, Any]:
 
 def run_sft(cfg: SFTConfig, dataset_options: dict[str, Any] | None = None) -> TrainResult:
     """Fine-tune ``cfg.init_from`` (this rank's share under torchrun)."""
+    import torch
     from gpt2_train.distributed import broadcast_object, setup_distributed, teardown_distributed
     from gpt2_train.trainer import Trainer, preflight
 
@@ -109,6 +110,7 @@ def run_sft(cfg: SFTConfig, dataset_options: dict[str, Any] | None = None) -> Tr
 
     env = setup_distributed(cfg.device, group_of_one=cfg.parallel == "fsdp")
     try:
+        torch.manual_seed(cfg.seed)  # the same new rows (chat tokens) on every rank, and the run's RNG
         model = build_sft_model(cfg)
         block_size = model.config.block_size
         cfg = replace(cfg, seq_len=cfg.seq_len or min(block_size, DEFAULT_MAX_SEQ_LEN))

@@ -37,7 +37,12 @@ position and RNG follow one rule whatever the layout: every rank takes the saved
 last one when there were fewer): the pre-training loader's position is shared by all ranks, so it then goes on
 from the same point of the token stream, re-split among the new ranks (SFT's loader goes on from the same
 batch number of the new split); a run resumed at another world size is therefore not bit-identical to an
-uninterrupted one, and the trainer says so.
+uninterrupted one, and the checkpointer says so.
+
+The checkpointer owns what is saved, as torchtitan's ``CheckpointManager`` does: it is given the run's
+stateful parts (:class:`CheckpointParts`: model, optimizer, training batch source, the loop's counters, the
+run's config; the learning-rate schedule is a function of the step, and RNG states are captured here), and
+``save`` and ``resume`` write them all and read them all back.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -69,11 +74,15 @@ from gpt2_core.weights import (
     save_config,
     save_model,
 )
+from gpt2_data.batch_source import BatchSource
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from gpt2_train.distributed import DistEnv, barrier
+from gpt2_train.distributed import DistEnv, barrier, broadcast_object, gather_objects
 from gpt2_train.parallel import is_sharded
+
+if TYPE_CHECKING:
+    from torch.distributed.checkpoint.stateful import Stateful
 
 FORMAT = "gpt2-train-checkpoint/1"
 FULL = "full"
@@ -100,6 +109,24 @@ class CorruptCheckpoint(Exception):
 
 class IncompatibleCheckpoint(UserError):
     """A readable checkpoint that does not fit this run (other model shape, other world size)."""
+
+
+@dataclass
+class CheckpointParts:
+    """The stateful parts of a run: what every checkpoint saves and :meth:`Checkpointer.resume` restores."""
+
+    model: GPT
+    """Sharded by FSDP2 (``gpt2_train.parallel.shard``) it is saved in the dcp layout, else in the full one."""
+    optimizer: Any
+    """A ``torch.optim.Optimizer``, or ``gpt2_train.optim.Optimizers`` around several, over ``model``."""
+    source: BatchSource
+    """The training batch source: every rank's position is saved."""
+    progress: Stateful
+    """The loop's counters (the trainer's ``state_dict()``: step, tokens seen, best val loss, ...), saved in
+    state.json and given all of state.json back on resume; must hold ``step``."""
+    config: dict[str, Any]
+    """The run's ``TrainConfig.to_dict()``, recorded in state.json and config.json; resuming a checkpoint
+    of another ``optimizer`` is refused."""
 
 
 @dataclass
@@ -151,7 +178,12 @@ def config_difference(saved: GPTConfig, wanted: GPTConfig) -> list[str]:
 
 
 class Checkpointer:
-    """Saves, lists, prunes and loads the checkpoints of one run directory (rank 0 writes)."""
+    """The checkpoints of one run directory: listing and pruning them, and, given the run's ``parts``, saving
+    and resuming them.
+
+    Every rank builds one with the same ``run_dir`` and its own ``parts``; :meth:`save` and :meth:`resume`
+    are collective (every rank calls them at the same step, over ``env``'s process group).
+    """
 
     def __init__(
         self,
@@ -159,12 +191,17 @@ class Checkpointer:
         keep: int = 3,
         every_steps: int = 0,
         every_seconds: float = 0.0,
+        *,
+        parts: CheckpointParts | None = None,
+        env: DistEnv | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.keep = keep
         self.every_steps, self.every_seconds = every_steps, every_seconds
+        self.parts = parts
+        self.env = env or DistEnv()
         self.last_save = time.monotonic()
-        """When the last save ended (``time.monotonic()``); ranks that do not write set it themselves."""
+        """When the last save ended on this rank (``time.monotonic()``)."""
 
     def due(self, step: int) -> bool:
         """Whether the clock (``every_seconds`` since the last save) or ``every_steps`` calls for a save.
@@ -202,10 +239,44 @@ class Checkpointer:
 
     # --- saving ---
 
-    def save(
+    def _parts(self) -> CheckpointParts:
+        if self.parts is None:
+            raise TypeError(
+                "Checkpointer: saving and resuming need the run's parts (Checkpointer(..., parts=))"
+            )
+        return self.parts
+
+    def save(self, *, val_loss: float | None = None, stable: bool = False) -> Path | None:
+        """Write a checkpoint of every part at its current step (collective): rank 0 writes the full layout,
+        or, with a sharded model, every rank writes its shards (the dcp layout).
+
+        Each rank's batch-source position and RNG states are gathered into it. ``val_loss``: this step's
+        (``best`` links the lowest); ``stable``: the checkpoint ends a WSD run's stable phase (kept, and
+        linked as ``stable``). Returns its path on rank 0, None on the others; returns once it is published.
+        """
+        parts = self._parts()
+        rank_state = {"source": parts.source.state_dict(), "rng": capture_rng()}
+        ranks = gather_objects(self.env, rank_state)
+        state = {
+            **parts.progress.state_dict(),
+            "val_loss": val_loss,
+            "stable": stable,
+            "world_size": self.env.world_size,
+            "config": parts.config,
+        }
+        path = None
+        if is_sharded(parts.model):
+            path = self._save_sharded(parts.model, parts.optimizer, state, ranks)
+        elif self.env.is_main:
+            path = self._save_full(parts.model, parts.optimizer, state, ranks)
+        barrier(self.env)  # nobody races ahead (or exits) while rank 0 writes
+        self.last_save = time.monotonic()
+        return path
+
+    def _save_full(
         self,
         model: GPT,
-        optimizer: torch.optim.Optimizer,
+        optimizer: Any,
         state: dict[str, Any],
         rank_states: list[dict[str, Any]],
     ) -> Path:
@@ -219,13 +290,12 @@ class Checkpointer:
             tmp, {**state, "layout": FULL}, [WEIGHTS_FILE, CONFIG_FILE, OPTIMIZER_FILE, RANKS_FILE]
         )
 
-    def save_sharded(
+    def _save_sharded(
         self,
         model: GPT,
         optimizer: torch.optim.Optimizer,
         state: dict[str, Any],
         rank_states: list[dict[str, Any]],
-        env: DistEnv,
     ) -> Path | None:
         """Write checkpoint ``step_<state['step']>`` in the dcp layout: called by every rank, each writing the
         shards it holds; rank 0 then writes the rest and publishes it as ``save`` does (its path; None on the
@@ -233,6 +303,7 @@ class Checkpointer:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
+        env = self.env
         step = int(state["step"])
         if env.is_main:
             self._begin(step)
@@ -279,7 +350,6 @@ class Checkpointer:
             self._point(STABLE, final)
         fsync_dir(self.run_dir)
         self.prune()
-        self.last_save = time.monotonic()
         return final
 
     def _point(self, name: str, target: Path) -> None:
@@ -330,6 +400,65 @@ class Checkpointer:
                 link.unlink()
 
     # --- loading ---
+
+    def resume(self, spec: str) -> Path | None:
+        """Restore every part from checkpoint ``spec`` (collective); its path, or None when ``spec`` is
+        ``auto`` and the run directory holds no checkpoint yet (nothing changes then).
+
+        ``spec``: ``latest`` (the newest readable checkpoint, falling back past damaged ones with a warning),
+        ``auto``, or a checkpoint directory. Rank 0 picks the checkpoint and every rank reads that one; each
+        rank takes the saved batch-source position and RNG states of its own rank number (the last one when
+        the checkpoint has fewer ranks, with a warning that the run is no longer bit-identical).
+
+        Raises ``UserError`` when no candidate is readable, or the checkpoint's model config or
+        ``--optimizer`` differs from this run's.
+        """
+        parts, env = self._parts(), self.env
+        if spec == AUTO:
+            # Rank 0 looks, so that every rank takes the same branch even on node-local disks.
+            found = broadcast_object(env, LATEST if self.checkpoints() else None)
+            if found is None:
+                if env.is_main:
+                    print(
+                        f"--resume auto: no checkpoint in {self.run_dir} yet, starting fresh", file=sys.stderr
+                    )
+                return None
+            spec = found
+        chosen: Any = None
+        ckpt: LoadedCheckpoint | None = None
+        if env.is_main:
+            try:
+                ckpt = self.load_first_good(spec, parts.model.config)
+                chosen = str(ckpt.path)
+            except UserError as e:
+                chosen = e
+        chosen = broadcast_object(env, chosen)
+        if isinstance(chosen, UserError):
+            raise chosen
+        if ckpt is None:
+            ckpt = self.read(Path(chosen))
+        saved = (ckpt.state.get("config") or {}).get("optimizer", "adamw")
+        wanted = parts.config.get("optimizer", "adamw")
+        if saved != wanted:
+            raise IncompatibleCheckpoint(
+                f"--resume {ckpt.path}: the checkpoint was trained with --optimizer {saved}, this run has "
+                f"--optimizer {wanted}; resume with --optimizer {saved}"
+            )
+        apply_checkpoint(ckpt, parts.model, parts.optimizer)
+        parts.progress.load_state_dict(ckpt.state)
+        ranks = ckpt.rank_states
+        if len(ranks) != env.world_size and env.is_main:
+            print(
+                f"warning: resuming {env.world_size} rank(s) from a checkpoint of {len(ranks)}: the data "
+                "stream is re-split from the same position, and the result is no longer bit-identical",
+                file=sys.stderr,
+            )
+        mine = ranks[min(env.rank, len(ranks) - 1)]
+        parts.source.load_state_dict(mine["source"])
+        restore_rng(mine["rng"])
+        if env.is_main:
+            print(f"resumed from {ckpt.path} at step {ckpt.state['step']}", file=sys.stderr)
+        return ckpt.path
 
     def read(self, path: Path) -> LoadedCheckpoint:
         """Read everything of checkpoint ``path`` into memory; CorruptCheckpoint when any part is bad."""
@@ -399,6 +528,8 @@ def apply_checkpoint(ckpt: LoadedCheckpoint, model: GPT, optimizer: torch.optim.
 
     A dcp-layout checkpoint is read by every rank together (a collective): each rank reads its parts of each
     tensor, whatever the world size that wrote them, or every tensor whole into a model that is not sharded.
+    A full-layout one goes into a whole model through the optimizer's own ``load_state_dict`` (any optimizer
+    a plugin registers), into a sharded one through ``set_state_dict`` (FSDP takes torch optimizers only).
     """
     if ckpt.layout == SHARDED:
         _load_sharded(ckpt.path / SHARDED_DIR, model, optimizer)

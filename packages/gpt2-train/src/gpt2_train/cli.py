@@ -32,7 +32,7 @@ def train_command(
     config_file: Path | None = typer.Option(None, "--config", help="TOML file of TrainConfig fields."),
 ) -> None:
     cfg = build_config(preset, str(config_file) if config_file else None, flags)
-    from gpt2_train.trainer import train
+    from gpt2_train.pretrain import train
 
     result = train(cfg)
     if result.checkpoint is not None:  # rank 0, and a checkpoint was written

@@ -14,10 +14,12 @@ stream too (DDP's autocast keeps that in fp32), as in torchtitan; autocast's fp3
 still run in fp32. CPU runs keep fp32 parameters, with autocast as under DDP.
 ``--fsdp-cpu-offload`` keeps the shards, gradients and AdamW state in CPU memory (``CPUOffloadPolicy``).
 
-The order of the wrappings, as torchtitan applies them: module swaps (float8, the CPU matmul route) and
-activation checkpointing first, then ``torch.compile`` of each block (in place, so parameter names and
-checkpoints stay the same), then ``fully_shard`` (blocks, then the root), so FSDP's all-gather and
-reduce-scatter hooks run around the compiled blocks, outside the compiled code.
+:func:`parallelize` wraps the model once, in the order torchtitan applies: module swaps (float8, the CPU matmul
+route) and activation checkpointing first, then ``torch.compile`` (under FSDP each block in place, so parameter
+names and checkpoints stay the same), then DDP or ``fully_shard`` (blocks, then the root), so FSDP's all-gather
+and reduce-scatter hooks run around the compiled blocks, outside the compiled code. It runs before the
+optimizer is built (which must hold FSDP's shards) and before a checkpoint is loaded: every wrapper shares the
+model's parameters, so loading into the model in place loads into what the step function calls.
 
 Every rank must run the same number of forward passes of a sharded model, since each one all-gathers with
 every rank: evaluations that only rank 0 runs (text samples) gather the whole model first
@@ -30,7 +32,10 @@ from typing import Any
 
 import torch
 from gpt2_core.model import GPT
+from torch.nn.parallel import DistributedDataParallel
 
+from gpt2_train import accel
+from gpt2_train.config import TrainConfig
 from gpt2_train.distributed import DistEnv
 
 
@@ -75,6 +80,32 @@ def shard(model: GPT, env: DistEnv, *, compute_dtype: torch.dtype | None, cpu_of
     # The root takes what no block holds: both embeddings (the token one is also the head), ln_f.
     fully_shard(model, **options)
     return model
+
+
+def parallelize(
+    model: GPT,
+    cfg: TrainConfig,
+    env: DistEnv,
+    *,
+    outer: torch.nn.Module | None = None,
+    autocast: torch.dtype | None = None,
+) -> torch.nn.Module:
+    """``model`` as the step function calls it: with ``cfg``'s speed-ups (``accel.apply``: float8, activation
+    checkpointing, the CPU matmul route, compile), then sharded (``--parallel fsdp``) or, under torchrun,
+    wrapped in DDP. Call it once, before the optimizer is built.
+
+    ``outer``: a module around ``model`` (the data-vocabulary head) that computes the loss; it is what gets
+    compiled and DDP-wrapped (``--parallel fsdp`` refuses it in ``TrainConfig``). ``autocast``: the run's
+    autocast dtype (None: fp32), which also sets the dtype FSDP all-gathers in (:func:`param_dtype`).
+    """
+    wrapped = accel.apply(model, cfg, env.device, outer=outer, autocast=autocast)
+    if cfg.parallel == "fsdp":
+        dtype = param_dtype(autocast, env.device)
+        return shard(model, env, compute_dtype=dtype, cpu_offload=cfg.fsdp_cpu_offload)
+    if env.enabled:
+        ids = [env.device.index] if env.device.type == "cuda" else None
+        wrapped = DistributedDataParallel(wrapped, device_ids=ids)
+    return wrapped
 
 
 def set_gradient_sync(model: torch.nn.Module, sync: bool) -> None:
