@@ -43,13 +43,15 @@ if ((dry)); then
   export PATH=$HOME/.local/bin:$PATH
   python=(uv run --frozen python)
 else
-  # The machine's own torch; everything else, our packages included, from the carried wheels.
+  # The machine's own torch; everything else from the carried wheels. Our packages' code comes from this
+  # checkout (their src folders first on the path), their wheels give the entry points (the dist-info).
   if ! compgen -G ".whl/gpt2_core-*.whl" >/dev/null; then
     echo "gpu_acceptance.sh: no gpt2 wheels in .whl/: run ../shared/device/wheels.sh torchao==0.17.0 pytest iniconfig and bash bench/gpu_acceptance.sh --wheels here, and carry .whl" >&2
     exit 2
   fi
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
+  src=$(printf "$root/packages/%s/src:" gpt2-core gpt2-data gpt2-train gpt2-sft gpt2-export gpt2-cli)
+  export PYTHONPATH=${src}/tmp/site
   python=(python3)
   nvidia-smi >>"$out/acceptance.log" 2>&1 || true
 fi

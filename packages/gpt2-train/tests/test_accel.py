@@ -123,10 +123,12 @@ def preset_steps(model_name: str, device: str, steps: int, lr: float, tmp_path: 
 
     env = DistEnv(device=torch.device(device))
     torch.manual_seed(0)
-    model = GPT(get_preset(model_name)).to(env.device)
+    with env.device:  # built where it trains: gpt2-xl's 6 GB of weights never pass through CPU memory
+        model = GPT(get_preset(model_name))
     seq_len = min(256, model.config.block_size)
     shape = dict(micro_batch=4, seq_len=seq_len, total_batch_tokens=4 * seq_len)
-    cfg = small_config(tmp_path, device=device, cpu_matmul="torch", **shape)  # no route measured on CPU
+    # Eager (whether it trains, not how fast: the bench times the compiled step), no CPU route measured.
+    cfg = small_config(tmp_path, device=device, compile=False, cpu_matmul="torch", **shape)
     dtype = autocast_dtype(cfg.precision, env.device)
     wrapped = parallelize(model, cfg, env, autocast=dtype)
     step = TrainStep(
@@ -152,5 +154,7 @@ def test_a_preset_trains_in_steps_built_as_the_trainer_builds_them(tmp_path: Pat
 def test_gpt2_xl_trains_on_one_gpu(tmp_path: Path) -> None:
     """gpt2-xl (1.56B parameters, fp32 weights and AdamW state: about 25 GB) trains on one GPU: finite losses
     that fall. Its speed is a figure of bench/gpu_acceptance.py."""
+    if torch.cuda.get_device_properties(0).total_memory < 40 * 2**30:
+        pytest.skip("gpt2-xl with AdamW needs a GPU of 40 GiB or more")
     losses = preset_steps("gpt2-xl", "cuda", 10, 1e-4, tmp_path)
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from gpt2_core.config import GPTConfig
 from gpt2_core.errors import UserError
 from gpt2_core.model import GPT
+from gpt2_train.trainer import Trainer
 from gpt2_train.vocab import DataVocabHead, source_token_ids
 
-from .conftest import CountingSource
+from .conftest import VOCAB, CountingSource, small_config
+from .conftest import small_model as trainer_model
 
 
 def small_model() -> GPT:
@@ -22,7 +26,8 @@ def test_loss_and_training_equal_the_full_models() -> None:
     model = small_model()
     ids = np.unique(np.random.default_rng(0).integers(0, 50257, 300))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    head = DataVocabHead(model, ids, optimizer)
+    head = DataVocabHead(model, ids)
+    optimizer.register_step_post_hook(lambda *_: head.tie_others())  # as the trainer does
     rng = np.random.default_rng(1)
     for _ in range(3):
         x = torch.as_tensor(rng.choice(ids, (2, 8)))
@@ -50,3 +55,49 @@ def test_sources_without_token_ids_and_full_data_are_refused() -> None:
     model = small_model()
     with pytest.raises(UserError, match="every token id"):
         DataVocabHead(model, np.arange(model.config.padded_vocab_size))
+
+
+class Crash(Exception):
+    pass
+
+
+class ListingSource(CountingSource):
+    """CountingSource's batches, with the ids they can hold listed (as prepared shards list theirs); raises
+    ``Crash`` at batch ``crash_at``."""
+
+    def __init__(self, *a: object, crash_at: int = -1, **k: object) -> None:
+        super().__init__(*a, **k)  # type: ignore[arg-type]
+        self.crash_at = crash_at
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.pos == self.crash_at:
+            raise Crash
+        return super().next_batch()
+
+    def token_ids(self) -> np.ndarray:
+        return np.arange(VOCAB)
+
+
+def test_a_data_vocabulary_run_resumes_bit_identically(tmp_path: Path) -> None:
+    """The head is built before the optimizer and the checkpoint is loaded after it: a crashed run resumed
+    from its last checkpoint ends with the uninterrupted run's weights, bit for bit."""
+
+    def run(run_dir: Path, crash_at: int = -1, **kw: object) -> Trainer:
+        cfg = small_config(run_dir, max_steps=8, checkpoint_every_steps=3, train_vocab="data", **kw)
+        return Trainer(
+            cfg,
+            model=trainer_model(vocab_size=2 * VOCAB),  # ids the data never holds share one row
+            train_source=ListingSource(4, 16, seed=1, crash_at=crash_at),
+            val_source=ListingSource(4, 16, seed=2),
+        )
+
+    reference = run(tmp_path / "a")
+    reference.fit()
+    with pytest.raises(Crash):
+        run(tmp_path / "b", crash_at=13).fit()  # during step 7
+    resumed = run(tmp_path / "b", resume="latest")
+    resumed.start()
+    assert resumed.step == 6
+    resumed.fit()
+    for name, value in reference.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], value), name

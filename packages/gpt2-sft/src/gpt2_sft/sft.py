@@ -110,7 +110,6 @@ def run_sft(cfg: SFTConfig, dataset_options: dict[str, Any] | None = None) -> Tr
 
     env = setup_distributed(cfg.device, group_of_one=cfg.parallel == "fsdp")
     try:
-        torch.manual_seed(cfg.seed)  # the same new rows (chat tokens) on every rank, and the run's RNG
         model = build_sft_model(cfg)
         block_size = model.config.block_size
         cfg = replace(cfg, seq_len=cfg.seq_len or min(block_size, DEFAULT_MAX_SEQ_LEN))
@@ -149,6 +148,7 @@ def run_sft(cfg: SFTConfig, dataset_options: dict[str, Any] | None = None) -> Tr
             eval_every=cfg.eval_every if val else 0,
             eval_batches=min(cfg.eval_batches, val.batches_per_epoch()) if val else cfg.eval_batches,
         )
+        torch.manual_seed(cfg.seed)  # the run's RNG (dropout) starts from --seed
         trainer = Trainer(run_cfg, model=model, train_source=train, val_source=val, env=env)
         result = trainer.fit()
         if env.is_main and result.checkpoint is not None:

@@ -150,6 +150,23 @@ class Trainer:
         self._own_env = env is None
         self.sharded = cfg.parallel == "fsdp"
         self.env = env or setup_distributed(cfg.device, group_of_one=self.sharded)
+        try:
+            self._build(model, train_source, val_source, logger, logger_registry)
+        except BaseException:  # a process group this trainer joined is left again, whatever went wrong
+            if self._own_env:
+                teardown_distributed(self.env)
+            raise
+
+    def _build(
+        self,
+        model: GPT,
+        train_source: BatchSource,
+        val_source: BatchSource | None,
+        logger: Any,
+        logger_registry: dict[str, Any] | None,
+    ) -> None:
+        """Every part, in one pass, in the order the class docstring gives."""
+        cfg = self.cfg
         dev = self.env.device
         accel.check(cfg, dev)
         if self.sharded and not torch.distributed.is_initialized():
@@ -185,8 +202,6 @@ class Trainer:
         ):
             # Muon orthogonalises whole matrices; FSDP leaves each rank a shard of each (and DCP saves only a
             # torch optimizer).
-            if self._own_env:
-                teardown_distributed(self.env)
             raise UserError(
                 f"--optimizer {cfg.optimizer} does not work with --parallel fsdp; use --parallel ddp"
             )
@@ -214,7 +229,13 @@ class Trainer:
             keep=cfg.keep,
             every_steps=cfg.checkpoint_every_steps,
             every_seconds=cfg.checkpoint_every_seconds,
-            parts=CheckpointParts(model, self.optimizer, train_source, self, cfg.to_dict()),
+            parts=CheckpointParts(
+                model=model,
+                optimizer=self.optimizer,
+                source=train_source,
+                progress=self,  # step, tokens seen, best val loss: state_dict() below
+                config=cfg.to_dict(),
+            ),
             env=self.env,
         )
         self.validator = Validator(
@@ -273,7 +294,7 @@ class Trainer:
             return self.train_step
         self._started = True
         cfg = self.cfg
-        resumed = cfg.resume and self.checkpointer.resume(cfg.resume) is not None
+        resumed = bool(cfg.resume) and self.checkpointer.resume(cfg.resume) is not None
         if resumed and self._head is not None:
             self._head.tie_others()  # a checkpoint of a full-vocabulary run has them untied
         if not resumed and cfg.overwrite and self.checkpointer.checkpoints():

@@ -46,11 +46,11 @@ def source_token_ids(source: BatchSource) -> np.ndarray:
 class DataVocabHead(torch.nn.Module):
     """``model`` whose training forward scores only ``ids`` and one row shared by all other ids.
 
-    Generation (no targets) runs the full model, which the shared rows make equal to the trained one.
-    ``optimizer``'s steps are followed by :meth:`tie_others`.
+    Generation (no targets) runs the full model, which the shared rows make equal to the trained one. Every
+    optimizer step must be followed by :meth:`tie_others` (the trainer registers it as a step post-hook).
     """
 
-    def __init__(self, model: GPT, ids: np.ndarray, optimizer: torch.optim.Optimizer | None = None) -> None:
+    def __init__(self, model: GPT, ids: np.ndarray) -> None:
         super().__init__()
         self.model = model
         rows = model.config.padded_vocab_size
@@ -74,8 +74,6 @@ class DataVocabHead(torch.nn.Module):
         self.register_buffer("bias", bias.to(device), persistent=False)
         self.register_buffer("others", others.to(device), persistent=False)
         self.tie_others()
-        if optimizer is not None:
-            optimizer.register_step_post_hook(lambda *_: self.tie_others())
 
     @torch.no_grad()
     def tie_others(self) -> None:
