@@ -89,17 +89,25 @@ def test_muon_groups_follow_the_schedule_at_their_own_scale(tmp_path: Path) -> N
     assert all(g["lr"] == pytest.approx(lr) for g in adamw.param_groups)
 
 
-def test_muon_learns_and_resumes_bit_identical(tmp_path: Path) -> None:
-    ref = trainer(tmp_path / "ref", optimizer="muon", max_steps=8)
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])  # torch's Muon step, and ours in fp32
+def test_muon_learns_and_resumes_bit_identical(tmp_path: Path, precision: str) -> None:
+    ref = trainer(tmp_path / "ref", optimizer="muon", max_steps=8, precision=precision)
     ref.fit()
+    assert ref.optimizer.optimizers[0].ns_dtype == {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
     rows = [json.loads(x) for x in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
     train_losses = [r["train/loss"] for r in rows if "train/loss" in r]
     assert train_losses[-1] < train_losses[0] - 0.3
 
-    trainer(tmp_path / "run", optimizer="muon", max_steps=8, checkpoint_every_steps=3).fit()
+    trainer(
+        tmp_path / "run", optimizer="muon", max_steps=8, checkpoint_every_steps=3, precision=precision
+    ).fit()
     # A later run killed after step 3 leaves step_3 as the newest finished checkpoint; resume from it.
     resumed = trainer(
-        tmp_path / "run", optimizer="muon", max_steps=8, resume=str(tmp_path / "run" / "step_00000003")
+        tmp_path / "run",
+        optimizer="muon",
+        max_steps=8,
+        precision=precision,
+        resume=str(tmp_path / "run" / "step_00000003"),
     )
     resumed.fit()
     assert resumed.step == 8
@@ -231,3 +239,29 @@ def test_early_stop_patience_survives_a_resume(tmp_path: Path) -> None:
     resumed = trainer(tmp_path / "run", max_steps=20, resume="latest", **opts)
     result = resumed.fit()
     assert result.stopped_early and result.step == 8
+
+
+def test_muon_in_another_dtype_is_torchs_algorithm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our step with its Newton-Schulz iteration put back in bf16 equals torch's Muon bit for bit (momentum,
+    Nesterov, the iteration, the lr adjustment, weight decay); its state loads into torch's Muon."""
+    from gpt2_train import muon
+
+    iterate = muon.newton_schulz
+    monkeypatch.setattr(muon, "newton_schulz", lambda u, c, s, e, dtype: iterate(u, c, s, e, torch.bfloat16))
+    torch.manual_seed(0)
+    shapes = [(48, 16), (16, 64), (32, 32)]
+    ours_params = [torch.nn.Parameter(torch.randn(shape)) for shape in shapes]
+    torch_params = [torch.nn.Parameter(p.detach().clone()) for p in ours_params]
+    settings = dict(lr=0.02, momentum=0.9, nesterov=True, weight_decay=0.01)
+    for adjust in ("original", "match_rms_adamw"):
+        ours = muon.Muon(ours_params, ns_dtype=torch.float32, adjust_lr_fn=adjust, **settings)
+        theirs = torch.optim.Muon(torch_params, adjust_lr_fn=adjust, **settings)
+        for _ in range(3):
+            for a, b in zip(ours_params, torch_params, strict=True):
+                a.grad = torch.randn_like(a)
+                b.grad = a.grad.clone()
+            ours.step()
+            theirs.step()
+        for a, b in zip(ours_params, torch_params, strict=True):
+            assert torch.equal(a, b), adjust
+        theirs.load_state_dict(ours.state_dict())

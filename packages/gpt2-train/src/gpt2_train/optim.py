@@ -101,16 +101,21 @@ class Optimizers:
 
 def build_muon(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> Optimizers:
     """``--optimizer muon``: ``torch.optim.Muon`` on the blocks' matrices (:func:`muon_split`) at ``--muon-lr``,
-    ``--muon-momentum`` (Nesterov), ``--muon-weight-decay`` and ``--muon-adjust-lr``; AdamW, as
+    ``--muon-momentum`` (Nesterov), ``--muon-weight-decay`` and ``--muon-adjust-lr``, its Newton-Schulz
+    iteration in the run's precision (bf16, or fp32 in an fp32 run: ``gpt2_train.muon``); AdamW, as
     ``--optimizer adamw`` sets it up, on the rest at ``--lr``."""
+    from gpt2_train.muon import Muon
+    from gpt2_train.precision import autocast_dtype
+
     muon_params, adamw_params = muon_split(model)
-    muon = torch.optim.Muon(
+    muon = Muon(
         [{"params": muon_params, "lr_scale": cfg.muon_lr / cfg.lr}],
         lr=cfg.muon_lr,
         momentum=cfg.muon_momentum,
         nesterov=True,
         weight_decay=cfg.muon_weight_decay,
         adjust_lr_fn=cfg.muon_adjust_lr,
+        ns_dtype=autocast_dtype(cfg.precision, device) or torch.float32,
     )
     return Optimizers([muon, _adamw(_decay_groups(adamw_params, cfg), cfg, device)])
 
