@@ -41,6 +41,23 @@ class CountingSource(BatchSource):
         self.pos = int(state["pos"])
 
 
+class Crash(Exception):
+    """What a CrashingSource raises: the run dies mid-step."""
+
+
+class CrashingSource(CountingSource):
+    """CountingSource that raises ``Crash`` when asked for batch number ``crash_at`` (never when -1)."""
+
+    def __init__(self, *a: object, crash_at: int = -1, **k: object) -> None:
+        super().__init__(*a, **k)  # type: ignore[arg-type]
+        self.crash_at = crash_at
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.pos == self.crash_at:
+            raise Crash
+        return super().next_batch()
+
+
 def small_model(seed: int = 0, **overrides: object) -> GPT:
     torch.manual_seed(seed)
     cfg = dict(block_size=16, vocab_size=VOCAB, n_layer=1, n_head=2, n_embd=16, special_tokens={})

@@ -13,7 +13,7 @@ from gpt2_core.model import GPT
 from gpt2_train.checkpoint import Checkpointer, CheckpointParts
 from gpt2_train.trainer import Trainer
 
-from .conftest import CountingSource, small_config, small_model
+from .conftest import CountingSource, Crash, CrashingSource, small_config, small_model
 
 
 def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -124,21 +124,6 @@ def test_resume_auto_starts_fresh_then_continues(make_trainer, tmp_path: Path, c
     second.start()
     assert second.step == 2
     assert second.fit().step == 4
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashingSource(CountingSource):
-    def __init__(self, *a: object, crash_at: int, **k: object) -> None:
-        super().__init__(*a, **k)  # type: ignore[arg-type]
-        self.crash_at = crash_at
-
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.pos == self.crash_at:
-            raise Crash
-        return super().next_batch()
 
 
 def test_exact_resume_after_crash(tmp_path: Path) -> None:

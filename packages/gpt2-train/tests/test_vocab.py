@@ -13,7 +13,7 @@ from gpt2_core.model import GPT
 from gpt2_train.trainer import Trainer
 from gpt2_train.vocab import DataVocabHead, source_token_ids
 
-from .conftest import VOCAB, CountingSource, small_config
+from .conftest import VOCAB, CountingSource, Crash, CrashingSource, small_config
 from .conftest import small_model as trainer_model
 
 
@@ -57,22 +57,8 @@ def test_sources_without_token_ids_and_full_data_are_refused() -> None:
         DataVocabHead(model, np.arange(model.config.padded_vocab_size))
 
 
-class Crash(Exception):
-    pass
-
-
-class ListingSource(CountingSource):
-    """CountingSource's batches, with the ids they can hold listed (as prepared shards list theirs); raises
-    ``Crash`` at batch ``crash_at``."""
-
-    def __init__(self, *a: object, crash_at: int = -1, **k: object) -> None:
-        super().__init__(*a, **k)  # type: ignore[arg-type]
-        self.crash_at = crash_at
-
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.pos == self.crash_at:
-            raise Crash
-        return super().next_batch()
+class ListingSource(CrashingSource):
+    """CrashingSource's batches, with the ids they can hold listed (as prepared shards list theirs)."""
 
     def token_ids(self) -> np.ndarray:
         return np.arange(VOCAB)
