@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from gpt2_core.errors import UserError
+from gpt2_core.model import GPT
 from gpt2_train.config import TrainConfig
 from gpt2_train.optim import (
     Optimizers,
@@ -36,6 +38,11 @@ def trainer(run_dir: Path, **overrides: object) -> Trainer:
 
 def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def train_losses(run_dir: Path) -> list[float]:
+    rows = map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+    return [r["train/loss"] for r in rows if "train/loss" in r]
 
 
 def assert_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -94,9 +101,8 @@ def test_muon_learns_and_resumes_bit_identical(tmp_path: Path, precision: str) -
     ref = trainer(tmp_path / "ref", optimizer="muon", max_steps=8, precision=precision)
     ref.fit()
     assert ref.optimizer.optimizers[0].ns_dtype == {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
-    rows = [json.loads(x) for x in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
-    train_losses = [r["train/loss"] for r in rows if "train/loss" in r]
-    assert train_losses[-1] < train_losses[0] - 0.3
+    losses = train_losses(tmp_path / "ref")
+    assert losses[-1] < losses[0] - 0.3
 
     trainer(
         tmp_path / "run", optimizer="muon", max_steps=8, checkpoint_every_steps=3, precision=precision
@@ -116,6 +122,29 @@ def test_muon_learns_and_resumes_bit_identical(tmp_path: Path, precision: str) -
         for sa, sb in zip(a.state.values(), b.state.values(), strict=True):
             for k in sa:
                 assert torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k])), k
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX", "g++")) is None, reason="inductor needs a C++ compiler"
+)
+def test_muon_trains_a_compiled_model_as_the_eager_one(tmp_path: Path) -> None:
+    """--compile --optimizer muon: Muon and AdamW split the parameters the compiled model shares with the plain
+    one, so the run follows the eager run within inductor's rounding, and its checkpoints keep the plain names."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    opts = dict(optimizer="muon", precision="fp32", max_steps=4)
+    eager = trainer(tmp_path / "eager", **opts)
+    eager.fit()
+    compiled = trainer(tmp_path / "compiled", compile=True, **opts)
+    compiled.fit()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    a, b = train_losses(tmp_path / "compiled"), train_losses(tmp_path / "eager")
+    assert len(a) == 4 and all(abs(x - y) < 1e-4 for x, y in zip(a, b, strict=True)), (a, b)
+    saved = GPT.from_pretrained(tmp_path / "compiled" / "latest").state_dict()
+    for name, value in weights(eager.model).items():
+        torch.testing.assert_close(saved[name], value, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize(("first", "then"), [("adamw", "muon"), ("muon", "adamw")])
