@@ -36,7 +36,7 @@ def build_sft_model(cfg: SFTConfig) -> GPT:
     return add_chat_template(GPT.from_pretrained(cfg.init_from), cfg.template)
 
 
-def ensure_data(cfg: SFTConfig, model: GPT, options: dict[str, Any], is_main: bool) -> Path:
+def ensure_data(cfg: SFTConfig, model: GPT, options: dict[str, Any]) -> Path:
     """``--data-dir``, or ``--dataset`` prepared into RUN_DIR/data (reused when prepared the same way)."""
     if cfg.data_dir:
         return Path(cfg.data_dir)
@@ -57,7 +57,7 @@ def ensure_data(cfg: SFTConfig, model: GPT, options: dict[str, Any], is_main: bo
         fresh = any(meta.get(k) != v for k, v in want.items())
     except (UserError, ValueError):
         fresh = True
-    if fresh and is_main:
+    if fresh:
         from gpt2_core.chat_template import ChatTemplate
         from gpt2_core.tokenizer import Tokenizer
 
@@ -102,7 +102,7 @@ def check_data_matches(data_dir: Path, model: GPT) -> dict[str, Any]:
 def run_sft(cfg: SFTConfig, dataset_options: dict[str, Any] | None = None) -> TrainResult:
     """Fine-tune ``cfg.init_from`` (this rank's share under torchrun)."""
     import torch
-    from gpt2_train.distributed import broadcast_object, setup_distributed, teardown_distributed
+    from gpt2_train.distributed import on_main_rank, setup_distributed, teardown_distributed
     from gpt2_train.trainer import Trainer, preflight
 
     from gpt2_sft.examples import load_split
@@ -114,16 +114,7 @@ def run_sft(cfg: SFTConfig, dataset_options: dict[str, Any] | None = None) -> Tr
         block_size = model.config.block_size
         cfg = replace(cfg, seq_len=cfg.seq_len or min(block_size, DEFAULT_MAX_SEQ_LEN))
         preflight(cfg, block_size, env.world_size)  # before any data is prepared
-        # Rank 0 prepares while the others wait; its error, if any, stops every rank (none is left
-        # waiting in a collective call).
-        try:
-            data_dir, failure = ensure_data(cfg, model, dataset_options or {}, env.is_main), None
-        except UserError as e:
-            data_dir, failure = None, e
-        failure = broadcast_object(env, failure)
-        if failure is not None:
-            raise failure
-        assert data_dir is not None
+        data_dir = on_main_rank(env, lambda: ensure_data(cfg, model, dataset_options or {}))
         check_data_matches(data_dir, model)
         common: dict[str, Any] = dict(
             batch_size=cfg.micro_batch,

@@ -78,7 +78,7 @@ from gpt2_data.batch_source import BatchSource
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from gpt2_train.distributed import DistEnv, barrier, broadcast_object, gather_objects
+from gpt2_train.distributed import DistEnv, barrier, broadcast_object, gather_objects, on_main_rank
 from gpt2_train.parallel import is_sharded
 
 if TYPE_CHECKING:
@@ -424,17 +424,14 @@ class Checkpointer:
                     )
                 return None
             spec = found
-        chosen: Any = None
-        ckpt: LoadedCheckpoint | None = None
-        if env.is_main:
-            try:
-                ckpt = self.load_first_good(spec, parts.model.config)
-                chosen = str(ckpt.path)
-            except UserError as e:
-                chosen = e
-        chosen = broadcast_object(env, chosen)
-        if isinstance(chosen, UserError):
-            raise chosen
+        ckpt: LoadedCheckpoint | None = None  # rank 0 reads it while choosing; the others read its choice
+
+        def choose() -> str:
+            nonlocal ckpt
+            ckpt = self.load_first_good(spec, parts.model.config)
+            return str(ckpt.path)
+
+        chosen = on_main_rank(env, choose)
         if ckpt is None:
             ckpt = self.read(Path(chosen))
         saved = (ckpt.state.get("config") or {}).get("optimizer", "adamw")

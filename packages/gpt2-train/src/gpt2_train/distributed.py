@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from gpt2_core.device import pick_device
 from gpt2_core.errors import UserError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -125,6 +128,22 @@ def broadcast_object(env: DistEnv, obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0, group=env.control_group)
     return box[0]
+
+
+def on_main_rank(env: DistEnv, fn: Callable[[], T]) -> T:
+    """``fn()`` run by rank 0 alone (preparing data, choosing a checkpoint) while the others wait, its result
+    on every rank. A ``UserError`` it raises is raised on every rank, so none is left waiting in a collective
+    that rank 0 will never join. The result must pickle (``broadcast_object``)."""
+    result: Any = None
+    if env.is_main:
+        try:
+            result = fn()
+        except UserError as e:
+            result = e
+    result = broadcast_object(env, result)
+    if isinstance(result, UserError):
+        raise result
+    return result
 
 
 def barrier(env: DistEnv) -> None:

@@ -15,7 +15,7 @@ from gpt2_core.paths import cache_dir
 from gpt2_data.loader import ShardLoader
 
 from gpt2_train.config import TrainConfig
-from gpt2_train.distributed import DistEnv, broadcast_object, setup_distributed, teardown_distributed
+from gpt2_train.distributed import DistEnv, on_main_rank, setup_distributed, teardown_distributed
 from gpt2_train.trainer import Trainer, TrainResult, preflight
 
 
@@ -66,27 +66,22 @@ def prepare_data(cfg: TrainConfig, env: DistEnv) -> Path:
     # The shard size and split are part of the name: prepare() refuses to redo a directory with other settings.
     val = "" if cfg.dataset_val_tokens is None else f"-val{cfg.dataset_val_tokens:g}"
     out = cache_dir() / "data" / f"{cfg.dataset}-shards{cfg.dataset_shard_tokens}{val}"
-    failure = None
-    if env.is_main:
+
+    def prepare_once() -> None:
         from gpt2_data.prepare import prepare, read_manifest
 
         manifest = read_manifest(out) if out.is_dir() else None
         if not (manifest and manifest.get("complete")):
             print(f"preparing dataset {cfg.dataset!r} in {out} (once)", file=sys.stderr)
-        try:
-            prepare(
-                cfg.dataset,
-                out,
-                shard_tokens=cfg.dataset_shard_tokens,
-                val_tokens=cfg.dataset_val_tokens,
-                progress=sys.stderr.isatty(),
-            )
-        except UserError as e:
-            failure = e
-    # Rank 0's error stops every rank (none is left waiting for shards that will not come).
-    failure = broadcast_object(env, failure)
-    if failure is not None:
-        raise failure
+        prepare(
+            cfg.dataset,
+            out,
+            shard_tokens=cfg.dataset_shard_tokens,
+            val_tokens=cfg.dataset_val_tokens,
+            progress=sys.stderr.isatty(),
+        )
+
+    on_main_rank(env, prepare_once)
     return out
 
 
