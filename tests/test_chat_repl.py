@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -185,6 +186,14 @@ def test_piped_stdin_gives_one_reply_per_line(model_dir: Path) -> None:
     assert "cpu matmul: torch (asked)" in proc.stderr
 
 
+def at_prompt(child: Any) -> None:
+    """Wait for the prompt before the next key, as a person would. readline prints "> " once it has put the
+    terminal in its own (non-canonical) mode; a Ctrl-D sent before that, while the terminal is still canonical,
+    is kept by the kernel as a NUL byte that only a canonical read turns into end-of-file, so readline reads the
+    NUL, the end-of-file is lost and the chat waits for input forever (as it did on a loaded machine)."""
+    child.expect("> ")
+
+
 def test_chat_in_a_pseudo_terminal(model_dir: Path, tmp_path: Path) -> None:
     pexpect = pytest.importorskip("pexpect")
     child = pexpect.spawn(
@@ -207,21 +216,23 @@ def test_chat_in_a_pseudo_terminal(model_dir: Path, tmp_path: Path) -> None:
     )
     try:
         child.expect("Ctrl-C stops a reply")
-        child.expect("> ")
+        at_prompt(child)
         child.sendline("Hello")
         child.expect(WORD * 3)
-        child.expect("> ")
+        at_prompt(child)
         child.sendline("And again")
         child.expect(WORD * 3)
-        child.expect("> ")
+        at_prompt(child)
         transcript = tmp_path / "t.jsonl"
         child.sendline(f"/save {transcript}")
         child.expect("saved to")
+        at_prompt(child)
         child.sendline("/reset")
         child.expect("conversation cleared")
-        child.expect("> ")
+        at_prompt(child)
         child.sendcontrol("c")  # at the prompt: a hint, not an exit
         child.expect("/exit to quit")
+        at_prompt(child)
         child.sendline("/exit")
         child.expect(pexpect.EOF)
     finally:
@@ -257,14 +268,15 @@ def test_ctrl_c_stops_the_reply_and_ctrl_d_exits(model_dir: Path) -> None:
         timeout=DEADLINE,
     )
     try:
-        child.expect("> ")
+        at_prompt(child)
         child.sendline("Talk for a long time")
         child.expect(WORD)
         child.sendcontrol("c")
         child.expect(r"\[stopped\]")
-        child.expect("> ")  # still running
+        at_prompt(child)  # still running
         child.sendline("/system short")
         child.expect("system message set")
+        at_prompt(child)
         child.sendcontrol("d")
         child.expect(pexpect.EOF)
     finally:
