@@ -124,15 +124,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=800, help="Optimizer steps of 512 tokens per run.")
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--eval-batches", type=int, default=32, help="Micro-batches of 4 x 128 per val loss.")
-    ap.add_argument("--adamw-lr", type=float, nargs="+", default=[1e-3, 2e-3, 4e-3])
-    ap.add_argument("--muon-lr", type=float, nargs="+", default=[0.01, 0.02, 0.04])
+    ap.add_argument("--adamw-lr", type=float, nargs="+", default=[5e-4, 1e-3, 2e-3])
+    ap.add_argument("--muon-lr", type=float, nargs="+", default=[0.005, 0.01, 0.02])
     ap.add_argument("--decay-fraction", type=float, default=0.4)
     ap.add_argument("--decay-shape", default="linear")
     ap.add_argument(
         "--shorter",
         type=float,
         nargs="*",
-        default=[0.5, 0.6],
+        default=[0.3, 0.4, 0.5, 0.6],
         help="Also run the best Muon + WSD setting planned for these fractions of the budget.",
     )
     args = ap.parse_args()

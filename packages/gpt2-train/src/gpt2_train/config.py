@@ -286,11 +286,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 1.47M training tokens); bench/first_run.py measures it. Tuned there for the lowest val loss in a fixed
     # number of tokens: small steps (more updates per token), a lower peak lr, decay to zero, beta2 0.99.
     # Muon (at the best --muon-lr of bench/token_efficiency.py's sweep) with a WSD schedule decaying over the
-    # last 40%: 5.34 val loss where AdamW + cosine ends at 5.78 in the same 800 steps (BENCHMARKS.md).
+    # last 40%: lower val loss than AdamW + cosine in the same 800 steps (BENCHMARKS.md).
     "tiny": dict(
         model="tiny",
         dataset="shakespeare",
-        dataset_shard_tokens=65536,
+        # ~180 shards of a few scenes each: the shuffled shard order samples all 38 plays, where the 800 steps
+        # (28% of an epoch) would otherwise read a handful of long stretches (BENCHMARKS.md).
+        dataset_shard_tokens=8192,
         # Every 20th scene: held-out text from all 38 plays (the first shard would be half of one play).
         dataset_val_tokens=0.05,
         train_vocab="data",
