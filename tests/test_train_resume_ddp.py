@@ -1,4 +1,5 @@
-"""The guarantees that need real processes: exact resume after SIGKILL, DDP == accumulation, two nodes."""
+"""The guarantees that need real processes: exact resume after SIGKILL, DDP == accumulation, early stopping on
+every rank at once, two nodes."""
 
 from __future__ import annotations
 
@@ -116,6 +117,34 @@ def test_two_gloo_ranks_match_one_process_with_twice_the_accumulation(
 
     ranks = torch.load(two / "latest" / "ranks.pt", weights_only=True)
     assert [s["source"]["rank"] for s in ranks] == [0, 1]  # each rank's own position is saved
+
+
+@pytest.mark.slow
+def test_early_stop_ends_every_rank_after_the_same_evaluation(data_dir: Path, tmp_path: Path) -> None:
+    """Two gloo ranks with --early-stop-patience 2 and a min-delta no val loss can beat: after the first val
+    loss (step 2), those of steps 4 and 6 count as no better, so both ranks stop after step 6 together (a rank
+    left training would hang the other in its next collective, and the job would not end), rank 0 says so once,
+    and the last checkpoint holds both ranks' positions."""
+    import json
+
+    import torch
+
+    args = [
+        "--total-batch-tokens", "256", "--max-steps", "40", "--checkpoint-every-seconds", "0", "--eval-every", "2",
+        "--eval-batches", "2", "--early-stop-patience", "2", "--early-stop-min-delta", "10",
+    ]  # fmt: skip
+    run = tmp_path / "run"
+    r = subprocess.run(train_cmd(data_dir, run, *args, ranks=2), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    said = [line for line in r.stderr.splitlines() if line.startswith("early stop")]
+    assert len(said) == 1 and said[0].startswith("early stop at step 6: 2 val losses without one below"), said
+    assert json.loads((run / "latest" / "state.json").read_text())["step"] == 6
+    vals = {row["step"]: row["val/loss"] for row in metrics(run) if "val/loss" in row}
+    assert sorted(vals) == [2, 4, 6]
+    assert os.readlink(run / "best") == f"step_{min(vals, key=vals.get):08d}"  # the lowest val loss
+    ranks = torch.load(run / "latest" / "ranks.pt", weights_only=True)
+    assert [s["source"]["rank"] for s in ranks] == [0, 1]
+    assert max(losses(run)) == 6
 
 
 @pytest.mark.slow
