@@ -290,8 +290,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
         model="tiny",
         dataset="shakespeare",
-        # ~180 shards of a few scenes each: the shuffled shard order samples all 38 plays, where the 800 steps
-        # (28% of an epoch) would otherwise read a handful of long stretches (BENCHMARKS.md).
+        # ~180 shards of a few scenes each: the shuffled shard order spreads the 800 steps (28% of an epoch)
+        # over the plays, where 65,536-token shards gave a handful of long stretches (BENCHMARKS.md).
         dataset_shard_tokens=8192,
         # Every 20th scene: held-out text from all 38 plays (the first shard would be half of one play).
         dataset_val_tokens=0.05,
