@@ -1,5 +1,6 @@
 """gpt2_train.distributed.on_main_rank under two gloo ranks: rank 0 alone does the work, and its result, or
-the UserError it raised, reaches every rank (none is left waiting)."""
+the UserError it raised, reaches every rank (none is left waiting); teardown_distributed then ends every
+rank cleanly, after a normal exit or with that error propagating (no rank aborted by gloo)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 from pathlib import Path
 
 SCRIPT = """
+import sys
+
 from gpt2_core.errors import UserError
 from gpt2_train.distributed import on_main_rank, setup_distributed, teardown_distributed
 
@@ -20,22 +23,30 @@ def work(fail):
         raise UserError("--dataset: no shards here")
     return {"data": "ready"}
 
-for fail in (False, True):
-    try:
-        got = on_main_rank(env, lambda: work(fail))
-    except UserError as e:
-        got = f"UserError: {e}"
-    print(f"rank {env.rank}: {got}", flush=True)
-print(f"rank {env.rank} worked {len(calls)} time(s)", flush=True)
-teardown_distributed(env)
+try:
+    for fail in (False, True):
+        try:
+            got = on_main_rank(env, lambda: work(fail))
+        except UserError as e:
+            got = f"UserError: {e}"
+        print(f"rank {env.rank}: {got}", flush=True)
+    print(f"rank {env.rank} worked {len(calls)} time(s)", flush=True)
+    if sys.argv[1:] == ["uncaught"]:
+        on_main_rank(env, lambda: work(True))
+finally:
+    teardown_distributed(env)
 """
 
 
-def test_rank_zeros_result_and_error_reach_every_rank(tmp_path: Path) -> None:
+def torchrun_script(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "on_main_rank.py"
     script.write_text(SCRIPT)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    r = subprocess.run([*torchrun, str(script)], capture_output=True, text=True, timeout=300)
+    return subprocess.run([*torchrun, str(script), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_rank_zeros_result_and_error_reach_every_rank(tmp_path: Path) -> None:
+    r = torchrun_script(tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     lines = [line for line in r.stdout.splitlines() if line.startswith("rank ")]
     for rank in (0, 1):
@@ -45,3 +56,11 @@ def test_rank_zeros_result_and_error_reach_every_rank(tmp_path: Path) -> None:
             f"rank {rank}: UserError: --dataset: no shards here",
             f"rank {rank} worked {2 if rank == 0 else 0} time(s)",
         ]
+
+
+def test_an_error_raised_on_every_rank_ends_every_rank_with_it(tmp_path: Path) -> None:
+    r = torchrun_script(tmp_path, "uncaught")
+    assert r.returncode != 0
+    assert "[rank0]: gpt2_core.errors.UserError: --dataset: no shards here" in r.stderr, r.stderr[-3000:]
+    # torchrun may stop rank 1 (SIGTERM) once rank 0 has exited with the error, but gloo aborts neither.
+    assert "SIGABRT" not in r.stderr and "terminate called" not in r.stderr, r.stderr[-3000:]

@@ -86,8 +86,13 @@ def setup_distributed(device: str = "auto", *, group_of_one: bool = False) -> Di
 
 
 def teardown_distributed(env: DistEnv) -> None:
+    """Leave the process group ``setup_distributed`` joined, and drop ``env``'s hold on it: a gloo group
+    still referenced when the interpreter exits is freed during finalisation, where gloo can abort the
+    process (SIGABRT, "terminate called without an active exception") after a clean run."""
     if env.joined and dist.is_initialized():
         dist.destroy_process_group()
+    env.control_group = None
+    env.joined = False
 
 
 def any_rank(env: DistEnv, flag: bool) -> bool:
