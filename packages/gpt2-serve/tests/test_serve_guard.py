@@ -14,8 +14,11 @@ from waiting import wait_until
 KEY = "s3cret-key"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def guarded(serve, make_paced_chat_model) -> Iterator[Any]:
+    # One server per test: the server logs a request once it is done with it, which may be after its client
+    # has the answer and its test has ended, so a shared server's late line could land in the next test's
+    # capture. Leaving the block waits for every request to end (uvicorn's graceful shutdown).
     model = make_paced_chat_model()
     with serve(model, api_key=KEY, max_batch=1, max_queue=1) as server:
         yield server
