@@ -3,6 +3,7 @@ every rank at once, two nodes."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -125,8 +126,6 @@ def test_early_stop_ends_every_rank_after_the_same_evaluation(data_dir: Path, tm
     loss (step 2), those of steps 4 and 6 count as no better, so both ranks stop after step 6 together (a rank
     left training would hang the other in its next collective, and the job would not end), rank 0 says so once,
     and the last checkpoint holds both ranks' positions."""
-    import json
-
     import torch
 
     args = [

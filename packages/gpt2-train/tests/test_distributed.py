@@ -58,7 +58,7 @@ def test_rank_zeros_result_and_error_reach_every_rank(tmp_path: Path) -> None:
         ]
 
 
-def test_an_error_raised_on_every_rank_ends_every_rank_with_it(tmp_path: Path) -> None:
+def test_an_error_raised_on_every_rank_aborts_no_rank(tmp_path: Path) -> None:
     r = torchrun_script(tmp_path, "uncaught")
     assert r.returncode != 0
     assert "[rank0]: gpt2_core.errors.UserError: --dataset: no shards here" in r.stderr, r.stderr[-3000:]
