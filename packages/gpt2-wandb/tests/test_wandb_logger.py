@@ -19,13 +19,20 @@ from gpt2_train.config import TrainConfig
 from gpt2_train.trainer import Trainer
 
 
-class Source(BatchSource):
-    """Resumable batches of counting rows, positioned by one integer."""
+class Crash(Exception):
+    """The run dies mid-step (what a kill leaves: logs past the last checkpoint)."""
 
-    def __init__(self) -> None:
+
+class Source(BatchSource):
+    """Resumable batches of counting rows, positioned by one integer; raises ``Crash`` at batch ``crash_at``."""
+
+    def __init__(self, crash_at: int = -1) -> None:
         self.pos = 0
+        self.crash_at = crash_at
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.pos == self.crash_at:
+            raise Crash
         g = torch.Generator().manual_seed(self.pos)
         self.pos += 1
         row = (torch.randint(0, 64, (4, 1), generator=g) + torch.arange(17)) % 64
@@ -38,7 +45,7 @@ class Source(BatchSource):
         self.pos = int(state["pos"])
 
 
-def train(run_dir: Path, **overrides: object) -> None:
+def train(run_dir: Path, crash_at: int = -1, **overrides: object) -> None:
     values: dict = dict(
         run_dir=str(run_dir),
         device="cpu",
@@ -56,7 +63,7 @@ def train(run_dir: Path, **overrides: object) -> None:
     values.update(overrides)
     torch.manual_seed(0)
     config = GPTConfig(block_size=16, vocab_size=50257, n_layer=1, n_head=2, n_embd=16)
-    Trainer(TrainConfig(**values), model=GPT(config), train_source=Source()).fit()
+    Trainer(TrainConfig(**values), model=GPT(config), train_source=Source(crash_at)).fit()
 
 
 def records(path: Path) -> list:
@@ -152,14 +159,38 @@ def test_offline_run_holds_the_scalars_config_and_samples(tmp_path: Path) -> Non
 
 def test_a_resumed_run_continues_the_same_wandb_run_each_step_once(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    train(run, max_steps=8, checkpoint_every_steps=3, keep=5)
-    # Resumed from step 3 after the first process logged up to 8: what a kill at step 8 leaves.
-    train(run, max_steps=10, checkpoint_every_steps=3, keep=5, resume=str(run / "step_00000003"))
+    with pytest.raises(Crash):  # dies in step 9, after logging 8 with its last checkpoint at 6
+        train(run, crash_at=8, max_steps=10, checkpoint_every_steps=3, keep=5)
+    train(run, max_steps=10, checkpoint_every_steps=3, keep=5, resume="auto")
     first, second = wandb_files(run)
     ids = [r.run.run_id for p in (first, second) for r in finished(p) if r.WhichOneof("record_type") == "run"]
     assert ids[0] == ids[1] == (run / "wandb-run-id").read_text().strip()
     assert sorted(history(first)) == list(range(1, 9))
-    assert sorted(history(second)) == [9, 10]  # 4-8 are in the W&B run already
+    assert sorted(history(second)) == [9, 10]  # 7-8 are in the W&B run already, with the same values
+
+
+def test_an_extension_from_stable_forks_the_wandb_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A finished WSD run extended from RUN/stable: the W&B run's steps past the stable checkpoint are the
+    abandoned run's, so the extension logs to a new run forked there, each step's values the extension's."""
+    run = tmp_path / "run"
+    wsd = dict(lr_schedule="wsd", decay_fraction=0.5, warmup_steps=2)
+    train(run, max_steps=8, **wsd)  # stable phase ends at step 4
+    first_id = (run / "wandb-run-id").read_text().strip()
+    capsys.readouterr()
+    train(run, max_steps=12, resume=str(run / "stable"), **wsd)
+    assert "forked from it at step 4" in capsys.readouterr().err
+    first, second = wandb_files(run)
+    (fork,) = [r.run for r in finished(second) if r.WhichOneof("record_type") == "run"]
+    assert fork.run_id != first_id and fork.run_id == (run / "wandb-run-id").read_text().strip()
+    assert (fork.branch_point.run, fork.branch_point.value) == (first_id, 4)
+    rows = history(second)
+    assert sorted(rows) == list(range(5, 13))
+    logged = {r["step"]: r for r in map(json.loads, (run / "metrics.jsonl").open())}
+    assert sorted(logged) == list(range(1, 13))
+    for step in range(5, 13):
+        assert rows[step]["train/lr"] == pytest.approx(logged[step]["train/lr"], rel=1e-12)
+        assert rows[step]["train/loss"] == pytest.approx(logged[step]["train/loss"], rel=1e-12)
+    assert rows[6]["train/lr"] == pytest.approx(6e-4)  # still stable: the decay now starts after step 6
 
 
 def test_bad_server_warns_in_one_line_and_the_run_goes_on(

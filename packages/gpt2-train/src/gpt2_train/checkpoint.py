@@ -19,11 +19,13 @@ and in both
 
 - ``ranks.pt``: per rank, the batch source's position and the RNG states (python, numpy, torch, cuda);
 - ``state.json``: the format, the layout, step, tokens seen, val loss, best val loss, val losses since the
-  best (early stopping), whether it ends a WSD run's stable phase, the training config, world size, and the
-  size of every file above; written last, so a directory without it is incomplete.
+  best (early stopping), whether it ends a WSD run's stable phase, its branch (``gpt2_train.run_dir``), the
+  training config, world size, and the size of every file above; written last, so a directory without it is incomplete.
 
 Links in the run directory: ``latest`` (the newest checkpoint), ``best`` (the lowest val loss) and, in a WSD
-run, ``stable`` (the end of the stable phase, to train longer from); ``prune`` keeps what they point at.
+run, ``stable`` (the end of the stable phase, to train longer from); ``prune`` keeps what they point at. A run
+resumed from an earlier checkpoint (``RUN_DIR/stable``) starts a branch, and ``latest``, ``best``, pruning and
+``--resume auto`` follow the newest branch (``gpt2_train.run_dir``, which keeps this bookkeeping).
 
 Everything is written into ``step_XXXXXXXX.tmp/``, fsynced, and renamed once every rank has written its
 part; then the ``latest`` symlink is replaced atomically. A crash at any moment leaves ``latest`` pointing at a
@@ -78,8 +80,21 @@ from gpt2_data.batch_source import BatchSource
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from gpt2_train.config import NOT_CARRIED
 from gpt2_train.distributed import DistEnv, barrier, broadcast_object, gather_objects, on_main_rank
 from gpt2_train.parallel import is_sharded
+from gpt2_train.run_dir import (
+    AUTO,
+    LATEST,
+    PREFIX,
+    ROOT,
+    STABLE,
+    STATE_FILE,
+    Lineage,
+    RunDir,
+    fork,
+    lineage_of,
+)
 
 if TYPE_CHECKING:
     from torch.distributed.checkpoint.stateful import Stateful
@@ -89,18 +104,8 @@ FULL = "full"
 """Layout: weights in safetensors and the optimizer's state in optimizer.pt, written by rank 0."""
 SHARDED = "dcp"
 """Layout: weights and AdamW's state in ``sharded/`` (torch.distributed.checkpoint), each rank its part."""
-STATE_FILE = "state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 RANKS_FILE = "ranks.pt"
-LATEST = "latest"
-BEST = "best"
-"""Link to the checkpoint with the lowest val loss (kept by ``prune``)."""
-STABLE = "stable"
-"""Link to the checkpoint that ends a WSD run's stable phase (kept by ``prune``): ``--resume RUN_DIR/stable
---max-steps LONGER`` trains longer."""
-AUTO = "auto"
-"""``--resume auto``: ``latest`` when the run directory holds a checkpoint, else a fresh start."""
-PREFIX = "step_"
 
 
 class CorruptCheckpoint(Exception):
@@ -142,6 +147,47 @@ class LoadedCheckpoint:
     @property
     def layout(self) -> str:
         return self.state.get("layout", FULL)
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The fields of a run's config that ``current`` changes from the ``saved`` one, as ``--flag old -> new``
+    (fields the saved config lacks are not changes: it predates them)."""
+    changes = []
+    for name, new in current.items():
+        if name in NOT_CARRIED or name not in saved or saved[name] == new:
+            continue
+        flag = {"loggers": "logger", "init_from": "from"}.get(name, name).replace("_", "-")
+        changes.append(f"--{flag} {_show(saved[name])} -> {_show(new)}")
+    return changes
+
+
+def _show(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+@dataclass
+class ResumeInfo:
+    """What :meth:`Checkpointer.resume` resumed."""
+
+    path: Path
+    state: dict[str, Any]
+    """The checkpoint's state.json (its ``config`` the config it was trained with)."""
+    changes: list[str]
+    """This run's config against the checkpoint's, as ``--flag old -> new`` (empty: the same run)."""
+    branched: bool
+    """It was not the run's newest checkpoint: this run starts a branch and leaves the ones after it."""
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"])
+
+    def describe(self, spec: Path) -> str:
+        """The one line a resumed run starts with."""
+        where = str(spec) if spec.resolve() == self.path.resolve() else f"{spec} ({self.path.name})"
+        line = f"resumed from {where} at step {self.step}"
+        if self.branched:
+            line += " as a new branch (checkpoints after it are kept but no longer followed)"
+        return line + (": " + ", ".join(self.changes) if self.changes else "")
 
 
 def capture_rng() -> dict[str, Any]:
@@ -196,12 +242,18 @@ class Checkpointer:
         env: DistEnv | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
+        self.dir = RunDir(self.run_dir)
         self.keep = keep
         self.every_steps, self.every_seconds = every_steps, every_seconds
         self.parts = parts
         self.env = env or DistEnv()
         self.last_save = time.monotonic()
         """When the last save ended on this rank (``time.monotonic()``)."""
+        self.lineage: Lineage | None = None
+        """The branches the next checkpoint descends from (``gpt2_train.run_dir``): set by ``resume``, else
+        a new branch (branch 0 in an empty directory) at the first save."""
+        self.resumed: ResumeInfo | None = None
+        """What ``resume`` resumed (None before it, or when it started fresh)."""
 
     def due(self, step: int) -> bool:
         """Whether the clock (``every_seconds`` since the last save) or ``every_steps`` calls for a save.
@@ -215,20 +267,14 @@ class Checkpointer:
     # --- listing ---
 
     def checkpoints(self) -> list[Path]:
-        """Finished checkpoint directories, oldest first (by step)."""
-        if not self.run_dir.is_dir():
-            return []
-        found = []
-        for p in self.run_dir.iterdir():
-            name = p.name
-            if p.is_dir() and name.startswith(PREFIX) and name[len(PREFIX) :].isdigit():
-                found.append(p)
-        return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
+        """Finished checkpoint directories, oldest first (by step), every branch's."""
+        return self.dir.checkpoints()
 
     def candidates(self, spec: str) -> list[Path]:
-        """Checkpoints to try for ``--resume spec``, best first: ``latest`` lists every one, newest first."""
+        """Checkpoints to try for ``--resume spec``, best first: ``latest`` lists the head's lineage, newest
+        first (``gpt2_train.run_dir``)."""
         if spec == LATEST:
-            found = self.checkpoints()[::-1]
+            found = self.dir.followed()
             if not found:
                 raise UserError(f"--resume latest: no checkpoint in {self.run_dir}")
             return found
@@ -257,10 +303,13 @@ class Checkpointer:
         parts = self._parts()
         rank_state = {"source": parts.source.state_dict(), "rng": capture_rng()}
         ranks = gather_objects(self.env, rank_state)
+        if self.lineage is None:
+            self.lineage = ROOT if not self.checkpoints() else [[self.dir.next_branch(), None]]
         state = {
             **parts.progress.state_dict(),
             "val_loss": val_loss,
             "stable": stable,
+            "branch": self.lineage,
             "world_size": self.env.world_size,
             "config": parts.config,
         }
@@ -342,62 +391,24 @@ class Checkpointer:
         for name in [*files, STATE_FILE]:
             fsync_file(tmp / name)
         fsync_dir(tmp)
-        if final.exists():  # the same step saved twice (e.g. at the end right after a cadence save)
-            self._delete(final)
+        if final.exists():  # the same step saved twice, or an abandoned branch's checkpoint of this step
+            self.dir.delete(final)
         os.replace(tmp, final)
-        self._point(LATEST, final)
+        self.dir.point(LATEST, final)
         if state.get("stable"):
-            self._point(STABLE, final)
+            self.dir.point(STABLE, final)
         fsync_dir(self.run_dir)
         self.prune()
         return final
 
-    def _point(self, name: str, target: Path) -> None:
-        """Point the link ``RUN_DIR/name`` at checkpoint ``target`` atomically."""
-        link = self.run_dir / name
-        tmp = self.run_dir / f"{name}.tmp"
-        if tmp.is_symlink() or tmp.exists():
-            tmp.unlink()
-        os.symlink(target.name, tmp, target_is_directory=True)
-        os.replace(tmp, link)
-
-    def _delete(self, path: Path) -> None:
-        # Rename first: a crash mid-delete must not leave a half-deleted directory that looks finished.
-        doomed = path.with_name(path.name + ".deleting")
-        os.replace(path, doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
-
     def prune(self) -> None:
-        """Keep the newest ``keep`` checkpoints, the one with the lowest val loss (linked as ``best``) and the
-        end of a WSD run's stable phase (``stable``)."""
-        found = self.checkpoints()
-        keep = set(found[-self.keep :])
-        stable = self.run_dir / STABLE
-        if stable.is_symlink():
-            keep.add(self.run_dir / os.readlink(stable))
-        best, best_loss = None, float("inf")
-        for p in found:
-            try:
-                val = json.loads((p / STATE_FILE).read_text()).get("val_loss")
-            except (OSError, ValueError):
-                continue
-            if val is not None and val < best_loss:
-                best, best_loss = p, val
-        if best is not None:
-            keep.add(best)
-            self._point(BEST, best)
-        for p in found:
-            if p not in keep:
-                self._delete(p)
+        """Keep the newest ``keep`` checkpoints of the run's lineage, its best and its stable one
+        (``RunDir.prune``)."""
+        self.dir.prune(self.keep)
 
     def clear(self) -> None:
         """Delete every checkpoint and the links to them (``--overwrite``)."""
-        for p in self.checkpoints():
-            self._delete(p)
-        for name in (LATEST, BEST, STABLE):
-            link = self.run_dir / name
-            if link.is_symlink() or link.exists():
-                link.unlink()
+        self.dir.clear()
 
     # --- loading ---
 
@@ -424,24 +435,35 @@ class Checkpointer:
                     )
                 return None
             spec = found
+        spec_path = self.run_dir / LATEST if spec == LATEST else Path(spec)
         ckpt: LoadedCheckpoint | None = None  # rank 0 reads it while choosing; the others read its choice
 
-        def choose() -> str:
+        def choose() -> tuple[str, Lineage, bool]:
             nonlocal ckpt
             ckpt = self.load_first_good(spec, parts.model.config)
-            return str(ckpt.path)
+            # Resuming anything but the run's head starts a branch: the checkpoints after it are left behind.
+            head = self.dir.head()
+            line = lineage_of(ckpt.state)
+            if head is not None and head.resolve() == ckpt.path.resolve():
+                return str(ckpt.path), line, False
+            return str(ckpt.path), fork(line, int(ckpt.state["step"]), self.dir.next_branch(line)), True
 
-        chosen = on_main_rank(env, choose)
+        chosen, self.lineage, branched = on_main_rank(env, choose)
         if ckpt is None:
             ckpt = self.read(Path(chosen))
-        saved = (ckpt.state.get("config") or {}).get("optimizer", "adamw")
+        saved_config = ckpt.state.get("config") or {}
+        saved = saved_config.get("optimizer", "adamw")
         wanted = parts.config.get("optimizer", "adamw")
         if saved != wanted:
             raise IncompatibleCheckpoint(
                 f"--resume {ckpt.path}: the checkpoint was trained with --optimizer {saved}, this run has "
                 f"--optimizer {wanted}; resume with --optimizer {saved}"
             )
+        # Hyperparameters come from this run's config: the saved param groups would bring back the old ones.
+        hyper = [{k: v for k, v in g.items() if k != "params"} for g in parts.optimizer.param_groups]
         apply_checkpoint(ckpt, parts.model, parts.optimizer)
+        for group, values in zip(parts.optimizer.param_groups, hyper, strict=True):
+            group.update(values)
         parts.progress.load_state_dict(ckpt.state)
         ranks = ckpt.rank_states
         if len(ranks) != env.world_size and env.is_main:
@@ -453,8 +475,9 @@ class Checkpointer:
         mine = ranks[min(env.rank, len(ranks) - 1)]
         parts.source.load_state_dict(mine["source"])
         restore_rng(mine["rng"])
+        self.resumed = ResumeInfo(ckpt.path, ckpt.state, config_changes(saved_config, parts.config), branched)
         if env.is_main:
-            print(f"resumed from {ckpt.path} at step {ckpt.state['step']}", file=sys.stderr)
+            print(self.resumed.describe(spec_path), file=sys.stderr)
         return ckpt.path
 
     def read(self, path: Path) -> LoadedCheckpoint:

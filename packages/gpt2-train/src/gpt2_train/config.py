@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from gpt2_core.dataclass_utils import from_dict, read_toml
@@ -233,6 +234,10 @@ class TrainConfig:
             raise UserError(
                 f"--muon-adjust-lr must be {' or '.join(MUON_ADJUST_LR)}, got {self.muon_adjust_lr!r}"
             )
+        if self.early_stop_patience and not self.eval_every:
+            raise UserError(
+                "--early-stop-patience watches the val loss, which --eval-every 0 turns off; give --eval-every N"
+            )
         if self.max_steps == 0 and self.epochs == 0:
             raise UserError("give --max-steps or --epochs (both are 0)")
         if self.precision not in ("auto", "bf16", "fp32"):
@@ -318,6 +323,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+NOT_CARRIED = ("resume", "overwrite", "run_dir")
+"""Fields that say where and how this process starts, not what the run is: never taken from a checkpoint."""
+
+
 def build_config(
     preset: str | None = None,
     toml_file: str | None = None,
@@ -325,9 +334,13 @@ def build_config(
     cls: type[TrainConfig] = TrainConfig,
     presets: dict[str, dict[str, Any]] | None = None,
 ) -> TrainConfig:
-    """Defaults < ``preset`` < ``toml_file`` < ``overrides`` (the flags the user typed), as ``cls``.
+    """Defaults < ``preset`` < ``toml_file`` < ``overrides`` (the flags the user typed), as ``cls``; when it
+    resumes a checkpoint (``--resume``), defaults < ``preset`` < ``toml_file`` < the checkpoint's config <
+    ``overrides``: a resume continues the run it resumes, changed only by what the user typed (naming its
+    preset or TOML file again changes nothing the run had set).
 
-    ``preset`` names one of ``presets`` (default: :data:`PRESETS`, gpt2 train's).
+    ``preset`` names one of ``presets`` (default: :data:`PRESETS`, gpt2 train's). Without ``--run-dir``, a
+    run resumed from a checkpoint directory goes on in the directory that holds it.
     """
     presets = PRESETS if presets is None else presets
     values: dict[str, Any] = {}
@@ -341,5 +354,26 @@ def build_config(
         data = read_toml(toml_file)
         # Allow both a flat file and one with a [train] table.
         values.update(data.get("train", data))
-    values.update(overrides or {})
-    return from_dict(cls, values, toml_file or "config")
+    overrides = overrides or {}
+    cfg = from_dict(cls, {**values, **overrides}, toml_file or "config")
+    saved = _resumed_config(cfg)
+    if saved is None:
+        return cfg
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values.update({k: v for k, v in saved.items() if k in fields and k not in NOT_CARRIED})
+    values["run_dir"] = cfg.run_dir
+    if "run_dir" not in overrides and cfg.resume not in ("auto", "latest"):
+        values["run_dir"] = str(Path(cfg.resume).parent)  # RUN_DIR/stable goes on in RUN_DIR
+    return from_dict(cls, {**values, **overrides}, toml_file or "config")
+
+
+def _resumed_config(cfg: TrainConfig) -> dict[str, Any] | None:
+    """The config of the checkpoint ``cfg.resume`` starts from (None when it starts fresh, or the
+    checkpoint records none: the trainer then says what is wrong)."""
+    if not cfg.resume:
+        return None
+    from gpt2_train.run_dir import RunDir, read_state
+
+    path = RunDir(cfg.run_dir).resolve(cfg.resume)
+    saved = (read_state(path) or {}).get("config") if path is not None else None
+    return saved if isinstance(saved, dict) else None

@@ -6,10 +6,12 @@ resolved config (``max_steps`` filled in even when the user gave ``--epochs``). 
 TensorBoard-style tags: ``train/loss``, ``train/lr``, ``train/grad_norm``, ``train/tokens_per_sec``,
 ``train/mfu``, ``val/loss``, ``eval/hellaswag_acc_norm``, ...
 
-Each step is shown once even after a crash: the trainer calls ``rewind(step)`` before its first step with
-the step it continues from (the checkpoint's; -1 on a fresh start), and each logger forgets what a
+Each step is shown once even after a crash: the trainer calls ``rewind(step, branched=...)`` before its first
+step with the step it continues from (the checkpoint's; -1 on a fresh start), and each logger forgets what a
 killed run logged past it (a run killed at step 35 after its step-30 checkpoint logged 31-35, which the
-resumed run logs again).
+resumed run logs again). ``branched`` is True when the resumed run is not the one that logged past the step:
+a branch from an earlier checkpoint (``--resume RUN_DIR/stable``) or a resume with changed settings, so
+steps logged past it must not be kept even by a logger that could keep a killed run's identical ones.
 """
 
 from __future__ import annotations
@@ -36,8 +38,23 @@ class Logger(Protocol):
     def close(self) -> None:
         """Flush and release files."""
 
-    # Optional: ``rewind(step: int) -> None``, forget what was logged at steps after ``step`` (-1: all). A
-    # logger without it keeps whatever a killed run logged past the checkpoint.
+    # Optional: ``rewind(step: int, branched: bool = False) -> None``, forget what was logged at steps after
+    # ``step`` (-1: all; see the module docstring for ``branched``). A logger without it keeps whatever a
+    # killed run logged past the checkpoint.
+
+
+def rewind(logger: Any, step: int, branched: bool = False) -> None:
+    """Call ``logger.rewind`` as it accepts: with ``branched`` where its signature takes it (a third-party
+    logger written for ``rewind(step)`` alone is called so)."""
+    import inspect
+
+    method = getattr(logger, "rewind", None)
+    if method is None:
+        return
+    if "branched" in inspect.signature(method).parameters:
+        method(step, branched=branched)
+    else:
+        method(step)
 
 
 class MultiLogger:
@@ -54,10 +71,9 @@ class MultiLogger:
         for lg in self.loggers:
             lg.log_text(tag, text, step)
 
-    def rewind(self, step: int) -> None:
+    def rewind(self, step: int, branched: bool = False) -> None:
         for lg in self.loggers:
-            if hasattr(lg, "rewind"):
-                lg.rewind(step)
+            rewind(lg, step, branched)
 
     def close(self) -> None:
         for lg in self.loggers:
@@ -73,7 +89,7 @@ class NullLogger:
     def log_text(self, tag: str, text: str, step: int) -> None:
         pass
 
-    def rewind(self, step: int) -> None:
+    def rewind(self, step: int, branched: bool = False) -> None:
         pass
 
     def close(self) -> None:
@@ -103,6 +119,7 @@ def _fmt(metrics: Mapping[str, float]) -> str:
     short = {
         "train/loss": "loss",
         "train/lr": "lr",
+        "train/lr_muon": "muon lr",
         "train/grad_norm": "norm",
         "train/tokens_per_sec": "tok/s",
         "train/mfu": "mfu",
@@ -112,7 +129,7 @@ def _fmt(metrics: Mapping[str, float]) -> str:
     for key, name in short.items():
         if key in metrics:
             v = metrics[key]
-            if key == "train/lr":
+            if key.startswith("train/lr"):
                 parts.append(f"{name} {v:.2e}")
             elif key == "train/tokens_per_sec":
                 parts.append(f"{name} {v:,.0f}")

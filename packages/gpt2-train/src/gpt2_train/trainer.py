@@ -9,6 +9,7 @@ pass (see :class:`Trainer`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
@@ -21,21 +22,23 @@ from typing import Any
 
 import torch
 from gpt2_core.cpu_matmul import route_of
+from gpt2_core.dataclass_utils import from_dict
 from gpt2_core.errors import RunStopped, UserError
 from gpt2_core.model import GPT
 from gpt2_data.batch_source import BatchSource
 
 from gpt2_train import accel
 from gpt2_train.allocator import restore_malloc_defaults, retain_freed_memory
-from gpt2_train.checkpoint import BEST, Checkpointer, CheckpointParts
+from gpt2_train.checkpoint import Checkpointer, CheckpointParts, ResumeInfo
 from gpt2_train.config import TrainConfig
 from gpt2_train.distributed import DistEnv, any_rank, barrier, setup_distributed, teardown_distributed
 from gpt2_train.evals import HellaSwagEvaluator, Sampler, Validator, every
-from gpt2_train.loggers import NullLogger, build_loggers
+from gpt2_train.loggers import NullLogger, build_loggers, rewind
 from gpt2_train.mfu import flops_per_token, peak_flops
 from gpt2_train.optim import build_optimizer, lr_at, wsd_decay_start
 from gpt2_train.parallel import parallelize
 from gpt2_train.precision import autocast_dtype
+from gpt2_train.run_dir import BEST, STABLE
 from gpt2_train.step import StepResult, TrainStep
 
 
@@ -221,8 +224,12 @@ class Trainer:
         self.step = 0
         self.tokens_seen = 0
         self.best_val_loss: float | None = None
+        self.early_stop_best: float | None = None
+        """The val loss early stopping compares with: the last one that beat the one before it by
+        ``early_stop_min_delta`` (Keras's and Lightning's rule; ``best_val_loss`` also follows smaller gains)."""
         self.evals_since_best = 0
         """Val losses in a row without a new best by ``early_stop_min_delta`` (for ``--early-stop-patience``)."""
+        self.stopped_early = False
         self.tokens_per_step = cfg.total_batch_tokens
         self.checkpointer = Checkpointer(
             cfg.run_dir,
@@ -238,6 +245,8 @@ class Trainer:
             ),
             env=self.env,
         )
+        if cfg.early_stop_patience and val_source is None:
+            raise UserError("--early-stop-patience watches the val loss, and this run has no val data")
         self.validator = Validator(
             val_source, cfg.eval_batches, cfg.eval_every, self.env, self.autocast_dtype
         )
@@ -278,7 +287,10 @@ class Trainer:
             "step": self.step,
             "tokens_seen": self.tokens_seen,
             "best_val_loss": self.best_val_loss,
+            "early_stop_best": self.early_stop_best,
             "evals_since_best": self.evals_since_best,
+            "stopped_early": self.stopped_early,
+            "total_steps": self.total_steps,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -286,7 +298,9 @@ class Trainer:
         self.step = int(state["step"])
         self.tokens_seen = int(state["tokens_seen"])
         self.best_val_loss = state.get("best_val_loss")
+        self.early_stop_best = state.get("early_stop_best", self.best_val_loss)
         self.evals_since_best = int(state.get("evals_since_best", 0))
+        self.stopped_early = bool(state.get("stopped_early", False))
 
     def start(self) -> TrainStep:
         """Resume (``--resume``) or clear (``--overwrite``) the run, once; returns the step function."""
@@ -301,10 +315,40 @@ class Trainer:
             if self.env.is_main:
                 self.checkpointer.clear()
             barrier(self.env)
-        # Each step logged once: forget what a killed run logged past the checkpoint (all of it when fresh).
+        info = self.checkpointer.resumed
+        if info is not None and self.env.is_main:
+            self._warn_lr_jump(info)
+        # Each step logged once: forget what a killed run logged past the checkpoint (all of it when fresh);
+        # a run that differs from the one logged past it (a branch, changed settings) must not keep its steps.
         if hasattr(self.logger, "rewind"):  # a logger given by the caller may not have it
-            self.logger.rewind(self.step if resumed else -1)
+            branched = info is not None and (info.branched or bool(info.changes))
+            rewind(self.logger, self.step if resumed else -1, branched=branched)
         return self.train_step
+
+    def _warn_lr_jump(self, info: ResumeInfo) -> None:
+        """Say so when the learning rate jumps at the resumed step (a finished run resumed with a larger
+        ``--max-steps``, a changed ``--lr``): peers allow it, but it is rarely what a user meant."""
+        try:
+            fields = {f.name for f in dataclasses.fields(self.cfg)}
+            config = {k: v for k, v in (info.state.get("config") or {}).items() if k in fields}
+            saved = from_dict(type(self.cfg), config, "checkpoint")
+        except UserError:
+            return
+        saved_total = int(info.state.get("total_steps") or saved.max_steps or self.total_steps)
+        step = info.step
+        if step == 0 or step >= self.total_steps:
+            return
+        before, after = lr_at(step - 1, saved, saved_total), lr_at(step, self.cfg, self.total_steps)
+        if abs(after - before) <= 0.25 * max(before, after):
+            return
+        hint = ""
+        if self.cfg.lr_schedule == "wsd" and saved_total > step - 1 >= wsd_decay_start(saved, saved_total):
+            hint = f"; to train longer as if planned, resume {Path(self.cfg.run_dir) / STABLE} instead"
+        elif step == saved_total and self.cfg.lr_schedule == "cosine":
+            hint = "; a cosine run cannot be extended as if planned (a --lr-schedule wsd run can, from RUN/stable)"
+        self._warn(
+            f"the learning rate jumps from {before:.3g} at step {step} to {after:.3g} at step {step + 1}{hint}"
+        )
 
     def close(self) -> None:
         """End what the trainer started: its loggers, the CPU allocator setting, and the process group when
@@ -337,10 +381,11 @@ class Trainer:
         worst = torch.zeros((), dtype=torch.int64, device=env.device)
         if env.is_main and self.step == 0:
             self.logger.log_text("config", json.dumps(cfg.to_dict(), indent=2), 0)
-        self._print_start()
-        early = False
+        early = self._still_stopped()
+        if not early:
+            self._print_start()
         with _Signals() as signals:
-            while self.step < self.total_steps:
+            while self.step < self.total_steps and not early:
                 result = train_step(self.train_source, lr_at(self.step, cfg, self.total_steps))
                 self.step += 1
                 self.tokens_seen += self.tokens_per_step
@@ -358,13 +403,17 @@ class Trainer:
                 val = self._evaluate(last)
                 improved = val is not None and (self.best_val_loss is None or val < self.best_val_loss)
                 if val is not None:
-                    better = self.best_val_loss is None or val < self.best_val_loss - cfg.early_stop_min_delta
+                    ref = self.early_stop_best
+                    better = ref is None or val < ref - cfg.early_stop_min_delta
                     self.evals_since_best = 0 if better else self.evals_since_best + 1
+                    if better:
+                        self.early_stop_best = val
                 if improved:
                     self.best_val_loss = val
                 # Every rank must agree, or they would stop (or gather states) at different steps.
                 stop = any_rank(env, signals.received is not None)
                 early = any_rank(env, 0 < cfg.early_stop_patience <= self.evals_since_best) and not last
+                self.stopped_early = early
                 due = any_rank(env, self.checkpointer.due(self.step))
                 stable = self._stable_end()
                 if due or improved or last or stop or early or stable:
@@ -373,7 +422,7 @@ class Trainer:
                     self._log_clock = (time.perf_counter(), self.step)  # tokens/s: training only
                 if early:
                     self._say_early_stop()
-                if stop or early:
+                if stop:
                     break
         return TrainResult(
             step=self.step,
@@ -392,11 +441,27 @@ class Trainer:
         start = wsd_decay_start(self.cfg, self.total_steps)
         return self.step == start and 0 < start < self.total_steps
 
+    def _still_stopped(self) -> bool:
+        """Whether the resumed run had stopped early and still would (the same or a smaller patience): it
+        stays stopped, saying so, rather than train one more step and stop again."""
+        cfg = self.cfg
+        if not (self.stopped_early and 0 < cfg.early_stop_patience <= self.evals_since_best):
+            return False
+        if self.env.is_main:
+            print(
+                f"the run stopped early at step {self.step} ({self.evals_since_best} val losses without one "
+                f"below {self.early_stop_best:.4f} - {cfg.early_stop_min_delta:g}); nothing to do. To train "
+                f"on, resume with a larger --early-stop-patience (or 0); best checkpoint: "
+                f"{Path(cfg.run_dir) / BEST}",
+                file=sys.stderr,
+            )
+        return True
+
     def _say_early_stop(self) -> None:
         if self.env.is_main:
             print(
                 f"early stop at step {self.step}: {self.evals_since_best} val losses without one below "
-                f"{self.best_val_loss:.4f} - {self.cfg.early_stop_min_delta:g}; best checkpoint: "
+                f"{self.early_stop_best:.4f} - {self.cfg.early_stop_min_delta:g}; best checkpoint: "
                 f"{Path(self.cfg.run_dir) / BEST}",
                 file=sys.stderr,
             )
@@ -450,7 +515,7 @@ class Trainer:
         tps = (self.step - since_step) * self.tokens_per_step / max(now - since, 1e-9)
         metrics = {
             "train/loss": loss,
-            "train/lr": lr_at(self.step - 1, self.cfg, self.total_steps),
+            **self._learning_rates(),
             "train/grad_norm": float(result.grad_norm),
             "train/tokens_per_sec": tps,
         }
@@ -458,6 +523,16 @@ class Trainer:
             metrics["train/mfu"] = tps * self.flops_per_token / (self.peak * self.env.world_size)
         self.logger.log(metrics, self.step)
         return loss
+
+    def _learning_rates(self) -> dict[str, float]:
+        """The step's learning rates: ``train/lr`` the schedule's (``--lr``'s scale), and
+        ``train/lr_<optimizer>`` for each optimizer whose groups have a peak of their own (an ``lr_scale``:
+        Muon's at ``--muon-lr``)."""
+        rates = {"train/lr": lr_at(self.step - 1, self.cfg, self.total_steps)}
+        for opt in getattr(self.optimizer, "optimizers", [self.optimizer]):
+            if opt.param_groups and "lr_scale" in opt.param_groups[0]:
+                rates[f"train/lr_{type(opt).__name__.lower()}"] = opt.param_groups[0]["lr"]
+        return rates
 
     def _warn(self, msg: str) -> None:
         """One warning line: to the loggers, and to stderr unless the console logger prints it."""

@@ -9,10 +9,16 @@ later ``wandb sync``.
 
 A resumed run continues the same W&B run: its id is kept in ``RUN_DIR/wandb-run-id`` and passed back with
 ``resume="allow"``. W&B's history accepts only increasing steps, and its way to truncate one
-(``resume_from``, "rewind") is in private preview; so the logger keeps the last step it sent in
+(``resume_from``, "rewind") is in preview; so the logger keeps the last step it sent in
 ``RUN_DIR/wandb-last-step``, and a resumed run sends nothing until it is past that step: the steps a killed
 run logged after its checkpoint keep that run's values (equal but for timings: a resume is exact), and each
 step is shown once, online or synced from offline directories alike.
+
+A run that branches (``--resume RUN_DIR/stable --max-steps LONGER``, or a resume with changed settings:
+the trainer's ``rewind(step, branched=True)``) while the W&B run holds steps past ``step`` cannot keep them:
+they are the run it leaves. It goes on in a new W&B run forked from the old one at ``step`` (W&B's
+``fork_from``: the new run shows the old one's history up to there, then its own), says so in one line, and
+keeps the new id in ``RUN_DIR/wandb-run-id``.
 """
 
 from __future__ import annotations
@@ -42,31 +48,46 @@ class WandbLogger:
         """Steps below this one are already in the W&B run (a resumed one) and are not sent again."""
         self.tables: dict[str, Any] = {}
 
-    def rewind(self, step: int) -> None:
-        """Start the W&B run: a new one when ``step`` is -1 (a fresh start), else the one of the run
-        directory, resumed past the last step it holds."""
+    def rewind(self, step: int, branched: bool = False) -> None:
+        """Start the W&B run: a new one when ``step`` is -1 (a fresh start); else the one of the run
+        directory, resumed past the last step it holds, or, when ``branched`` and it holds steps past
+        ``step``, a new one forked from it at ``step``."""
         id_file, last_file = self.run_dir / ID_FILE, self.run_dir / LAST_STEP_FILE
         resume_id = id_file.read_text().strip() if step >= 0 and id_file.is_file() else None
+        last = int(last_file.read_text()) if resume_id and last_file.is_file() else -1
+        if resume_id and branched and last > step:
+            self._start(None, fork_from=(resume_id, step))
+            if self.run is not None:
+                print(
+                    f"wandb: this run leaves the one W&B run {resume_id} logged past step {step}: logging to "
+                    f"{self.run.id}, forked from it at step {step}",
+                    file=sys.stderr,
+                )
+                self._sent(step)  # the new run holds the old one's steps up to here, none past it
+            self.first_step = step + 1
+            return
         self._start(resume_id)
-        if resume_id and last_file.is_file():
-            self.first_step = max(self.first_step, int(last_file.read_text()) + 1)
+        if resume_id:
+            self.first_step = max(self.first_step, last + 1)
 
-    def _start(self, resume_id: str | None) -> None:
+    def _start(self, resume_id: str | None, fork_from: tuple[str, int] | None = None) -> None:
         import wandb
 
         run_id = resume_id or secrets.token_hex(4)  # W&B's ids: 8 lowercase letters and digits
         (self.run_dir / ID_FILE).write_text(run_id + "\n")
         cfg = self.config
+        # W&B takes one of resume and fork_from: a fork is a new run that starts with the old one's history.
+        how = {"fork_from": f"{fork_from[0]}?_step={fork_from[1]}"} if fork_from else {"resume": "allow"}
         try:
             self.run = wandb.init(
                 project=cfg.project,
                 name=cfg.run_name or self.run_dir.resolve().name,
                 config=cfg.to_dict(),
                 id=run_id,
-                resume="allow",
                 dir=str(self.run_dir),
                 # The console logger prints to the terminal; W&B wrapping stdout/stderr too would fight it.
                 settings=wandb.Settings(console="off", silent=True),
+                **how,
             )
         except Exception as e:  # bad credentials, no server: the run must go on with the other loggers
             self.failed = True
