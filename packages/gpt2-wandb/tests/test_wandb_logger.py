@@ -4,9 +4,6 @@ parsed into W&B's protobuf records), never from the network."""
 from __future__ import annotations
 
 import json
-import struct
-import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +14,7 @@ from gpt2_core.model import GPT
 from gpt2_data.batch_source import BatchSource
 from gpt2_train.config import TrainConfig
 from gpt2_train.trainer import Trainer
+from wandb_records import finished, followed_history, history, run_record, wandb_files
 
 
 class Crash(Exception):
@@ -66,60 +64,6 @@ def train(run_dir: Path, crash_at: int = -1, **overrides: object) -> None:
     Trainer(TrainConfig(**values), model=GPT(config), train_source=Source(crash_at)).fit()
 
 
-def records(path: Path) -> list:
-    """W&B's protobuf records in a .wandb file: a ':W&B' header, then LevelDB's log format (32 KiB blocks of
-    chunks, each a CRC-32, a length, and a full/first/middle/last type)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    out, pos, pending = [], 7, b""
-    while pos + 7 <= len(data):
-        if 32768 - pos % 32768 < 7:  # a block's tail too short for a chunk header is padding
-            pos += 32768 - pos % 32768
-            continue
-        crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        chunk = data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind == 0:
-            break
-        assert zlib.crc32(chunk, zlib.crc32(bytes([kind]))) == crc
-        pending += chunk
-        if kind in (1, 4):  # full, last
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            out.append(record)
-            pending = b""
-    return out
-
-
-def finished(path: Path) -> list:
-    """The records of a run's .wandb file once it holds the run's exit record: W&B's service may still be
-    writing it when ``finish()`` returns."""
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            out = records(path)
-        except (AssertionError, ValueError):  # a chunk still being written
-            out = []
-        if (out and out[-1].WhichOneof("record_type") == "exit") or time.monotonic() > deadline:
-            return out
-        time.sleep(0.05)
-
-
-def history(path: Path) -> dict[int, dict]:
-    rows: dict[int, dict] = {}
-    for r in finished(path):
-        if r.WhichOneof("record_type") == "history":
-            items = {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in r.history.item}
-            rows.setdefault(items["_step"], {}).update(items)
-    return rows
-
-
-def wandb_files(run_dir: Path) -> list[Path]:
-    return sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
-
-
 @pytest.fixture(autouse=True)
 def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     import wandb
@@ -157,40 +101,43 @@ def test_offline_run_holds_the_scalars_config_and_samples(tmp_path: Path) -> Non
     assert tables == [[3, texts[0]], [6, texts[1]]]
 
 
-def test_a_resumed_run_continues_the_same_wandb_run_each_step_once(tmp_path: Path) -> None:
+def test_a_resumed_run_rewinds_the_same_wandb_run_each_step_once(tmp_path: Path) -> None:
     run = tmp_path / "run"
     with pytest.raises(Crash):  # dies in step 9, after logging 8 with its last checkpoint at 6
         train(run, crash_at=8, max_steps=10, checkpoint_every_steps=3, keep=5)
     train(run, max_steps=10, checkpoint_every_steps=3, keep=5, resume="auto")
     first, second = wandb_files(run)
-    ids = [r.run.run_id for p in (first, second) for r in finished(p) if r.WhichOneof("record_type") == "run"]
-    assert ids[0] == ids[1] == (run / "wandb-run-id").read_text().strip()
+    run_id = (run / "wandb-run-id").read_text().strip()
+    assert run_record(first).run_id == run_id
+    resumed = run_record(second)  # the same run, rewound to the checkpoint's step
+    assert (resumed.run_id, resumed.branch_point.run, resumed.branch_point.value) == (run_id, run_id, 6)
     assert sorted(history(first)) == list(range(1, 9))
-    assert sorted(history(second)) == [9, 10]  # 7-8 are in the W&B run already, with the same values
+    assert sorted(history(second)) == [7, 8, 9, 10]
+    logged = {r["step"]: r for r in map(json.loads, (run / "metrics.jsonl").open())}
+    shown = followed_history(run)
+    assert sorted(shown) == sorted(logged) == list(range(1, 11))
+    for step, row in logged.items():
+        assert shown[step]["train/loss"] == pytest.approx(row["train/loss"], rel=1e-12), step
 
 
-def test_an_extension_from_stable_forks_the_wandb_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_an_extension_from_stable_rewinds_the_wandb_run(tmp_path: Path) -> None:
     """A finished WSD run extended from RUN/stable: the W&B run's steps past the stable checkpoint are the
-    abandoned run's, so the extension logs to a new run forked there, each step's values the extension's."""
+    abandoned run's; the rewound run shows the extension's values there."""
     run = tmp_path / "run"
     wsd = dict(lr_schedule="wsd", decay_fraction=0.5, warmup_steps=2)
     train(run, max_steps=8, **wsd)  # stable phase ends at step 4
-    first_id = (run / "wandb-run-id").read_text().strip()
-    capsys.readouterr()
     train(run, max_steps=12, resume=str(run / "stable"), **wsd)
-    assert "forked from it at step 4" in capsys.readouterr().err
     first, second = wandb_files(run)
-    (fork,) = [r.run for r in finished(second) if r.WhichOneof("record_type") == "run"]
-    assert fork.run_id != first_id and fork.run_id == (run / "wandb-run-id").read_text().strip()
-    assert (fork.branch_point.run, fork.branch_point.value) == (first_id, 4)
-    rows = history(second)
-    assert sorted(rows) == list(range(5, 13))
+    rewound = run_record(second)
+    assert rewound.run_id == run_record(first).run_id == (run / "wandb-run-id").read_text().strip()
+    assert (rewound.branch_point.run, rewound.branch_point.value) == (rewound.run_id, 4)
     logged = {r["step"]: r for r in map(json.loads, (run / "metrics.jsonl").open())}
-    assert sorted(logged) == list(range(1, 13))
-    for step in range(5, 13):
-        assert rows[step]["train/lr"] == pytest.approx(logged[step]["train/lr"], rel=1e-12)
-        assert rows[step]["train/loss"] == pytest.approx(logged[step]["train/loss"], rel=1e-12)
-    assert rows[6]["train/lr"] == pytest.approx(6e-4)  # still stable: the decay now starts after step 6
+    shown = followed_history(run)
+    assert sorted(shown) == sorted(logged) == list(range(1, 13))
+    for step, row in logged.items():
+        for tag in ("train/lr", "train/loss"):
+            assert shown[step][tag] == pytest.approx(row[tag], rel=1e-12), (step, tag)
+    assert shown[6]["train/lr"] == pytest.approx(6e-4)  # still stable: the decay now starts after step 6
 
 
 def test_bad_server_warns_in_one_line_and_the_run_goes_on(

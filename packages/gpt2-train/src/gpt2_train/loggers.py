@@ -6,12 +6,11 @@ resolved config (``max_steps`` filled in even when the user gave ``--epochs``). 
 TensorBoard-style tags: ``train/loss``, ``train/lr``, ``train/grad_norm``, ``train/tokens_per_sec``,
 ``train/mfu``, ``val/loss``, ``eval/hellaswag_acc_norm``, ...
 
-Each step is shown once even after a crash: the trainer calls ``rewind(step, branched=...)`` before its first
-step with the step it continues from (the checkpoint's; -1 on a fresh start), and each logger forgets what a
-killed run logged past it (a run killed at step 35 after its step-30 checkpoint logged 31-35, which the
-resumed run logs again). ``branched`` is True when the resumed run is not the one that logged past the step:
-a branch from an earlier checkpoint (``--resume RUN_DIR/stable``) or a resume with changed settings, so
-steps logged past it must not be kept even by a logger that could keep a killed run's identical ones.
+Each step is shown once even after a crash or an extension: the trainer calls ``rewind(step)`` before its
+first step with the step it continues from (the checkpoint's; -1 on a fresh start), and each logger forgets
+what was logged past it: what a killed run logged after its checkpoint (a run killed at step 35 after its
+step-30 checkpoint logged 31-35, which the resumed run logs again), or the steps of the run that an
+extension from ``RUN_DIR/stable`` leaves.
 """
 
 from __future__ import annotations
@@ -38,23 +37,8 @@ class Logger(Protocol):
     def close(self) -> None:
         """Flush and release files."""
 
-    # Optional: ``rewind(step: int, branched: bool = False) -> None``, forget what was logged at steps after
-    # ``step`` (-1: all; see the module docstring for ``branched``). A logger without it keeps whatever a
-    # killed run logged past the checkpoint.
-
-
-def rewind(logger: Any, step: int, branched: bool = False) -> None:
-    """Call ``logger.rewind`` as it accepts: with ``branched`` where its signature takes it (a third-party
-    logger written for ``rewind(step)`` alone is called so)."""
-    import inspect
-
-    method = getattr(logger, "rewind", None)
-    if method is None:
-        return
-    if "branched" in inspect.signature(method).parameters:
-        method(step, branched=branched)
-    else:
-        method(step)
+    # Optional: ``rewind(step: int) -> None``, forget what was logged at steps after ``step`` (-1: all). A
+    # logger without it keeps whatever was logged past the resumed step.
 
 
 class MultiLogger:
@@ -71,9 +55,10 @@ class MultiLogger:
         for lg in self.loggers:
             lg.log_text(tag, text, step)
 
-    def rewind(self, step: int, branched: bool = False) -> None:
+    def rewind(self, step: int) -> None:
         for lg in self.loggers:
-            rewind(lg, step, branched)
+            if hasattr(lg, "rewind"):
+                lg.rewind(step)
 
     def close(self) -> None:
         for lg in self.loggers:
@@ -89,7 +74,7 @@ class NullLogger:
     def log_text(self, tag: str, text: str, step: int) -> None:
         pass
 
-    def rewind(self, step: int, branched: bool = False) -> None:
+    def rewind(self, step: int) -> None:
         pass
 
     def close(self) -> None:

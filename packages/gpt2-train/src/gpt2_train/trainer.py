@@ -33,7 +33,7 @@ from gpt2_train.checkpoint import Checkpointer, CheckpointParts, ResumeInfo
 from gpt2_train.config import TrainConfig
 from gpt2_train.distributed import DistEnv, any_rank, barrier, setup_distributed, teardown_distributed
 from gpt2_train.evals import HellaSwagEvaluator, Sampler, Validator, every
-from gpt2_train.loggers import NullLogger, build_loggers, rewind
+from gpt2_train.loggers import NullLogger, build_loggers
 from gpt2_train.mfu import flops_per_token, peak_flops
 from gpt2_train.optim import build_optimizer, lr_at, wsd_decay_start
 from gpt2_train.parallel import parallelize
@@ -318,11 +318,9 @@ class Trainer:
         info = self.checkpointer.resumed
         if info is not None and self.env.is_main:
             self._warn_lr_jump(info)
-        # Each step logged once: forget what a killed run logged past the checkpoint (all of it when fresh);
-        # a run that differs from the one logged past it (a branch, changed settings) must not keep its steps.
+        # Each step logged once: forget what was logged past the checkpoint (all of it when fresh).
         if hasattr(self.logger, "rewind"):  # a logger given by the caller may not have it
-            branched = info is not None and (info.branched or bool(info.changes))
-            rewind(self.logger, self.step if resumed else -1, branched=branched)
+            self.logger.rewind(self.step if resumed else -1)
         return self.train_step
 
     def _warn_lr_jump(self, info: ResumeInfo) -> None:

@@ -1,0 +1,159 @@
+"""Resume and extension crossed with the other features a user combines them with: each optimizer x schedule x
+parallelism, killed (SIGKILL, then the same command with ``--resume auto``) and, for WSD, the finished run
+extended from ``RUN_DIR/stable`` as gpt2-train's README types it; every logger on. Each ends as its planned,
+uninterrupted twin does, bit for bit; ``latest`` is its newest checkpoint; jsonl, TensorBoard and wandb (offline)
+each hold every step once, with the twin's values."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from cli_helpers import TORCHRUN, metrics
+from wandb_records import followed_history
+
+LOGGERS = ["console", "jsonl", "tensorboard", "wandb", "kill-switch"]
+"""Every logger, and last the test's own (tests/fixtures/gpt2-kill-switch), which SIGKILLs rank 0 right after
+the others logged step ``GPT2_KILL_AT_STEP``."""
+STEPS, LONGER, KILL_AT = 8, 12, 5
+"""The planned run, a WSD run's extension, and the step after which the run dies (its checkpoint: step 4)."""
+COMPARED = ("train/loss", "train/lr", "train/grad_norm", "val/loss")
+
+COMBOS = [
+    (optimizer, schedule, parallel)
+    for optimizer in ("adamw", "muon")
+    for schedule in ("cosine", "wsd")
+    for parallel in ("none", "ddp", "fsdp")
+    if not (optimizer == "muon" and parallel == "fsdp")  # refused: Muon orthogonalises whole matrices
+]
+
+
+def command(parallel: str, *args: str) -> list[str]:
+    launcher = [sys.executable] if parallel == "none" else [*TORCHRUN, "--nproc-per-node=2"]
+    return [*launcher, "-m", "gpt2_cli", "train", *args]
+
+
+def run(parallel: str, args: list[str], env: dict[str, str], kill_at: int = 0) -> None:
+    """``gpt2 train ARGS``: one process in this one (no start-up) unless it is to die, else a fresh process
+    (under torchrun with two ranks for ddp and fsdp)."""
+    if parallel == "none" and not kill_at:
+        from gpt2_cli.main import main
+
+        try:
+            main(["train", *args])
+        except SystemExit as e:
+            assert not e.code, f"exit {e.code}"
+        return
+    env = {**env, "GPT2_KILL_AT_STEP": str(kill_at)} if kill_at else env
+    r = subprocess.run(command(parallel, *args), capture_output=True, text=True, env=env, timeout=600)
+    assert (r.returncode != 0) == bool(kill_at), f"exit {r.returncode}\n{r.stderr[-3000:]}"
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    from gpt2_core.model import GPT
+
+    return GPT.from_pretrained(run_dir / "latest").state_dict()  # either layout, as one model
+
+
+def tensorboard(run_dir: Path) -> dict[str, dict[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()  # applies each purge: a resumed run's steps replace those its killed one logged
+    out = {}
+    for tag in COMPARED:
+        events = acc.Scalars(tag) if tag in acc.Tags()["scalars"] else []
+        steps = [e.step for e in events]
+        assert len(steps) == len(set(steps)), f"{tag}: a step twice in TensorBoard: {steps}"
+        out[tag] = {e.step: e.value for e in events}
+    return out
+
+
+def assert_same_run(got: Path, twin: Path, steps: int, wandb_lost: int = 0) -> None:
+    """``got`` ended as ``twin``: same weights bit for bit, ``latest`` its newest checkpoint, each logger
+    holding every step once with the twin's values; W&B may lack steps up to ``wandb_lost``, which a SIGKILLed
+    process had logged but W&B's service had not yet written (gpt2-wandb's README)."""
+    ours, theirs = weights(got), weights(twin)
+    for name, tensor in theirs.items():
+        assert torch.equal(ours[name], tensor), name
+    assert os.readlink(got / "latest") == f"step_{steps:08d}"
+    newest = max(int(p.name[5:]) for p in got.glob("step_*") if p.is_dir())
+    assert newest >= steps  # an abandoned branch may hold later steps; latest is this run's newest
+    rows, twin_rows = metrics(got), metrics(twin)
+    for tag in COMPARED:
+        mine = [(r["step"], r[tag]) for r in rows if tag in r]
+        assert mine == [(r["step"], r[tag]) for r in twin_rows if tag in r], f"jsonl {tag}"
+    assert [r["step"] for r in rows if "train/loss" in r] == list(range(1, steps + 1))
+    ours_tb, twin_tb = tensorboard(got), tensorboard(twin)
+    for tag in COMPARED:
+        assert ours_tb[tag] == twin_tb[tag], f"tensorboard {tag}"
+    history, twin_history = followed_history(got), followed_history(twin)
+    assert sorted(twin_history) == list(range(1, steps + 1))
+    assert set(range(wandb_lost + 1, steps + 1)) <= set(history) <= set(twin_history), sorted(history)
+    for step, row in history.items():
+        for tag in COMPARED:
+            assert row.get(tag) == twin_history[step].get(tag), f"wandb {tag} at step {step}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("optimizer", "schedule", "parallel"), COMBOS)
+def test_killed_and_extended_runs_end_as_their_twins(
+    optimizer: str,
+    schedule: str,
+    parallel: str,
+    data_dir: Path,
+    tmp_path: Path,
+    fixture_plugin,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("GPT2_KILL_AT_STEP", raising=False)
+    env = fixture_plugin("gpt2-kill-switch")
+    planned = ["--model", "nano", "--micro-batch", "2", "--seq-len", "32", "--total-batch-tokens", "128"]
+    planned += [
+        "--data-dir",
+        str(data_dir),
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--cpu-matmul",
+        "torch",
+    ]
+    planned += ["--optimizer", optimizer, "--lr-schedule", schedule, "--warmup-steps", "2", "--lr", "3e-3"]
+    planned += ["--eval-every", "4", "--eval-batches", "2", "--checkpoint-every-steps", "2"]
+    planned += ["--checkpoint-every-seconds", "0", *(x for name in LOGGERS for x in ("--logger", name))]
+    if parallel == "fsdp":
+        planned += ["--parallel", "fsdp"]
+    # A cosine run: SIGKILLed after step 5 (checkpoint 4), then the same command line (a requeued job),
+    # against its twin. A WSD run: the same, then trained longer from the end of its stable phase (step 6) as
+    # gpt2-train's README types it (everything else is the run's own), against a run planned that long.
+    twin, killed = tmp_path / "twin", tmp_path / "killed"
+    planned_steps = STEPS if schedule == "cosine" else LONGER
+    try:
+        run(parallel, [*planned, "--run-dir", str(twin), "--max-steps", str(planned_steps)], env)
+        again = [*planned, "--run-dir", str(killed), "--max-steps", str(STEPS), "--resume", "auto"]
+        run(parallel, again, env, kill_at=KILL_AT)
+        assert max(r["step"] for r in metrics(killed)) == KILL_AT
+        run(parallel, again, env)
+        if schedule == "wsd":
+            assert os.readlink(killed / "stable") == "step_00000006"
+            extend = [
+                "--run-dir",
+                str(killed),
+                "--resume",
+                str(killed / "stable"),
+                "--max-steps",
+                str(LONGER),
+            ]
+            run(parallel, extend, env)
+    finally:
+        wandb.teardown()  # W&B reads its settings from the environment once per process setup
+    assert_same_run(killed, twin, planned_steps, wandb_lost=KILL_AT - 1)
