@@ -153,3 +153,34 @@ def test_bad_server_warns_in_one_line_and_the_run_goes_on(
     warnings = [line for line in capsys.readouterr().err.splitlines() if "--logger wandb" in line]
     assert len(warnings) == 1 and "continuing without it" in warnings[0]
     assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").open()] == [1, 2]
+
+
+def test_a_refused_rewind_logs_to_a_new_run_naming_the_old_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A server without rewind (W&B's resume_from is in beta): one line, and a new run whose config names the
+    run and step it goes on from."""
+    import wandb
+
+    run = tmp_path / "run"
+    train(run, max_steps=4, checkpoint_every_steps=2)
+    old = (run / "wandb-run-id").read_text().strip()
+    init = wandb.init
+
+    def no_rewind(**kwargs: object) -> object:
+        if kwargs.get("resume_from"):
+            raise wandb.errors.CommError("rewinding runs is not enabled for this account")
+        return init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", no_rewind)
+    capsys.readouterr()
+    train(run, max_steps=6, checkpoint_every_steps=2, resume=str(run / "step_00000002"))
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("wandb:")]
+    assert len(lines) == 1 and f"run {old} cannot be rewound to step 2" in lines[0], lines
+    new = (run / "wandb-run-id").read_text().strip()
+    assert new != old
+    record = run_record(wandb_files(run)[-1])
+    assert record.run_id == new
+    config = {i.key: json.loads(i.value_json) for i in record.config.update}
+    assert config["wandb_resumed_from"] == f"{old}?_step=2"
+    assert sorted(history(wandb_files(run)[-1])) == [3, 4, 5, 6]
