@@ -183,7 +183,7 @@ class ResumeInfo:
 
     def describe(self, spec: Path) -> str:
         """The one line a resumed run starts with."""
-        where = str(spec) if spec.resolve() == self.path.resolve() else f"{spec} ({self.path.name})"
+        where = str(spec) if spec.name == self.path.name else f"{spec} ({self.path.name})"
         line = f"resumed from {where} at step {self.step}"
         if self.branched:
             line += " as a new branch (checkpoints after it are kept but no longer followed)"
