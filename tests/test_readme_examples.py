@@ -73,6 +73,7 @@ SUBSTITUTIONS = [
     (r"~/models/openai-gpt2", "export/tiny-hf"),  # the Hugging Face directory exported just before
     (r"(gpt2 serve [^|#]*?)\s*(#.*)?$", r"\1 --port {port}"),
     (r"127\.0\.0\.1:8000", "127.0.0.1:{port}"),
+    (r"^curl ", "curl --fail-with-body "),  # curl exits 0 on an HTTP error; a 404 must fail the example
 ]
 """(pattern, replacement) applied in order to every command and python example that runs. Flags appended
 last win (click keeps an option's last value), so the example's own flags stay as written."""
