@@ -139,7 +139,8 @@ class TrainConfig:
 
     # --- logging and evaluation ---
     loggers: list[str] = field(default_factory=lambda: ["console", "jsonl", "tensorboard"])
-    """Loggers to use (repeatable): console, jsonl, tensorboard, or one from a plugin (wandb: gpt2-wandb)."""
+    """Loggers to use (repeatable): console, jsonl, tensorboard, or one from a plugin (wandb: gpt2-wandb);
+    jsonl (metrics.jsonl, the run's own record) is always kept."""
     project: str = "gpt2"
     """Project the run belongs to, in loggers that group runs by project (wandb; its entity: WANDB_ENTITY)."""
     run_name: str | None = None
