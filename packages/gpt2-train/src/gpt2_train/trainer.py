@@ -33,7 +33,7 @@ from gpt2_train.distributed import DistEnv, any_rank, barrier, setup_distributed
 from gpt2_train.evals import HellaSwagEvaluator, Sampler, Validator, every
 from gpt2_train.loggers import NullLogger, build_loggers
 from gpt2_train.mfu import flops_per_token, peak_flops
-from gpt2_train.optim import build_optimizer, lr_at, wsd_decay_start
+from gpt2_train.optim import build_optimizer, lr_at, schedule_summary, schedule_warning, wsd_decay_start
 from gpt2_train.parallel import parallelize
 from gpt2_train.precision import autocast_dtype
 from gpt2_train.step import StepResult, TrainStep
@@ -438,9 +438,13 @@ class Trainer:
             f"training {n / 1e6:.1f}M parameters on {self.device_desc}{matmul}, {self.env.world_size} rank(s)"
             f"{sharded}: "
             f"steps {self.step}..{self.total_steps}, {self.tokens_per_step:,} tokens/step "
-            f"(micro-batch {self.cfg.micro_batch} x {self.cfg.seq_len}, accumulation {self.grad_accum})",
+            f"(micro-batch {self.cfg.micro_batch} x {self.cfg.seq_len}, accumulation {self.grad_accum}); "
+            f"{schedule_summary(self.cfg, self.total_steps)}",
             file=sys.stderr,
         )
+        warning = schedule_warning(self.cfg, self.total_steps)
+        if warning:
+            self._warn(warning)
 
     def _log_step(self, result: StepResult) -> float:
         since, since_step = self._log_clock
