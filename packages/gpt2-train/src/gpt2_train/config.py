@@ -7,6 +7,7 @@ then the flags given on the command line. Torch-free, so ``gpt2 --help`` stays f
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -344,3 +345,29 @@ def build_config(
         values.update(data.get("train", data))
     values.update(overrides or {})
     return from_dict(cls, values, toml_file or "config")
+
+
+SHOW_CONFIG_HELP = (
+    "Print the config this command would run (defaults < --preset < --config < flags; the defaults shown "
+    "here are before --preset) as TOML for --config, each changed value with its default, and exit."
+)
+"""``--show-config``'s help, shared by gpt2 train and gpt2 sft."""
+
+
+def config_toml(cfg: TrainConfig) -> str:
+    """``cfg`` as a TOML file ``--config`` reads back, each value a preset, file or flag changed marked with its
+    default (``--show-config``: what ``--help``'s defaults become under ``--preset``)."""
+    defaults = type(cfg)()
+    lines = []
+    for f in dataclasses.fields(cfg):
+        value, default = getattr(cfg, f.name), getattr(defaults, f.name)
+        if value is None:
+            lines.append(f"# {f.name}: unset")
+            continue
+        if isinstance(value, dict):  # an inline table: JSON's objects are not TOML's
+            text = "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items()) + "}"
+        else:
+            text = json.dumps(value)
+        changed = "" if value == default else f"  # default: {json.dumps(default)}"
+        lines.append(f"{f.name} = {text}{changed}")
+    return "\n".join(lines) + "\n"
