@@ -94,7 +94,11 @@ def preflight(cfg: TrainConfig, block_size: int, world_size: int) -> int:
 
 
 class _Signals:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between steps (a second one interrupts hard)."""
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps; a second Ctrl-C interrupts hard.
+
+    A second SIGTERM does not: wrappers send it twice (``timeout N uv run gpt2 ...``: timeout signals its
+    process group, uv forwards its own), which dropped the checkpoint the first one promised. What must stop
+    at once can send SIGKILL."""
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -108,9 +112,14 @@ class _Signals:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received is not None:
-            raise KeyboardInterrupt
+            if signum == signal.SIGINT:
+                print("\nSIGINT again: stopping now, without the checkpoint", file=sys.stderr)
+                raise KeyboardInterrupt
+            return
         self.received = signum
-        print(f"\n{signal.Signals(signum).name}: stopping after this step with a checkpoint", file=sys.stderr)
+        again = " (Ctrl-C again: stop now, without it)" if signum == signal.SIGINT else ""
+        name = signal.Signals(signum).name
+        print(f"\n{name}: stopping after this step with a checkpoint{again}", file=sys.stderr)
 
     def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
