@@ -333,7 +333,9 @@ def dependency_names(package: Path) -> list[str]:
 
 def test_readme_package_table_names_every_dependency() -> None:
     """The root README's package table says what each package pulls in (gpt2-train's matplotlib was missing)."""
-    rows = dict(re.findall(r"^\| `(gpt2[\w-]*)` \| [^|]* \| ([^|]*) \|$", (ROOT / "README.md").read_text(), re.M))
+    rows = dict(
+        re.findall(r"^\| `(gpt2[\w-]*)` \| [^|]* \| ([^|]*) \|$", (ROOT / "README.md").read_text(), re.M)
+    )
     assert set(rows) == {p.name for p in PACKAGES}
     for package in PACKAGES:
         if rows[package.name].strip() == "all of the above":
