@@ -320,3 +320,39 @@ def test_core_installs_and_generates_alone(tmp_path: Path) -> None:
         in run.stdout
     )
     assert str(venv) in run.stdout  # the installed copy, not the workspace's sources
+
+
+def dependency_names(package: Path) -> list[str]:
+    """The names of ``package``'s declared dependencies, without versions or extras, less the backports that
+    only older Pythons get (``tomli; python_version < '3.11'``)."""
+    import tomllib
+
+    deps = tomllib.loads((package / "pyproject.toml").read_text())["project"].get("dependencies", [])
+    return [re.split(r"[ <>=!~;\[]", d, maxsplit=1)[0].strip().lower() for d in deps if ";" not in d]
+
+
+def test_readme_package_table_names_every_dependency() -> None:
+    """The root README's package table says what each package pulls in (gpt2-train's matplotlib was missing)."""
+    rows = dict(
+        re.findall(r"^\| `(gpt2[\w-]*)` \| [^|]* \| ([^|]*) \|$", (ROOT / "README.md").read_text(), re.M)
+    )
+    assert set(rows) == {p.name for p in PACKAGES}
+    for package in PACKAGES:
+        if rows[package.name].strip() == "all of the above":
+            continue
+        for name in dependency_names(package):
+            short = name.removeprefix("gpt2-")  # siblings are named core, cli, ...
+            assert re.search(rf"(?<![\w-]){re.escape(short)}(?![\w-])", rows[package.name]), (
+                f"README.md's package table: {package.name} depends on {name}, which its row does not name"
+            )
+
+
+def test_torch_floor_covers_what_is_used() -> None:
+    """gpt2-train subclasses torch.optim.Muon (gpt2_train/muon.py), new in torch 2.9: it declares that floor,
+    so an older torch is refused at install time rather than failing at import."""
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "packages" / "gpt2-train" / "pyproject.toml").read_text())["project"]
+    floors = [re.fullmatch(r"torch>=([\d.]+)(,.*)?", d) for d in deps["dependencies"]]
+    floor = next(m.group(1) for m in floors if m)
+    assert tuple(int(x) for x in floor.split(".")[:2]) >= (2, 9), f"gpt2-train declares torch>={floor}"

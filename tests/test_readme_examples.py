@@ -3,7 +3,7 @@ Face hub, a cluster) with its commands and flags still checked against the CLI.
 
 Bash examples run command by command, as written, in a sandbox: a copy of what the README's examples name
 (``NEEDS``: tiny runs trained once by ``gpt2 train --preset tiny`` and ``gpt2 sft --preset tiny``, a local Alpaca
-file, text notes, a local lm-eval task) with ``gpt2`` on PATH and the edits in ``SUBSTITUTIONS`` (fewer steps, a
+file, text notes, the local lm-eval task gpt2-eval ships) with ``gpt2`` on PATH and the edits in ``SUBSTITUTIONS`` (fewer steps, a
 free port, local paths for the hub's). ``gpt2 serve`` runs in the background until the README's other examples
 have used it. Python examples run as scripts there; one that implements a hook is installed as a package with a
 ``gpt2`` entry point and used by the command in ``PLUGIN_USE``.
@@ -73,6 +73,7 @@ SUBSTITUTIONS = [
     (r"~/models/openai-gpt2", "export/tiny-hf"),  # the Hugging Face directory exported just before
     (r"(gpt2 serve [^|#]*?)\s*(#.*)?$", r"\1 --port {port}"),
     (r"127\.0\.0\.1:8000", "127.0.0.1:{port}"),
+    (r"^curl ", "curl --fail-with-body "),  # curl exits 0 on an HTTP error; a 404 must fail the example
 ]
 """(pattern, replacement) applied in order to every command and python example that runs. Flags appended
 last win (click keeps an option's last value), so the example's own flags stay as written."""
@@ -308,22 +309,6 @@ ALPACA = [
     for n in (1, 2, 3, 4)
 ] * 10
 NOTES = {"a.txt": "To be, or not to be, that is the question.\n", "b.txt": "All the world's a stage.\n"}
-MY_TASK = """task: my_task
-dataset_path: json
-dataset_name: null
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{question}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{answer}}}}"
-metric_list:
-  - metric: acc
-metadata:
-  version: 1.0
-"""
 
 
 @pytest.fixture(scope="module")
@@ -341,14 +326,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (base / "notes").mkdir()
     for name, text in NOTES.items():
         (base / "notes" / name).write_text(text)
-    tasks = base / "my_tasks"
-    tasks.mkdir()
-    rows = [
-        {"question": f"{a} plus {b} is", "choices": [str(a + b), str(a + b + 1)], "answer": 0}
-        for a, b in [(1, 2), (2, 2), (3, 4)]
-    ]
-    (tasks / "my_task.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tasks / "my_task.yaml").write_text(MY_TASK.format(data=tasks / "my_task.jsonl"))
+    shutil.copytree(ROOT / "packages" / "gpt2-eval" / "docs" / "my_tasks", base / "my_tasks")  # as shipped
     return base
 
 

@@ -103,3 +103,33 @@ def test_saved_model_carries_the_template(tmp_path: Path) -> None:
     # Adding it again keeps it as it is.
     assert add_chat_template(loaded).config.vocab_size == 50261
     assert ChatTemplate.for_model(GPT(get_preset("nano"))) is None
+
+
+def ends_every_turn(model: GPT) -> GPT:
+    """``model`` made to answer <|end|> whatever it reads: ln_f gives one vector, which only the end-of-turn
+    marker's (tied) embedding matches."""
+    template = ChatTemplate.for_model(model)
+    assert template is not None
+    with torch.no_grad():
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.zero_()
+        model.transformer.ln_f.bias[0] = 1.0
+        model.transformer.wte.weight[:, 0] = 0.0
+        model.transformer.wte.weight[template.end_id, 0] = 10.0
+    return model
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_generate_on_a_chat_model_stops_at_the_end_of_turn_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], stream: bool
+) -> None:
+    """A plain completion of an SFT model printed its <|end|> markers raw; it stops at the first, as at
+    <|endoftext|>, and an empty completion says why."""
+    from cli_helpers import gpt2_here
+
+    save_model(ends_every_turn(chat_model()), tmp_path / "sft")
+    args = ["--model", str(tmp_path / "sft"), "--prompt", "Once", "--max-tokens", "5", "--temperature", "0"]
+    code, out, err = gpt2_here(capsys, "generate", *args, *(["--stream"] if stream else []))
+    assert code == 0, err
+    assert out == "Once\n"
+    assert "note: this is a chat model, and a completion ended at once with its end-of-turn marker" in err

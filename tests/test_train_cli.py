@@ -169,7 +169,8 @@ def test_third_party_logger_and_dataset(fixture_plugin, tmp_path: Path) -> None:
     csv = (run / "example.csv").read_text().splitlines()
     assert csv[0] == "# max_steps=3"
     assert "3,train/loss," in "\n".join(csv) and any(",val/loss," in line for line in csv)
-    assert not (run / "metrics.jsonl").exists()  # only the chosen logger runs
+    assert not (run / "tensorboard").exists()  # the chosen logger replaces the defaults
+    assert (run / "metrics.jsonl").is_file()  # but for the run's own record, kept always
 
 
 def test_third_party_optimizer(fixture_plugin, data_dir: Path, tmp_path: Path) -> None:

@@ -179,4 +179,21 @@ def write_tasks(root: Path) -> Path:
         "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
         "metadata:\n  version: 1.0\n"
     )
+    # At the context's edge of a 64-token model: a generation task asking for 100 new tokens, and a
+    # continuation of 100 tokens (" apple" is one token); lm-eval's hf refuses both.
+    long = _jsonl(
+        data / "long.jsonl", [{"question": q, "answer": " ".join(["apple"] * 100)} for q, _ in QUESTIONS]
+    )
+    (tasks / "qa_long_local.yaml").write_text(
+        "include: qa_local.yaml\ntask: qa_long_local\n"
+        'generation_kwargs:\n  until: ["\\n\\n"]\n  max_gen_toks: 100\n  do_sample: false\n'
+    )
+    (tasks / "long_answer_local.yaml").write_text(
+        "task: long_answer_local\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    validation: {long}\n"
+        "output_type: loglikelihood\nvalidation_split: validation\n"
+        'doc_to_text: "Q: {{question}}\\nA:"\ndoc_to_target: " {{answer}}"\n'
+        "metric_list:\n  - metric: perplexity\n    aggregation: perplexity\n    higher_is_better: false\n"
+        "metadata:\n  version: 1.0\n"
+    )
     return tasks

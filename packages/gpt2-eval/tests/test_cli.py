@@ -79,3 +79,62 @@ def test_registered_with_lm_eval_by_name(model_and_tasks: tuple[Path, Path]) -> 
     )
     assert results["n-samples"]["piqa_local"]["effective"] == 3
     assert results["config"]["model"] == "gpt2-toolkit"
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        (
+            "qa_long_local",
+            "error: lm-eval task qa_long_local: max_gen_toks 100 leaves no room for the prompt in this model's "
+            "64-token context (set it below 64 in the task's generation_kwargs)",
+        ),
+        (
+            "long_answer_local",
+            "error: lm-eval task long_answer_local: a continuation of 100 tokens does not fit this model's "
+            "64-token context",
+        ),
+    ],
+)
+def test_the_context_edge_is_refused_in_one_line(
+    model_and_tasks: tuple[Path, Path], capsys: pytest.CaptureFixture, task: str, message: str
+) -> None:
+    """A generation with no room for its prompt, a continuation longer than the window: refused (as lm-eval's
+    hf refuses them; tests/test_exact.py), not answered from nothing or scored at wrapped positions."""
+    model, tasks = model_and_tasks
+    code, _, err = gpt2_here(
+        capsys, "eval", "lm-eval", "--model", model, "--tasks", task, "--include-path", tasks, "--limit", "2"
+    )
+    assert code == 2
+    assert err.strip().splitlines()[-1] == message, err[-2000:]
+    assert "Traceback" not in err
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+@pytest.mark.slow  # a subprocess importing lm-eval: a minute on a loaded 2-core machine
+def test_an_unreachable_hub_is_one_line_that_says_how_to_run_offline(
+    model_and_tasks: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """arc_easy's data from the hub, with the hub out of reach (its offline mode: no network touched)."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    cmd = [sys.executable, "-m", "gpt2_cli", "eval", "lm-eval", "--model", str(model_and_tasks[0])]
+    r = subprocess.run([*cmd, "--tasks", "arc_easy"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2, r.stderr[-3000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --tasks arc_easy: could not fetch a task's data: ") and "ai2_arc" in last
+    assert last.endswith("(an example: gpt2-eval's docs/my_tasks/)")
+    assert "Traceback" not in r.stderr
+
+
+def test_the_readme_shows_the_shipped_local_task() -> None:
+    """The YAML in the README is the one shipped (docs/my_tasks/, which the README test runs), less comments."""
+    shipped = (DOCS / "my_tasks" / "my_task.yaml").read_text()
+    body = "".join(line + "\n" for line in shipped.splitlines() if not line.startswith("#"))
+    readme = (DOCS.parent / "README.md").read_text()
+    shown = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert shown and body.startswith(shown)

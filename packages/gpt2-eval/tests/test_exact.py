@@ -140,3 +140,29 @@ def test_greedy_generations_equal_hf(both: tuple[dict, dict], setup: tuple[Path,
     )
     unstopped = [generate(model, Tokenizer(), f"Q: {q}\nA:", cfg)[0] for q, _ in QUESTIONS]
     assert [x[0][0] for x in a] != unstopped
+
+
+@pytest.mark.parametrize("task", ["qa_long_local", "long_answer_local"])
+def test_the_context_edge_is_refused_as_hf_refuses(
+    setup: tuple[Path, Path, Path], monkeypatch_module: pytest.MonkeyPatch, task: str
+) -> None:
+    """max_gen_toks 100 or a 100-token continuation on a 64-token model: hf asserts, ours raises a UserError
+    naming the task and the lengths (tests/test_cli.py: one line from the command)."""
+    from gpt2_core.errors import UserError
+    from gpt2_eval.harness import GPT2LM
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    ours_dir, hf_dir, tasks = setup
+    manager = TaskManager(include_path=str(tasks))
+    with pytest.raises(AssertionError, match="max_gen_toks|maximum sequence length|^$"):
+        simple_evaluate(
+            model="hf",
+            model_args={"pretrained": str(hf_dir), "dtype": "float32"},
+            tasks=[task],
+            task_manager=manager,
+            device="cpu",
+            limit=2,
+        )
+    with pytest.raises(UserError, match=f"lm-eval task {task}: .*64-token context"):
+        simple_evaluate(model=GPT2LM(str(ours_dir)), tasks=[task], task_manager=manager, limit=2)

@@ -30,12 +30,15 @@ def free_port() -> int:
 
 
 def test_serve_a_model_directory(tmp_path: Path, make_chat_model) -> None:
-    make_chat_model().save_pretrained(tmp_path / "my-model")
+    """Served through a run's ``latest`` link, the model is named as typed (the README's requests say
+    "latest"), and the folder the link points to is accepted too."""
+    make_chat_model().save_pretrained(tmp_path / "run" / "step_00000003")
+    (tmp_path / "run" / "latest").symlink_to("step_00000003")
     port = free_port()
     proc = gpt2(
         "serve",
         "--model",
-        str(tmp_path / "my-model"),
+        str(tmp_path / "run" / "latest"),
         "--port",
         str(port),
         "--threads",
@@ -53,18 +56,23 @@ def test_serve_a_model_directory(tmp_path: Path, make_chat_model) -> None:
                 assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
-        assert health.json()["model"] == "my-model"
-        body = {"model": "my-model", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}
-        reply = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=60)
-        assert reply.status_code == 200
+        assert health.json()["model"] == "latest"
+        card = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()["data"][0]
+        assert (card["id"], card["root"]) == ("latest", str(tmp_path / "run" / "latest"))
+        for name in ("latest", "step_00000003"):
+            body = {"model": name, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}
+            reply = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=60)
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["model"] == "latest"
     finally:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     assert "cpu matmul: torch (asked)" in err
     assert "http://127.0.0.1:" in err  # where it listens: loopback unless --host says otherwise
     requests = [line for line in err.splitlines() if "gpt2_serve:" in line and '"' in line]
-    assert len(requests) == 2, err
-    assert '"GET /health" 200' in requests[0] and '"POST /v1/chat/completions" 200' in requests[1]
+    assert len(requests) == 4, err
+    assert '"GET /health" 200' in requests[0] and '"GET /v1/models" 200' in requests[1]
+    assert all('"POST /v1/chat/completions" 200' in line for line in requests[2:])
     assert "Traceback" not in err
 
 

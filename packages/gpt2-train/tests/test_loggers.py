@@ -66,3 +66,12 @@ def test_rewind_drops_a_line_cut_short_by_a_kill(tmp_path: Path) -> None:
     lg.close()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
     assert [(r["step"], r["train/loss"]) for r in rows] == [(1, 1.0), (2, 2.0), (3, 3.5)]
+
+
+def test_metrics_jsonl_is_kept_whatever_loggers_are_chosen(tmp_path: Path) -> None:
+    """--logger wandb replaces the defaults; metrics.jsonl, the run's own record (gpt2 plot reads it), stays."""
+    Trainer(
+        small_config(tmp_path, loggers=["tensorboard"]), model=small_model(), train_source=CountingSource()
+    ).fit()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "train/loss" in r][:3] == [1, 2, 3]

@@ -88,6 +88,10 @@ def test_cli_writes_the_file_and_refuses_a_run_without_metrics(
     assert out.stat().st_size > 0
     code, _, err = gpt2_here(capsys, "plot", str(tmp_path / "nothing"), "--out", str(out))
     assert code == 2
+    assert err.strip().splitlines() == [f"error: {tmp_path / 'nothing'}: no such run directory"]
+    (tmp_path / "empty").mkdir()
+    code, _, err = gpt2_here(capsys, "plot", str(tmp_path / "empty"), "--out", str(out))
+    assert code == 2
     assert err.strip().splitlines() == [
-        f"error: {tmp_path / 'nothing'}: no metrics.jsonl (runs log it with --logger jsonl, a default)"
+        f"error: {tmp_path / 'empty'}: no metrics.jsonl (every run writes one; is this a run directory?)"
     ]

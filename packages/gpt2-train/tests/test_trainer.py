@@ -111,6 +111,25 @@ def test_sigterm_stops_with_a_fresh_checkpoint(tmp_path: Path) -> None:
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+def test_a_second_sigterm_keeps_the_promised_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`timeout N uv run gpt2 ...` delivers SIGTERM twice (timeout signals its process group, uv forwards its
+    own): the second must not drop the checkpoint the first promised."""
+
+    class Terminating(CountingSource):
+        def next_batch(self):
+            if self.pos in (6, 7):  # both during step 4 (its two micro-batches)
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().next_batch()
+
+    tr = Trainer(small_config(tmp_path, max_steps=50), model=small_model(), train_source=Terminating())
+    res = tr.fit()
+    assert res.stopped_by == signal.SIGTERM and res.step == 4
+    assert os.readlink(tmp_path / "latest") == "step_00000004"
+    assert capsys.readouterr().err.count("SIGTERM: stopping after this step with a checkpoint") == 1
+
+
 def test_tensorboard_events_read_back(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

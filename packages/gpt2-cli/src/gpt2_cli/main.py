@@ -30,7 +30,9 @@ def build_app() -> typer.Typer:
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_show_locals=False,
-        rich_markup_mode="rich",
+        # Click's plain help: rich's tables cut long flag names at 80 columns (a pipe, CI) and label flags
+        # that take no value <bool>; click keeps every name whole at any width.
+        rich_markup_mode=None,
     )
 
     @app.callback()

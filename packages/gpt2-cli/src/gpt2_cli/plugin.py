@@ -28,6 +28,7 @@ def generate(
     ),
 ) -> None:
     """Generate text from a model."""
+    from gpt2_core.chat_template import ChatTemplate
     from gpt2_core.decoding import Utf8Decoder
     from gpt2_core.generation import generate as run_generate
     from gpt2_core.generation import stream as run_stream
@@ -39,16 +40,30 @@ def generate(
     decoder.warn("--prompt")
     gpt, _ = load_for_inference(model, runtime, rows=sampling.num_return_sequences)  # decoded side by side
     tokenizer = Tokenizer.for_config(gpt.config)
+    # A fine-tuned (chat) model ends its turns with <|end|>: the completion stops there, as at <|endoftext|>,
+    # rather than printing the marker and whatever turns the model goes on to invent.
+    template = ChatTemplate.for_model(gpt)
+    stop_ids = (template.end_id,) if template else ()
+    texts = []
     if stream:
         typer.echo(prompt, nl=False)
-        for piece in run_stream(gpt, tokenizer, prompt, sampling):
+        texts.append("")
+        for piece in run_stream(gpt, tokenizer, prompt, sampling, stop_ids=stop_ids):
             typer.echo(piece, nl=False)
+            texts[0] += piece
         typer.echo()
-        return
-    for i, text in enumerate(run_generate(gpt, tokenizer, prompt, sampling)):
-        if sampling.num_return_sequences > 1:
-            typer.secho(f"--- sample {i + 1}", fg="cyan")
-        typer.echo(prompt + text)
+    else:
+        texts = run_generate(gpt, tokenizer, prompt, sampling, stop_ids=stop_ids)
+        for i, text in enumerate(texts):
+            if sampling.num_return_sequences > 1:
+                typer.secho(f"--- sample {i + 1}", fg="cyan")
+            typer.echo(prompt + text)
+    if template and not all(texts):
+        typer.echo(
+            "note: this is a chat model, and a completion ended at once with its end-of-turn marker: "
+            f"talk to it with gpt2 chat --model {model}",
+            err=True,
+        )
 
 
 def provides(pm: Any, plugin: object) -> list[str]:

@@ -178,20 +178,27 @@ def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
 
 
 def generate(
-    model: GPT, tokenizer: Tokenizer, prompt: str, cfg: SamplingConfig, *, use_cache: bool = True
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompt: str,
+    cfg: SamplingConfig,
+    *,
+    use_cache: bool = True,
+    stop_ids: Sequence[int] = (),
 ) -> list[str]:
-    """The completions (new text only) of ``prompt``, one per ``cfg.num_return_sequences``."""
+    """The completions (new text only) of ``prompt``, one per ``cfg.num_return_sequences``. ``stop_ids`` end
+    a sequence as ``<|endoftext|>`` does (a chat model's end-of-turn marker), and are not part of the text."""
     B = cfg.num_return_sequences
     texts = [TextPieces(tokenizer, cfg.stop) for _ in range(B)]
     pieces: list[list[str]] = [[] for _ in range(B)]
     finished = [False] * B
     for step in generate_ids(
-        model, tokenizer.encode(prompt), cfg, eot_id=tokenizer.eot_id, use_cache=use_cache
+        model, tokenizer.encode(prompt), cfg, eot_id=tokenizer.eot_id, use_cache=use_cache, stop_ids=stop_ids
     ):
         for i, t in enumerate(step.tolist()):
             if finished[i]:
                 continue
-            if cfg.stop_at_eot and t == tokenizer.eot_id:
+            if (cfg.stop_at_eot and t == tokenizer.eot_id) or t in stop_ids:
                 finished[i] = True
                 continue
             pieces[i].append(texts[i].add(t))

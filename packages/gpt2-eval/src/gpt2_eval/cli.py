@@ -8,6 +8,10 @@ from pathlib import Path
 import typer
 
 INSTALL = "gpt2 eval lm-eval needs lm-eval: pip install 'gpt2-eval[lm-eval]'"
+OFFLINE = (
+    "Offline, run a local task instead: --include-path DIR, DIR holding a task YAML whose "
+    "dataset_kwargs.data_files name local files (an example: gpt2-eval's docs/my_tasks/)"
+)
 
 
 def lm_eval_command(
@@ -57,14 +61,19 @@ def lm_eval_command(
     if unknown:
         raise UserError(f"--tasks: unknown task {unknown[0]!r} (see `lm-eval ls tasks`, or --include-path)")
     lm = GPT2LM(str(model), device=device, dtype=dtype, batch_size=batch_size)
-    results = simple_evaluate(
-        model=lm,
-        tasks=names,
-        num_fewshot=num_fewshot,
-        limit=int(limit) if limit is not None and limit >= 1 else limit,
-        task_manager=manager,
-        log_samples=log_samples,
-    )
+    try:
+        results = simple_evaluate(
+            model=lm,
+            tasks=names,
+            num_fewshot=num_fewshot,
+            limit=int(limit) if limit is not None and limit >= 1 else limit,
+            task_manager=manager,
+            log_samples=log_samples,
+        )
+    except (
+        ConnectionError
+    ) as e:  # datasets' (and huggingface_hub's offline mode's) error for an unreachable hub
+        raise UserError(f"--tasks {tasks}: could not fetch a task's data: {e}. {OFFLINE}") from e
     typer.echo(make_table(results))
     if "groups" in results:
         typer.echo(make_table(results, "groups"))

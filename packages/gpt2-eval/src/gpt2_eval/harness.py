@@ -15,6 +15,8 @@ the special token in both). The rest follows ``hf`` too:
 - ``generate_until``: the context's last ``block_size - max_gen_toks`` tokens, then our KV-cached generation
   (greedy unless the task asks to sample) until ``<|endoftext|>``, a stop string or ``max_gen_toks``; the text is
   cut at the first stop string.
+- At the context's edge both refuse, as ``hf`` does (it asserts): a ``max_gen_toks`` that leaves no token of
+  prompt, and a continuation longer than the context (a ``UserError`` naming the task and the lengths).
 
 Requires lm-eval (``pip install 'gpt2-eval[lm-eval]'``): import this module only where it is needed.
 """
@@ -25,6 +27,7 @@ from typing import Any
 
 import lm_eval.models  # noqa: F401  (lm-eval registers its own models lazily, unless the registry is empty)
 import torch
+from gpt2_core.errors import UserError
 from gpt2_core.generation import generate_ids
 from gpt2_core.model import GPT
 from gpt2_core.sampling import SamplingConfig
@@ -71,6 +74,7 @@ class GPT2LM(TemplateLM):
         self.tok = Tokenizer.for_config(self.model.config)
         self.batch_size = max(1, int(batch_size)) if str(batch_size) != "auto" else 16
         self._max_gen_toks = int(max_gen_toks)
+        self._task_of: dict[Any, str | None] = {}
 
     @property
     def eot_token_id(self) -> int:
@@ -93,11 +97,23 @@ class GPT2LM(TemplateLM):
 
     # --- scoring ---
 
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        """``TemplateLM.loglikelihood``, noting each request's task for the error at the context's edge."""
+        self._task_of = {req.args: req.task_name for req in requests}
+        return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+
     @torch.inference_mode()
     def _loglikelihood_tokens(
         self, requests: list[tuple[Any, list[int], list[int]]], disable_tqdm: bool = False, **kwargs: Any
     ) -> list[tuple[float, bool]]:
         """(sum of the continuation's log-probabilities, whether it is the greedy continuation) per request."""
+        for key, _, continuation in requests:
+            # Longer than the window, its first tokens would be read at positions the window has dropped.
+            if len(continuation) > self.max_length:
+                raise UserError(
+                    f"lm-eval task {self._task_of.get(key)}: a continuation of {len(continuation)} tokens "
+                    f"does not fit this model's {self.max_length}-token context"
+                )
         order = sorted(range(len(requests)), key=lambda i: -len(requests[i][1]) - len(requests[i][2]))
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         vocab = self.model.config.vocab_size
@@ -151,11 +167,18 @@ class GPT2LM(TemplateLM):
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         """The continuation of each context, cut at the first of the task's stop strings (``until``)."""
         out = []
-        for context, gen_kwargs in tqdm([r.args for r in requests], disable=disable_tqdm, desc="generate"):
+        for req in tqdm(requests, disable=disable_tqdm, desc="generate"):
+            context, gen_kwargs = req.args
             kwargs = dict(gen_kwargs)
             until = kwargs.pop("until", None) or []
             until = [until] if isinstance(until, str) else list(until)
             max_new = int(kwargs.pop("max_gen_toks", self._max_gen_toks))
+            if max_new >= self.max_length:  # no token of prompt would be left: every answer from nothing
+                raise UserError(
+                    f"lm-eval task {req.task_name}: max_gen_toks {max_new} leaves no room for the prompt in "
+                    f"this model's {self.max_length}-token context (set it below {self.max_length} in the "
+                    "task's generation_kwargs)"
+                )
             temperature = float(kwargs.pop("temperature", 0.0))
             if not kwargs.pop("do_sample", False):
                 temperature = 0.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,12 +155,14 @@ def parse(
     context: int,
     vocab_size: int,
     max_n: int,
+    aliases: Collection[str] = (),
 ) -> Generation:
-    """Check a request body; an APIError (400 or 404) names the field at fault."""
+    """Check a request body; an APIError (400 or 404) names the field at fault. ``aliases``: other names
+    the model answers to."""
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object")
     model = body.get("model", model_name)
-    if model != model_name:
+    if model != model_name and model not in aliases:
         raise APIError(
             404,
             f"the model {model!r:.60} does not exist; this server has {model_name!r}",

@@ -166,6 +166,8 @@ def create_app(
     model: GPT,
     *,
     model_name: str,
+    aliases: tuple[str, ...] = (),
+    model_root: str | None = None,
     api_key: str | None = None,
     max_batch: int = 8,
     max_queue: int = 64,
@@ -173,7 +175,9 @@ def create_app(
     step_tokens: int = STEP_TOKENS,
 ) -> Starlette:
     """The server's ASGI app; its engine starts and stops with the app (lifespan). ``step_tokens``: the
-    token budget of one decoding step (see ``Engine``)."""
+    token budget of one decoding step (see ``Engine``). ``aliases``: other names requests may give the model
+    (the folder a ``latest`` link points to); ``model_root``: the model's directory as the user gave it,
+    ``root`` in the model card as vLLM has it, and what the chat page shows."""
     engine = Engine(model, max_batch=max_batch, max_queue=max_queue, step_tokens=step_tokens)
     tokenizer = Tokenizer.for_config(model.config)
     template = ChatTemplate.for_model(model)
@@ -194,7 +198,8 @@ def create_app(
         await asyncio.to_thread(engine.stop)
 
     def model_card() -> dict[str, Any]:
-        return {"id": model_name, "object": "model", "created": created, "owned_by": "gpt2"}
+        card = {"id": model_name, "object": "model", "created": created, "owned_by": "gpt2"}
+        return card | ({"root": model_root} if model_root else {})
 
     async def index(request: Request) -> Response:
         return HTMLResponse(page)
@@ -208,7 +213,7 @@ def create_app(
         return JSONResponse({"object": "list", "data": [model_card()]})
 
     async def one_model(request: Request) -> Response:
-        if request.path_params["model"] != model_name:
+        if request.path_params["model"] not in (model_name, *aliases):
             raise APIError(
                 404,
                 f"the model {request.path_params['model']!r:.60} does not exist",
@@ -222,6 +227,7 @@ def create_app(
             await read_json(request, max_body),
             chat=chat,
             model_name=model_name,
+            aliases=aliases,
             tokenizer=tokenizer,
             template=template,
             context=model.config.block_size,

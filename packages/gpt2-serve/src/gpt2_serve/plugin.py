@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,9 @@ def serve(
         help="Tokens of one decoding step at most: one per running sequence, prompt chunks in the rest.",
     ),
     model_name: str = typer.Option(
-        "", "--model-name", help="The model's id in the API (default: the directory name)."
+        "",
+        "--model-name",
+        help="The model's id in the API (default: the directory's name as typed, e.g. 'latest').",
     ),
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API, with a chat page at /."""
@@ -74,10 +77,15 @@ def serve(
     gpt, choice = load_for_inference(model, runtime, rows=sorted({1, max(max_batch, step_tokens)}))
     if next(gpt.parameters()).device.type == "cpu":
         log.info("cpu matmul: %s", choice)
-    name = model_name or Path(model).resolve().name
+    # The name as typed (RUN/latest is "latest", as the README's requests say), not the folder a link
+    # points to; that one is accepted too, so a request naming the checkpoint still finds it.
+    typed, resolved = Path(os.path.abspath(model)).name, Path(model).resolve().name
+    name = model_name or typed
     app = create_app(
         gpt,
         model_name=name,
+        aliases=() if model_name else tuple({resolved} - {typed}),
+        model_root=str(model),
         api_key=api_key or None,
         max_batch=max_batch,
         max_queue=max_queue,

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 from gpt2_cli.options import dataclass_options
 from gpt2_core.errors import UserError
+from gpt2_train.config import SHOW_CONFIG_HELP
 from typer.core import TyperGroup
 
 from gpt2_sft.config import SFT_PRESETS, SFTConfig, SFTPrepareConfig
@@ -19,7 +20,7 @@ Options of --dataset follow as --field value, e.g.
 gpt2 sft --from runs/tiny/latest --dataset alpaca --path data.jsonl --run-dir runs/sft
 or, offline on the built-in Shakespeare instructions: gpt2 sft --preset tiny --from runs/tiny/latest
 (`gpt2 sft` and `gpt2 sft train` are the same command). Flags override --config (TOML of these fields),
-which overrides --preset.
+which overrides --preset; --show-config prints the result.
 The result, RUN_DIR/latest, is a model directory for gpt2 chat, gpt2 generate and gpt2 export.
 """
 
@@ -75,12 +76,16 @@ def train_command(
     flags: dict[str, Any],
     preset: str | None = typer.Option(None, "--preset", help=f"Named recipe: {', '.join(SFT_PRESETS)}."),
     config_file: Path | None = typer.Option(None, "--config", help="TOML file of SFT config fields."),
+    show_config: bool = typer.Option(False, "--show-config", help=SHOW_CONFIG_HELP),
 ) -> None:
-    from gpt2_train.config import build_config
+    from gpt2_train.config import build_config, config_toml
 
     cfg = build_config(
         preset, str(config_file) if config_file else None, flags, cls=SFTConfig, presets=SFT_PRESETS
     )
+    if show_config:
+        typer.echo(config_toml(cfg), nl=False)
+        return
     options: dict[str, Any] = {}
     if ctx.args:
         if not cfg.dataset or cfg.data_dir:
@@ -102,6 +107,13 @@ class _SFTGroup(TyperGroup):
         if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
             args = ["train", *args]
         return super().parse_args(ctx, args)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        """The group's help, then train's flags: they are what ``gpt2 sft FLAGS`` takes."""
+        super().format_help(ctx, formatter)
+        train = self.commands["train"]
+        with formatter.section("Options of gpt2 sft train (gpt2 sft takes them as they are)"):
+            formatter.write_dl([r for p in train.get_params(ctx) if (r := p.get_help_record(ctx))])
 
 
 # Fields that make no sense when fine-tuning an existing model.

@@ -279,6 +279,11 @@ class Checkpointer:
                 raise UserError(f"--resume latest: no checkpoint in {self.run_dir}")
             return found
         path = Path(spec)
+        if not path.is_dir() and path.name == STABLE:
+            raise UserError(
+                f"--resume {spec}: no stable checkpoint: only a --lr-schedule wsd run whose warm-up ends before "
+                "its last step writes one (its start line warns when it cannot)"
+            )
         if not path.is_dir():
             raise UserError(f"--resume {spec}: not a checkpoint directory")
         return [path.resolve()]

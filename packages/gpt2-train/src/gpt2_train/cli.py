@@ -16,11 +16,12 @@ import typer
 from gpt2_cli.groups import command_group
 from gpt2_cli.options import dataclass_options
 
-from gpt2_train.config import PRESETS, TrainConfig, build_config
+from gpt2_train.config import PRESETS, SHOW_CONFIG_HELP, TrainConfig, build_config, config_toml
 
 TRAIN_HELP = f"""Train a GPT-2 model (under torchrun: DDP across its processes).
 
-Presets: {", ".join(PRESETS)}. Flags override --config, which overrides --preset.
+Presets: {", ".join(PRESETS)}. Flags override --config, which overrides --preset; the defaults below are
+before --preset (tiny trains with Muon and WSD): --show-config prints what a preset sets.
 Multi-node: torchrun --nnodes=N --node-rank=I --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT
 --nproc-per-node=G -m gpt2_cli train ...
 """
@@ -30,8 +31,12 @@ def train_command(
     flags: dict[str, Any],
     preset: str | None = typer.Option(None, "--preset", help=f"Named recipe: {', '.join(PRESETS)}."),
     config_file: Path | None = typer.Option(None, "--config", help="TOML file of TrainConfig fields."),
+    show_config: bool = typer.Option(False, "--show-config", help=SHOW_CONFIG_HELP),
 ) -> None:
     cfg = build_config(preset, str(config_file) if config_file else None, flags)
+    if show_config:
+        typer.echo(config_toml(cfg), nl=False)
+        return
     from gpt2_train.pretrain import train
 
     result = train(cfg)

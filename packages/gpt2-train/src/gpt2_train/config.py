@@ -7,6 +7,7 @@ then the flags given on the command line. Torch-free, so ``gpt2 --help`` stays f
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -140,7 +141,8 @@ class TrainConfig:
 
     # --- logging and evaluation ---
     loggers: list[str] = field(default_factory=lambda: ["console", "jsonl", "tensorboard"])
-    """Loggers to use (repeatable): console, jsonl, tensorboard, or one from a plugin (wandb: gpt2-wandb)."""
+    """Loggers to use (repeatable): console, jsonl, tensorboard, or one from a plugin (wandb: gpt2-wandb);
+    jsonl (metrics.jsonl, the run's own record) is always kept."""
     project: str = "gpt2"
     """Project the run belongs to, in loggers that group runs by project (wandb; its entity: WANDB_ENTITY)."""
     run_name: str | None = None
@@ -377,3 +379,29 @@ def _resumed_config(cfg: TrainConfig) -> dict[str, Any] | None:
     path = RunDir(cfg.run_dir).resolve(cfg.resume)
     saved = (read_state(path) or {}).get("config") if path is not None else None
     return saved if isinstance(saved, dict) else None
+
+
+SHOW_CONFIG_HELP = (
+    "Print the config this command would run (defaults < --preset < --config < flags; the defaults shown "
+    "here are before --preset) as TOML for --config, each changed value with its default, and exit."
+)
+"""``--show-config``'s help, shared by gpt2 train and gpt2 sft."""
+
+
+def config_toml(cfg: TrainConfig) -> str:
+    """``cfg`` as a TOML file ``--config`` reads back, each value a preset, file or flag changed marked with its
+    default (``--show-config``: what ``--help``'s defaults become under ``--preset``)."""
+    defaults = type(cfg)()
+    lines = []
+    for f in dataclasses.fields(cfg):
+        value, default = getattr(cfg, f.name), getattr(defaults, f.name)
+        if value is None:
+            lines.append(f"# {f.name}: unset")
+            continue
+        if isinstance(value, dict):  # an inline table: JSON's objects are not TOML's
+            text = "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items()) + "}"
+        else:
+            text = json.dumps(value)
+        changed = "" if value == default else f"  # default: {json.dumps(default)}"
+        lines.append(f"{f.name} = {text}{changed}")
+    return "\n".join(lines) + "\n"

@@ -87,7 +87,9 @@ def build_loggers(
     config: TrainConfig,
     registry: Mapping[str, Callable[..., Any]] | None = None,
 ) -> MultiLogger:
-    """The loggers called ``names``, looked up in the plugin registry (``register_loggers``)."""
+    """The loggers called ``names``, looked up in the plugin registry (``register_loggers``), and ``jsonl``
+    always: metrics.jsonl is the run's own record (``gpt2 plot`` reads it), kept when ``--logger wandb``
+    replaces the defaults."""
     if registry is None:
         from gpt2_core.plugins import collect, register_builtin
 
@@ -96,6 +98,7 @@ def build_loggers(
     if unknown:
         raise UserError(f"--logger: unknown logger {unknown[0]!r}; available: {', '.join(sorted(registry))}")
     run_dir.mkdir(parents=True, exist_ok=True)
+    names = [*names, *(["jsonl"] if "jsonl" in registry else [])]
     return MultiLogger([registry[name](run_dir, config) for name in dict.fromkeys(names)])
 
 

@@ -184,3 +184,23 @@ def wsd_decay_start(cfg: TrainConfig, total_steps: int) -> int:
     larger ``--max-steps`` trains longer exactly as a run planned that long would have.
     """
     return max(cfg.warmup_steps, total_steps - round(cfg.decay_fraction * total_steps))
+
+
+def schedule_summary(cfg: TrainConfig, total_steps: int) -> str:
+    """The optimizer and schedule in a few words, for the run's start line (a preset may change both)."""
+    where = ""
+    if cfg.lr_schedule == "wsd":
+        where = f", decay from step {wsd_decay_start(cfg, total_steps)}"
+    return f"optimizer {cfg.optimizer}, lr {cfg.lr:g} {cfg.lr_schedule} (warm-up {cfg.warmup_steps} steps{where})"
+
+
+def schedule_warning(cfg: TrainConfig, total_steps: int) -> str | None:
+    """Why the schedule cannot run as planned in ``total_steps`` steps (all of them warm-up, so the peak
+    ``--lr`` is never reached and a WSD run writes no ``stable`` checkpoint), or None when it can."""
+    if cfg.warmup_steps < total_steps:
+        return None
+    stable = "; a wsd run writes no RUN_DIR/stable checkpoint" if cfg.lr_schedule == "wsd" else ""
+    return (
+        f"--warmup-steps {cfg.warmup_steps} >= the run's {total_steps} steps: the whole run is warm-up, its "
+        f"learning rate never reaches --lr{stable} (give more --max-steps or fewer --warmup-steps)"
+    )

@@ -19,11 +19,13 @@ HELLASWAG = "eval/hellaswag_acc_norm"
 def read_metrics(run: Path) -> list[dict[str, float]]:
     """The rows of ``run/metrics.jsonl`` (a last line a kill cut short is skipped).
 
-    Raises ``UserError`` when the run has no metrics.jsonl (it was not logged with ``--logger jsonl``).
+    Raises ``UserError`` when the run directory or its metrics.jsonl is missing.
     """
     path = run / "metrics.jsonl"
+    if not run.is_dir():
+        raise UserError(f"{run}: no such run directory")
     if not path.is_file():
-        raise UserError(f"{run}: no metrics.jsonl (runs log it with --logger jsonl, a default)")
+        raise UserError(f"{run}: no metrics.jsonl (every run writes one; is this a run directory?)")
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:

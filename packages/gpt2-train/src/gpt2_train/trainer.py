@@ -35,7 +35,7 @@ from gpt2_train.distributed import DistEnv, any_rank, barrier, setup_distributed
 from gpt2_train.evals import HellaSwagEvaluator, Sampler, Validator, every
 from gpt2_train.loggers import NullLogger, build_loggers
 from gpt2_train.mfu import flops_per_token, peak_flops
-from gpt2_train.optim import build_optimizer, lr_at, wsd_decay_start
+from gpt2_train.optim import build_optimizer, lr_at, schedule_summary, schedule_warning, wsd_decay_start
 from gpt2_train.parallel import parallelize
 from gpt2_train.precision import autocast_dtype
 from gpt2_train.run_dir import BEST, STABLE
@@ -97,7 +97,11 @@ def preflight(cfg: TrainConfig, block_size: int, world_size: int) -> int:
 
 
 class _Signals:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between steps (a second one interrupts hard)."""
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps; a second Ctrl-C interrupts hard.
+
+    A second SIGTERM does not: wrappers send it twice (``timeout N uv run gpt2 ...``: timeout signals its
+    process group, uv forwards its own), which dropped the checkpoint the first one promised. What must stop
+    at once can send SIGKILL."""
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -111,9 +115,14 @@ class _Signals:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received is not None:
-            raise KeyboardInterrupt
+            if signum == signal.SIGINT:
+                print("\nSIGINT again: stopping now, without the checkpoint", file=sys.stderr)
+                raise KeyboardInterrupt
+            return
         self.received = signum
-        print(f"\n{signal.Signals(signum).name}: stopping after this step with a checkpoint", file=sys.stderr)
+        again = " (Ctrl-C again: stop now, without it)" if signum == signal.SIGINT else ""
+        name = signal.Signals(signum).name
+        print(f"\n{name}: stopping after this step with a checkpoint{again}", file=sys.stderr)
 
     def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
@@ -501,9 +510,13 @@ class Trainer:
             f"training {n / 1e6:.1f}M parameters on {self.device_desc}{matmul}, {self.env.world_size} rank(s)"
             f"{sharded}: "
             f"steps {self.step}..{self.total_steps}, {self.tokens_per_step:,} tokens/step "
-            f"(micro-batch {self.cfg.micro_batch} x {self.cfg.seq_len}, accumulation {self.grad_accum})",
+            f"(micro-batch {self.cfg.micro_batch} x {self.cfg.seq_len}, accumulation {self.grad_accum}); "
+            f"{schedule_summary(self.cfg, self.total_steps)}",
             file=sys.stderr,
         )
+        warning = schedule_warning(self.cfg, self.total_steps)
+        if warning:
+            self._warn(warning)
 
     def _log_step(self, result: StepResult) -> float:
         since, since_step = self._log_clock
