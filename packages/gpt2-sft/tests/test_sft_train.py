@@ -137,7 +137,9 @@ def test_sft_with_muon_keeps_its_optimizer_across_a_resume(
     assert code == 0, err
     state = torch.load(setup["run"] / "latest" / "optimizer.pt", weights_only=True)
     assert len(state["optimizers"]) == 2  # Muon's and AdamW's, each whole
-    code, err = sft([*common(setup), "--optimizer", "adamw", "--max-steps", "4", "--resume", "latest"], capsys)
+    code, err = sft(
+        [*common(setup), "--optimizer", "adamw", "--max-steps", "4", "--resume", "latest"], capsys
+    )
     assert code == 2 and "Traceback" not in err
     assert (
         "trained with --optimizer muon, this run has --optimizer adamw; resume with --optimizer muon" in err
