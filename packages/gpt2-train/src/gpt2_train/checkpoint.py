@@ -20,7 +20,8 @@ and in both
 - ``ranks.pt``: per rank, the batch source's position and the RNG states (python, numpy, torch, cuda);
 - ``state.json``: the format, the layout, step, tokens seen, val loss, best val loss, val losses since the
   best (early stopping), whether it ends a WSD run's stable phase, its branch (``gpt2_train.run_dir``), the
-  training config, world size, and the size of every file above; written last, so a directory without it is incomplete.
+  training config, world size, and the size of every file above; written last, so a directory without it is
+  incomplete.
 
 Links in the run directory: ``latest`` (the newest checkpoint), ``best`` (the lowest val loss) and, in a WSD
 run, ``stable`` (the end of the stable phase, to train longer from); ``prune`` keeps what they point at. A run
