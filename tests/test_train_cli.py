@@ -175,7 +175,7 @@ def test_third_party_logger_and_dataset(fixture_plugin, tmp_path: Path) -> None:
 
 def test_third_party_optimizer(fixture_plugin, data_dir: Path, tmp_path: Path) -> None:
     """An optimizer from a package outside the workspace: listed by gpt2 plugins, chosen by --optimizer,
-    checkpointed, and refused when resumed under another --optimizer."""
+    checkpointed, refused when resumed under another --optimizer, and resumed when none is named."""
     env = fixture_plugin("gpt2-example-optimizer")
     r = gpt2("plugins", env=env)
     assert r.returncode == 0 and "example-sgd" in r.stdout and "adamw, muon" in r.stdout, r.stdout
@@ -188,6 +188,10 @@ def test_third_party_optimizer(fixture_plugin, data_dir: Path, tmp_path: Path) -
 
     saved = torch.load(run / "latest" / "optimizer.pt", weights_only=True)
     assert saved["param_groups"][0]["momentum"] == 0.9  # SGD's state, not AdamW's
-    r = gpt2(*args, "--max-steps", "4", "--resume", "latest", env=env)
+    r = gpt2(*args, "--max-steps", "4", "--resume", "latest", "--optimizer", "adamw", env=env)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "trained with --optimizer example-sgd" in r.stderr
+    # Named nowhere on the command line, the optimizer is the run's own (the checkpoint's config).
+    r = gpt2(*args, "--max-steps", "4", "--resume", "latest", env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((run / "latest" / "state.json").read_text())["config"]["optimizer"] == "example-sgd"
