@@ -31,14 +31,13 @@ def generate(
     from gpt2_core.decoding import Utf8Decoder
     from gpt2_core.generation import generate as run_generate
     from gpt2_core.generation import stream as run_stream
-    from gpt2_core.runtime import load_for_inference
-    from gpt2_core.tokenizer import Tokenizer
+    from gpt2_core.llm import LLM
 
     decoder = Utf8Decoder(encoding_errors)
     prompt = decoder.decode_os_text(prompt, "--prompt")  # argv bytes that were not UTF-8
     decoder.warn("--prompt")
-    gpt, _ = load_for_inference(model, runtime, rows=sampling.num_return_sequences)  # decoded side by side
-    tokenizer = Tokenizer.for_config(gpt.config)
+    llm = LLM.from_runtime(model, runtime, rows=sampling.num_return_sequences)  # decoded side by side
+    gpt, tokenizer = llm.model, llm.tokenizer
     if stream:
         typer.echo(prompt, nl=False)
         for piece in run_stream(gpt, tokenizer, prompt, sampling):
