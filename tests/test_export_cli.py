@@ -44,7 +44,7 @@ def test_list_shows_builtin_formats(gpt2) -> None:
     code, out, _ = gpt2("export", "--list")
     assert code == 0
     names = [line.split()[0] for line in out.splitlines()]
-    assert names == ["hf", "onnx"]
+    assert names == ["gguf", "hf", "onnx"]
 
 
 def test_third_party_exporter_is_found_and_used(gpt2, fixture_plugin, tmp_path: Path) -> None:
@@ -99,6 +99,19 @@ def test_export_import_round_trip_through_the_cli(gpt2, tmp_path: Path) -> None:
     assert code == 0, err
 
 
+def test_gguf_export_is_one_file(gpt2, tmp_path: Path) -> None:
+    gguf = pytest.importorskip("gguf")
+    _model(tmp_path / "m")
+    code, out, err = gpt2(
+        "export", "-f", "gguf", "--model", tmp_path / "m", "--out", tmp_path / "m.gguf", "--gguf-type", "q8_0"
+    )
+    assert code == 0, err
+    assert out.strip() == f"exported {tmp_path / 'm'} as gguf (q8_0) to {tmp_path / 'm.gguf'}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "m.gguf"]
+    reader = gguf.GGUFReader(tmp_path / "m.gguf")
+    assert reader.fields["general.file_type"].contents() == gguf.LlamaFileType.MOSTLY_Q8_0
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -109,13 +122,25 @@ def test_export_import_round_trip_through_the_cli(gpt2, tmp_path: Path) -> None:
         ),
         (
             ["export", "--format", "zip", "--model", "{tmp}/m", "--out", "{tmp}/o"],
-            "error: --format 'zip': unknown export format; choose one of: hf, onnx",
+            "error: --format 'zip': unknown export format; choose one of: gguf, hf, onnx",
         ),
         (
             ["export", "--model", "{tmp}/m", "--out", "{tmp}/full"],
             "error: --out {tmp}/full: directory is not empty",
         ),
         (["export", "--model", "{tmp}/m", "--out", "{tmp}/o", "--dtype", "int8"], "error: --dtype 'int8'"),
+        (
+            ["export", "--model", "{tmp}/m", "--out", "{tmp}/o", "--gguf-type", "q8_0"],
+            "error: --gguf-type applies to --format gguf only, not 'hf'",
+        ),
+        (
+            ["export", "-f", "gguf", "--model", "{tmp}/m", "--out", "{tmp}/o", "--gguf-type", "q4_k"],
+            "error: --gguf-type 'q4_k': choose one of f32, f16, q8_0",
+        ),
+        (
+            ["export", "-f", "gguf", "--model", "{tmp}/m", "--out", "{tmp}/full"],
+            "error: --out {tmp}/full: is a directory; this format writes one file",
+        ),
         (
             ["import", "--from-hf", "{tmp}/m", "--out", "{tmp}/o"],
             "error: --from-hf {tmp}/m: config.json is not a Hugging Face GPT-2 config",

@@ -93,6 +93,14 @@ def test_generate_routes_cpu_matmuls_as_asked(
     assert code == 2 and "--cpu-matmul must be one of auto, onednn, torch" in err
 
 
+def test_generate_quantize_int8(capsys: pytest.CaptureFixture[str], tiny_model: Path) -> None:
+    args = ["generate", "--model", str(tiny_model), "--max-tokens", "2", "--device", "cpu", "-p", "Hi"]
+    code, out, err = run(capsys, *args, "--quantize", "int8")
+    assert code == 0 and out.startswith("Hi"), err
+    code, _, err = run(capsys, *args, "--quantize", "int4")
+    assert code == 2 and err == "error: --quantize must be one of none, int8, got 'int4'\n", err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -101,6 +101,8 @@ def test_files_config_and_model_card(exported: tuple[GPT, Path]) -> None:
     )
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "gpt2" and config["architectures"] == ["GPT2LMHeadModel"]
+    # llama.cpp's convert_hf_to_gguf.py reads the context length from n_ctx (KeyError without it).
+    assert config["n_ctx"] == config["n_positions"] == 64
     assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == 50256
     card = (out / "README.md").read_text()
     facts = ("fineweb-edu/sample-10BT", "10,000,000", "3.288", "0.2941", "transformers", '"lr": 0.0006')

@@ -28,37 +28,28 @@ def generate(
     ),
 ) -> None:
     """Generate text from a model."""
-    from gpt2_core.chat_template import ChatTemplate
     from gpt2_core.decoding import Utf8Decoder
-    from gpt2_core.generation import generate as run_generate
-    from gpt2_core.generation import stream as run_stream
-    from gpt2_core.runtime import load_for_inference
-    from gpt2_core.tokenizer import Tokenizer
+    from gpt2_core.llm import LLM
 
     decoder = Utf8Decoder(encoding_errors)
     prompt = decoder.decode_os_text(prompt, "--prompt")  # argv bytes that were not UTF-8
     decoder.warn("--prompt")
-    gpt, _ = load_for_inference(model, runtime, rows=sampling.num_return_sequences)  # decoded side by side
-    tokenizer = Tokenizer.for_config(gpt.config)
-    # A fine-tuned (chat) model ends its turns with <|end|>: the completion stops there, as at <|endoftext|>,
-    # rather than printing the marker and whatever turns the model goes on to invent.
-    template = ChatTemplate.for_model(gpt)
-    stop_ids = (template.end_id,) if template else ()
+    llm = LLM.from_runtime(model, runtime, rows=sampling.num_return_sequences)  # decoded side by side
     texts = []
     if stream:
         typer.echo(prompt, nl=False)
         texts.append("")
-        for piece in run_stream(gpt, tokenizer, prompt, sampling, stop_ids=stop_ids):
+        for piece in llm.stream(prompt, sampling):
             typer.echo(piece, nl=False)
             texts[0] += piece
         typer.echo()
     else:
-        texts = run_generate(gpt, tokenizer, prompt, sampling, stop_ids=stop_ids)
+        texts = llm.generate(prompt, sampling)
         for i, text in enumerate(texts):
             if sampling.num_return_sequences > 1:
                 typer.secho(f"--- sample {i + 1}", fg="cyan")
             typer.echo(prompt + text)
-    if template and not all(texts):
+    if llm.template and not all(texts):
         typer.echo(
             "note: this is a chat model, and a completion ended at once with its end-of-turn marker: "
             f"talk to it with gpt2 chat --model {model}",

@@ -16,6 +16,7 @@ from gpt2_core.errors import UserError
 if TYPE_CHECKING:
     from gpt2_core.config import GPTConfig
     from gpt2_core.generation import generate, stream
+    from gpt2_core.llm import LLM
     from gpt2_core.model import GPT
     from gpt2_core.presets import PRESETS, get_preset
     from gpt2_core.sampling import SamplingConfig
@@ -25,6 +26,7 @@ __version__ = version("gpt2-core")
 __all__ = [
     "GPT",
     "GPTConfig",
+    "LLM",
     "PRESETS",
     "SamplingConfig",
     "Tokenizer",
@@ -38,6 +40,7 @@ __all__ = [
 _LAZY = {
     "GPT": "model",
     "GPTConfig": "config",
+    "LLM": "llm",
     "PRESETS": "presets",
     "get_preset": "presets",
     "SamplingConfig": "sampling",

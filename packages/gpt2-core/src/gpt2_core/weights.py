@@ -149,6 +149,8 @@ def config_to_hf(config: GPTConfig, dtype: str = "float32") -> dict[str, Any]:
         "model_type": "gpt2",
         "vocab_size": config.vocab_size,
         "n_positions": config.block_size,
+        # GPT2Config's older name of the same length; llama.cpp's convert_hf_to_gguf.py reads only this one.
+        "n_ctx": config.block_size,
         "n_embd": config.n_embd,
         "n_layer": config.n_layer,
         "n_head": config.n_head,

@@ -11,8 +11,10 @@ from gpt2_core.hookspecs import hookimpl
 
 @hookimpl
 def register_exporters(register: Callable[..., None]) -> None:
+    from gpt2_export.gguf_export import GGUFExporter
     from gpt2_export.hf import HFExporter
     from gpt2_export.onnx_export import OnnxExporter
 
     register("hf", HFExporter)
     register("onnx", OnnxExporter)
+    register("gguf", GGUFExporter)

@@ -17,12 +17,17 @@ def export(
         "-m",
         help="Model directory, training checkpoint, or run directory (its latest checkpoint).",
     ),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Directory to write (must be empty or new)."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Directory to write (must be empty or new); the file, for gguf."
+    ),
     dtype: str = typer.Option("float32", "--dtype", help="Weight type: float32, bfloat16 or float16."),
+    gguf_type: str | None = typer.Option(
+        None, "--gguf-type", help="gguf only: weight type f32, f16 (default) or q8_0."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty --out directory."),
     list_formats: bool = typer.Option(False, "--list", help="List the export formats and exit."),
 ) -> None:
-    """Export a model to another format (Hugging Face transformers, ONNX, or a plugin's)."""
+    """Export a model to another format (Hugging Face transformers, ONNX, GGUF, or a plugin's)."""
     from gpt2_core.errors import UserError
 
     from gpt2_export.exporters import describe, exporter_registry, run_export
@@ -37,8 +42,14 @@ def export(
         raise UserError("--model is required: the model directory or checkpoint to export")
     if out is None:
         raise UserError("--out is required: the directory to write the export into")
-    run_export(fmt, model, out, dtype=dtype, force=force, registry=registry)
-    typer.echo(f"exported {model} as {fmt} ({dtype}) to {out}")
+    options = {}
+    if gguf_type is not None:
+        if fmt != "gguf":
+            raise UserError(f"--gguf-type applies to --format gguf only, not {fmt!r}")
+        options["gguf_type"] = gguf_type
+    run_export(fmt, model, out, dtype=dtype, force=force, registry=registry, options=options)
+    kind = options.get("gguf_type", "f16") if fmt == "gguf" else dtype
+    typer.echo(f"exported {model} as {fmt} ({kind}) to {out}")
 
 
 def import_(

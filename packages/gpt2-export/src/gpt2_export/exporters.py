@@ -7,6 +7,9 @@ An exporter is registered through the ``register_exporters(register)`` hook as `
 training checkpoint, or a run directory's ``latest``), loads it, hands the exporter an empty staging
 directory, and moves that into place only when the exporter returns, so a failed export never leaves a
 half-written directory that looks like a model.
+
+A format that is one file (GGUF) says so with ``file_name``: it writes that file into the staging directory,
+and the host moves it to ``--out``, which then names the file.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -47,6 +51,8 @@ class ExportJob:
     """The model directory the weights came from."""
     info: dict[str, Any] = field(default_factory=dict)
     """Training facts saved with the model (config.json's ``info``: dataset, tokens, val loss, ...)."""
+    options: dict[str, str] = field(default_factory=dict)
+    """Format-specific flags the user gave (``gguf_type`` for ``--gguf-type``); unset ones are absent."""
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -66,6 +72,12 @@ class Exporter(Protocol):
 
     def export(self, job: ExportJob) -> None:
         """Write the model into ``job.out`` (an existing, empty directory)."""
+
+
+def file_name(exporter: Exporter) -> str | None:
+    """The one file a single-file format writes into ``job.out`` (its optional ``file_name``), or None
+    for a format that writes a directory."""
+    return getattr(exporter, "file_name", None)
 
 
 def describe(factory: Callable[..., Any]) -> str:
@@ -131,8 +143,19 @@ def _is_within(inner: Path, outer: Path) -> bool:
     return inner == outer or outer in inner.parents
 
 
-def check_output(out: Path, *, force: bool = False, protect: Path | None = None) -> None:
-    """Refuse an ``--out`` that is a file, a non-empty directory (unless ``force``) or holds ``protect``."""
+def check_output(
+    out: Path, *, force: bool = False, protect: Path | None = None, is_file: bool = False
+) -> None:
+    """Refuse an ``--out`` that is a file, a non-empty directory (unless ``force``) or holds ``protect``;
+    with ``is_file`` (a single-file format), one that is a directory or an existing file (unless ``force``)."""
+    if is_file:
+        if out.is_dir():
+            raise UserError(f"--out {out}: is a directory; this format writes one file, give its name")
+        if out.exists() and not force:
+            raise UserError(f"--out {out}: exists; use --force to replace it")
+        if protect is not None and _is_within(out, protect):
+            raise UserError(f"--out {out}: would write into the model being exported ({protect})")
+        return
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
     if out.exists() and any(out.iterdir()) and not force:
@@ -183,14 +206,32 @@ def run_export(
     dtype: str = "float32",
     force: bool = False,
     registry: dict[str, Callable[[], Exporter]] | None = None,
+    options: dict[str, str] | None = None,
 ) -> Path:
-    """``gpt2 export``: load ``model_path``, export it as ``fmt`` into ``out``; returns ``out``."""
+    """``gpt2 export``: load ``model_path``, export it as ``fmt`` into ``out`` (a directory, or the file of
+    a single-file format); returns ``out``. ``options``: format-specific flags, handed over in the job."""
     exporter = get_exporter(fmt, registry)
     supported = tuple(getattr(exporter, "dtypes", DTYPES))
     if dtype not in supported:
         raise UserError(f"--dtype {dtype!r}: format {fmt!r} writes one of: {', '.join(supported)}")
-    check_output(out, force=force)  # before the (slow) load
+    single = file_name(exporter)
+    check_output(out, force=force, is_file=single is not None)  # before the (slow) load
     model, model_dir, info = load_source(model_path)
-    with staged_output(out, force=force, protect=model_dir) as staging:
-        exporter.export(ExportJob(model=model, out=staging, dtype=dtype, source=model_dir, info=info))
+    job = partial(
+        ExportJob, model=model, dtype=dtype, source=model_dir, info=info, options=dict(options or {})
+    )
+    if single is None:
+        with staged_output(out, force=force, protect=model_dir) as staging:
+            exporter.export(job(out=staging))
+        return out
+    check_output(out, force=force, protect=model_dir, is_file=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The staging directory sits beside --out, so the finished file is renamed into place (atomic).
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        exporter.export(job(out=staging))
+        _make_public(staging)
+        os.replace(staging / single, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out

@@ -1,4 +1,4 @@
-"""gpt2-export's plugin (its ``gpt2`` entry point): the ``hf`` and ``onnx`` formats (``gpt2_export.builtins``)
+"""gpt2-export's plugin (its ``gpt2`` entry point): the ``hf``, ``onnx`` and ``gguf`` formats (``gpt2_export.builtins``)
 and ``gpt2 export`` / ``gpt2 import`` (``gpt2_export.cli``, imported when the CLI asks for commands)."""
 
 from __future__ import annotations

@@ -1,0 +1,113 @@
+"""Weight-only int8 (``gpt2_core.quantize``): the swap, the kernel's arithmetic, and the quality it costs on a
+model trained here for a few seconds."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from gpt2_core import GPT, get_preset
+from gpt2_core.errors import UserError
+from gpt2_core.generation import SamplingConfig, generate_ids
+from gpt2_core.quantize import Int8Linear, quantize_int8
+from gpt2_core.runtime import RuntimeConfig, load_for_inference
+from gpt2_core.tokenizer import Tokenizer
+
+ROOT = Path(__file__).resolve().parents[3]
+README_PROMPT = "Good morrow, my lord. I bring you news from the king:"  # the top README's example
+
+
+def test_int8_linear_is_the_dequantized_product() -> None:
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 96)
+    q = Int8Linear.from_float(lin.weight, lin.bias)
+    assert q.weight.dtype == torch.int8 and q.weight.abs().amax(1).ge(126).all()  # per-row scales
+    w = q.dequantized().float()
+    step = q.scales.float()[:, None]
+    assert ((w - lin.weight).abs() <= 0.51 * step).all()  # rounding: half a step (a clamp at 127 a hair more)
+    x = torch.randn(3, 5, 64)
+    with torch.no_grad():
+        # The CPU kernel reads bf16 inputs: within bf16's rounding of the exact product.
+        torch.testing.assert_close(q(x), F.linear(x, w, lin.bias), atol=2e-2, rtol=2e-2)
+        assert q(x).dtype == torch.float32 and q(x.bfloat16()).dtype == torch.bfloat16
+
+
+def test_quantize_swaps_every_linear_and_the_head(nano: GPT) -> None:
+    model = quantize_int8(copy.deepcopy(nano))  # the fixture is shared
+    assert not any(isinstance(m, nn.Linear) for m in model.modules())
+    assert isinstance(model.lm_head, Int8Linear)
+    assert model.transformer.wte.weight.dtype == torch.float32  # the lookups stay in float
+    assert sum(isinstance(m, Int8Linear) for m in model.modules()) == 4 * model.config.n_layer + 1
+    kept = quantize_int8(GPT(get_preset("nano")), head=False)
+    assert kept.lm_head.weight is kept.transformer.wte.weight
+
+
+def test_load_for_inference_quantizes(saved_nano: Path) -> None:
+    model, choice = load_for_inference(
+        saved_nano, RuntimeConfig(device="cpu", dtype="float32", quantize="int8")
+    )
+    assert isinstance(model.lm_head, Int8Linear)
+    assert choice.route == "torch" and "no nn.Linear" in choice.reason
+    with pytest.raises(UserError, match="--quantize must be one of none, int8, got 'int4'"):
+        load_for_inference(saved_nano, RuntimeConfig(device="cpu", quantize="int4"))
+
+
+def _corpus() -> torch.Tensor:
+    text = "\n\n".join(p.read_text(encoding="utf-8") for p in sorted(ROOT.glob("packages/*/README.md")))
+    return torch.tensor(Tokenizer().encode(text))
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[GPT, torch.Tensor, list[int]]:
+    """A small model trained for 150 steps on this repository's READMEs, held-out tokens, and the README
+    prompt. The vocabulary is cut to the ids the READMEs use (~2,500): a 50257-row head made each step take
+    seconds on a shared 2-core machine; the layers quantized are the same kind."""
+    ids = _corpus()
+    kept, ids = torch.unique(ids, return_inverse=True)
+    split = int(0.9 * len(ids))
+    train, val = ids[:split], ids[split:]
+    threads = torch.get_num_threads()
+    # One thread: with two on two cores that other jobs share, each step's thread barriers waited out the
+    # scheduler (seconds a step; a 150-step run took 142 s with one thread and over 15 min with two).
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    config = get_preset("nano", block_size=64, n_embd=64, n_head=4, vocab_size=len(kept), special_tokens={})
+    model = GPT(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(150):
+        starts = torch.randint(0, len(train) - 65, (16,), generator=gen)
+        batch = torch.stack([train[s : s + 65] for s in starts])
+        _, loss = model(batch[:, :-1], targets=batch[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.set_num_threads(threads)
+    prompt = torch.tensor(Tokenizer().encode(README_PROMPT))
+    prompt = torch.searchsorted(kept, prompt[torch.isin(prompt, kept)])  # its words the READMEs have
+    return model.eval(), val, prompt.tolist()
+
+
+def _val_loss(model: GPT, val: torch.Tensor) -> float:
+    n = (len(val) - 1) // 64 * 64
+    x, y = val[:n].view(-1, 64), val[1 : n + 1].view(-1, 64)
+    with torch.no_grad():
+        return float(model(x, targets=y)[1])
+
+
+@pytest.mark.slow
+def test_int8_costs_under_one_percent_of_val_loss_and_keeps_greedy_text(trained) -> None:
+    model, val, prompt = trained
+    quantized = quantize_int8(copy.deepcopy(model))
+    fp32, int8 = _val_loss(model, val), _val_loss(quantized, val)
+    assert fp32 < 6.5  # it learned something (uniform: ln 2553 = 7.8)
+    assert abs(int8 - fp32) / fp32 < 0.01, (fp32, int8)
+    assert len(prompt) > 5
+    cfg = SamplingConfig(max_new_tokens=20, temperature=0.0, stop_at_eot=False)
+    greedy = [[int(t[0]) for t in generate_ids(m, prompt, cfg, eot_id=-1)] for m in (model, quantized)]
+    assert greedy[0] == greedy[1] and len(greedy[0]) == 20
+    print(f"val loss fp32 {fp32:.4f} int8 {int8:.4f} ({(int8 - fp32) / fp32:+.3%})")
