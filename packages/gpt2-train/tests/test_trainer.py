@@ -97,14 +97,22 @@ def test_too_many_non_finite_steps_stop_the_run(tmp_path: Path) -> None:
     assert [r["step"] for r in logged] == [5, 6, 7]
 
 
-def test_sigterm_stops_with_a_fresh_checkpoint(tmp_path: Path) -> None:
-    class Terminating(CountingSource):
-        def next_batch(self):
-            if self.pos == 7:  # during step 4
-                os.kill(os.getpid(), signal.SIGTERM)
-            return super().next_batch()
+class Terminating(CountingSource):
+    """Sends this process SIGTERM when asked for each batch number in ``at``."""
 
-    tr = Trainer(small_config(tmp_path, max_steps=50), model=small_model(), train_source=Terminating())
+    def __init__(self, *at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def next_batch(self):
+        if self.pos in self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().next_batch()
+
+
+def test_sigterm_stops_with_a_fresh_checkpoint(tmp_path: Path) -> None:
+    source = Terminating(7)  # during step 4
+    tr = Trainer(small_config(tmp_path, max_steps=50), model=small_model(), train_source=source)
     res = tr.fit()
     assert res.stopped_by == signal.SIGTERM and res.step == 4
     assert os.readlink(tmp_path / "latest") == "step_00000004"
@@ -117,13 +125,8 @@ def test_a_second_sigterm_keeps_the_promised_checkpoint(
     """`timeout N uv run gpt2 ...` delivers SIGTERM twice (timeout signals its process group, uv forwards its
     own): the second must not drop the checkpoint the first promised."""
 
-    class Terminating(CountingSource):
-        def next_batch(self):
-            if self.pos in (6, 7):  # both during step 4 (its two micro-batches)
-                os.kill(os.getpid(), signal.SIGTERM)
-            return super().next_batch()
-
-    tr = Trainer(small_config(tmp_path, max_steps=50), model=small_model(), train_source=Terminating())
+    source = Terminating(6, 7)  # both during step 4 (its two micro-batches)
+    tr = Trainer(small_config(tmp_path, max_steps=50), model=small_model(), train_source=source)
     res = tr.fit()
     assert res.stopped_by == signal.SIGTERM and res.step == 4
     assert os.readlink(tmp_path / "latest") == "step_00000004"
