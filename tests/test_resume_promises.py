@@ -9,13 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from cli_helpers import gpt2_here, metrics
-from waiting import DEADLINE
+from waiting import DEADLINE, wait_until
 
 # tiny's recipe (Muon + WSD) on the nano model and the suite's small corpus: a step is a fraction of a second.
 NANO = ["--model", "nano", "--micro-batch", "2", "--seq-len", "32", "--total-batch-tokens", "64"]
@@ -112,9 +111,10 @@ def test_an_interrupted_extension_is_what_latest_and_resume_auto_follow(
         stdout=subprocess.DEVNULL,
         text=True,
     )
-    deadline = time.monotonic() + DEADLINE
-    while not 20 < last_logged(run) < 30 and extension.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)  # the first run's rows end at 30; the extension's, rewound to 18, go on from there
+    # The first run's rows end at 30; the extension's, rewound to 18, go on from there.
+    wait_until(
+        lambda: 20 < last_logged(run) < 30 or extension.poll() is not None, "the extension past step 20"
+    )
     assert extension.poll() is None, "the extension ended before it could be stopped"
     extension.send_signal(signal.SIGTERM)
     _, err = extension.communicate(timeout=DEADLINE)
