@@ -361,12 +361,18 @@ def build_config(
     saved = _resumed_config(cfg)
     if saved is None:
         return cfg
-    fields = {f.name for f in dataclasses.fields(cls)}
-    values.update({k: v for k, v in saved.items() if k in fields and k not in NOT_CARRIED})
+    values.update({k: v for k, v in known_fields(cls, saved).items() if k not in NOT_CARRIED})
     values["run_dir"] = cfg.run_dir
     if "run_dir" not in overrides and cfg.resume not in ("auto", "latest"):
         values["run_dir"] = str(Path(cfg.resume).parent)  # RUN_DIR/stable goes on in RUN_DIR
     return from_dict(cls, {**values, **overrides}, toml_file or "config")
+
+
+def known_fields(cls: type[TrainConfig], saved: dict[str, Any]) -> dict[str, Any]:
+    """The values of a saved config (a checkpoint's) that are fields of ``cls``: one written by another
+    version may hold fields this one lacks."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in saved.items() if k in fields}
 
 
 def _resumed_config(cfg: TrainConfig) -> dict[str, Any] | None:

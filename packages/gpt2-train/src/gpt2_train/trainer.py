@@ -9,7 +9,6 @@ pass (see :class:`Trainer`).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import signal
@@ -30,7 +29,7 @@ from gpt2_data.batch_source import BatchSource
 from gpt2_train import accel
 from gpt2_train.allocator import restore_malloc_defaults, retain_freed_memory
 from gpt2_train.checkpoint import Checkpointer, CheckpointParts, ResumeInfo
-from gpt2_train.config import TrainConfig
+from gpt2_train.config import TrainConfig, known_fields
 from gpt2_train.distributed import DistEnv, any_rank, barrier, setup_distributed, teardown_distributed
 from gpt2_train.evals import HellaSwagEvaluator, Sampler, Validator, every
 from gpt2_train.loggers import NullLogger, build_loggers
@@ -336,8 +335,7 @@ class Trainer:
         """Say so when the learning rate jumps at the resumed step (a finished run resumed with a larger
         ``--max-steps``, a changed ``--lr``): peers allow it, but it is rarely what a user meant."""
         try:
-            fields = {f.name for f in dataclasses.fields(self.cfg)}
-            config = {k: v for k, v in (info.state.get("config") or {}).items() if k in fields}
+            config = known_fields(type(self.cfg), info.state.get("config") or {})
             saved = from_dict(type(self.cfg), config, "checkpoint")
         except UserError:
             return
