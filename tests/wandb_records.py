@@ -73,7 +73,16 @@ def history(path: Path, wait: bool = True) -> dict[int, dict]:
 
 
 def wandb_files(run_dir: Path) -> list[Path]:
-    return sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    """The run directory's .wandb files, oldest first: by the second in their directory's name, then by the run
+    record's start time (two runs started in the same second sort by their random ids otherwise), or the
+    file's last write where it holds no run record (a process killed before W&B wrote one)."""
+
+    def started(path: Path) -> tuple[str, int]:
+        run = run_record(path, wait=False)
+        ns = run.start_time.ToNanoseconds() if run is not None and run.HasField("start_time") else 0
+        return path.parent.name.split("-")[2], ns or path.stat().st_mtime_ns
+
+    return sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"), key=started)
 
 
 def run_record(path: Path, wait: bool = True):  # noqa: ANN201 (wandb's protobuf RunRecord)
@@ -90,7 +99,7 @@ def followed_history(run_dir: Path) -> dict[int, dict]:
     its offline directories in order: a plain resume adds rows, a rewind (``resume_from``: a branch point on
     the run itself) first drops the rows past its step. Waits for the newest directory's run to finish; the
     older ones are read as they are (a killed process's never finishes). Fails when a step is logged twice."""
-    paths = sorted(wandb_files(run_dir), key=lambda p: (p.parent.name.split("-")[2], p.stat().st_mtime))
+    paths = wandb_files(run_dir)
     runs: dict[str, dict[int, dict]] = {}
     for i, path in enumerate(paths):
         newest = i == len(paths) - 1
