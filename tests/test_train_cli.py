@@ -195,3 +195,45 @@ def test_third_party_optimizer(fixture_plugin, data_dir: Path, tmp_path: Path) -
     r = gpt2(*args, "--max-steps", "4", "--resume", "latest", env=env)
     assert r.returncode == 0, r.stderr
     assert json.loads((run / "latest" / "state.json").read_text())["config"]["optimizer"] == "example-sgd"
+
+
+def test_a_plugin_optimizers_own_flag_reaches_it_and_survives_a_resume(
+    fixture_plugin, data_dir: Path, tmp_path: Path
+) -> None:
+    """The example optimizer's --sgd-momentum: listed under its own heading, reaching torch's SGD, saved in the
+    checkpoint's config, kept by a resume that does not name it, read from its TOML table, and refused in one
+    line for another optimizer or a bad value."""
+    import torch
+
+    env = fixture_plugin("gpt2-example-optimizer")
+    r = gpt2("train", "--help", env=env)
+    assert "Optimizer example-sgd:\n  --sgd-momentum <float>" in r.stdout, r.stdout
+    run = tmp_path / "run"
+    args = ["train", *SMALL, *QUIET, "--data-dir", str(data_dir), "--run-dir", str(run), "--logger", "jsonl"]
+    r = gpt2(*args, "--max-steps", "3", "--optimizer", "example-sgd", "--sgd-momentum", "0.5", env=env)
+    assert r.returncode == 0, r.stderr
+    config = json.loads((run / "latest" / "state.json").read_text())["config"]
+    assert config["optimizer_options"]["example-sgd"] == {"sgd_momentum": 0.5}
+    r = gpt2(*args, "--max-steps", "4", "--resume", "latest", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "resumed from" in r.stderr and "--sgd-momentum" not in r.stderr  # the run's own value, unchanged
+    saved = torch.load(run / "latest" / "optimizer.pt", weights_only=True)
+    assert (saved["param_groups"][0]["momentum"], saved["state"] != {}) == (0.5, True)
+
+    toml = tmp_path / "run.toml"
+    toml.write_text('optimizer = "example-sgd"\n\n[example-sgd]\nsgd_momentum = 0.6\n')
+    r = gpt2("train", "--config", str(toml), "--show-config", env=env)
+    assert r.returncode == 0 and "[example-sgd]\nsgd_momentum = 0.6  # default: 0.9" in r.stdout, r.stdout
+    for bad, says in [
+        (
+            ["--sgd-momentum", "0.5"],
+            "--sgd-momentum is an option of --optimizer example-sgd, not of this run's",
+        ),
+        (
+            ["--optimizer", "example-sgd", "--sgd-momentum", "1.5"],
+            "--sgd-momentum must be in [0, 1), got 1.5",
+        ),
+    ]:
+        r = gpt2("train", *bad, "--show-config", env=env)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and says in lines[0], r.stderr

@@ -12,15 +12,9 @@ import pytest
 import torch
 from gpt2_core.errors import UserError
 from gpt2_core.model import GPT
-from gpt2_train.config import TrainConfig
-from gpt2_train.optim import (
-    Optimizers,
-    build_optimizer,
-    lr_at,
-    muon_split,
-    optimizer_registry,
-    wsd_decay_start,
-)
+from gpt2_train.config import TrainConfig, build_config
+from gpt2_train.optim import Optimizers, build_optimizer, lr_at, muon_split, wsd_decay_start
+from gpt2_train.optimizers import optimizer_registry
 from gpt2_train.trainer import Trainer
 
 from .conftest import CountingSource, small_config, small_model
@@ -74,7 +68,8 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest() -> None:
     assert "transformer.wpe.weight" in {names[id(p)] for p in adamw}
     assert len(muon) + len(adamw) == len(list(model.parameters()))
 
-    cfg = TrainConfig(optimizer="muon", lr=1e-3, muon_lr=0.04, muon_momentum=0.9, muon_weight_decay=0.01)
+    muon_options = dict(muon_lr=0.04, muon_momentum=0.9, muon_weight_decay=0.01)
+    cfg = TrainConfig(optimizer="muon", lr=1e-3, optimizer_options={"muon": muon_options})
     opt = build_optimizer(model, cfg, torch.device("cpu"))
     assert isinstance(opt, Optimizers)
     m, a = opt.optimizers
@@ -88,7 +83,8 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest() -> None:
 
 
 def test_muon_groups_follow_the_schedule_at_their_own_scale(tmp_path: Path) -> None:
-    tr = trainer(tmp_path / "run", optimizer="muon", lr=1e-3, muon_lr=0.02, max_steps=1)
+    muon_options = {"muon": {"muon_lr": 0.02}}
+    tr = trainer(tmp_path / "run", optimizer="muon", lr=1e-3, optimizer_options=muon_options, max_steps=1)
     tr.fit()
     muon, adamw = tr.optimizer.optimizers
     lr = lr_at(0, tr.cfg, 1)
@@ -212,7 +208,7 @@ def test_constant_schedule() -> None:
 )
 def test_validation_names_the_flag(options: dict, flag: str) -> None:
     with pytest.raises(UserError, match=flag):
-        TrainConfig(**options)
+        build_config(overrides={"optimizer": "muon", **options})
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])

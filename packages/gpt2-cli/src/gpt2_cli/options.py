@@ -27,6 +27,7 @@ from typing import Annotated, Any
 
 import typer
 from gpt2_core.dataclass_utils import field_docs
+from typer.core import TyperCommand
 
 SUPPORTED = (int, float, str, bool)
 CONTEXT = "_dataclass_options_ctx"
@@ -51,7 +52,7 @@ def _cli_type(tp: Any) -> Any | None:
 
 
 def dataclass_options(
-    cls: type,
+    cls: type | Sequence[tuple[type, str]],
     *,
     into: str,
     flags: dict[str, str] | None = None,
@@ -59,14 +60,18 @@ def dataclass_options(
     panel: str | None = None,
     given_only: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator adding one Typer option per field of ``cls`` (renamed by ``flags``, minus ``exclude``).
+    """Decorator adding one Typer option per field of ``cls`` (renamed by ``flags``, minus ``exclude``), in
+    ``--help`` under the heading ``panel`` (None: "Options").
 
     ``into`` receives ``cls`` built from every option's value, or with ``given_only`` a dict of the
-    options typed on the command line (or set from the environment), by field name.
+    options typed on the command line (or set from the environment), by field name. With ``given_only``,
+    ``cls`` may be several dataclasses, each with its heading: ``[(AdamWOptions, "Optimizer adamw"), ...]``
+    (a field two of them have is one flag, under the first's heading).
     """
     flags = flags or {}
-    hints = typing.get_type_hints(cls)
-    docs = field_docs(cls)
+    groups = [(cls, panel)] if isinstance(cls, type) else list(cls)
+    if len(groups) != 1 and not given_only:
+        raise TypeError("dataclass_options: several dataclasses need given_only=True")
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         sig = inspect.signature(func)
@@ -79,27 +84,34 @@ def dataclass_options(
         taken = {p.name for p in own}
         extra: list[inspect.Parameter] = []
         names: list[str] = []
-        for f in dataclasses.fields(cls):
-            tp = _cli_type(hints[f.name])
-            if f.name in exclude or tp is None or f.name in taken:
-                continue
-            if f.default is not dataclasses.MISSING:
-                default = f.default
-            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-                default = f.default_factory()  # type: ignore[misc]
-                default = None if default == [] else default
-            else:
-                default = ...
-            flag = flags.get(f.name, "--" + f.name.replace("_", "-"))
-            is_flag = tp is bool or tp == typing.Optional[bool]  # noqa: UP045 (Optional: None = unset)
-            decls = [f"{flag}/--no-{flag[2:]}"] if is_flag else [flag]
-            option = typer.Option(*decls, help=docs.get(f.name, ""), rich_help_panel=panel, show_default=True)
-            extra.append(
-                inspect.Parameter(
-                    f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[tp, option]
+        for group, heading in groups:
+            hints, docs = typing.get_type_hints(group), field_docs(group)
+            for f in dataclasses.fields(group):
+                tp = _cli_type(hints[f.name])
+                if f.name in exclude or tp is None or f.name in taken or f.name in names:
+                    continue
+                if f.default is not dataclasses.MISSING:
+                    default = f.default
+                elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                    default = f.default_factory()  # type: ignore[misc]
+                    default = None if default == [] else default
+                else:
+                    default = ...
+                flag = flags.get(f.name, "--" + f.name.replace("_", "-"))
+                is_flag = tp is bool or tp == typing.Optional[bool]  # noqa: UP045 (Optional: None = unset)
+                decls = [f"{flag}/--no-{flag[2:]}"] if is_flag else [flag]
+                option = typer.Option(
+                    *decls, help=docs.get(f.name, ""), rich_help_panel=heading, show_default=True
                 )
-            )
-            names.append(f.name)
+                extra.append(
+                    inspect.Parameter(
+                        f.name,
+                        inspect.Parameter.KEYWORD_ONLY,
+                        default=default,
+                        annotation=Annotated[tp, option],
+                    )
+                )
+                names.append(f.name)
 
         # Typer hands its context to one parameter only: the command's own, if it has one.
         ctx_name = next((p.name for p in own if p.annotation is typer.Context), None)
@@ -115,14 +127,14 @@ def dataclass_options(
                 typed = ("COMMANDLINE", "ENVIRONMENT")
                 given = {n: v for n, v in values.items() if ctx.get_parameter_source(n).name in typed}
                 return func(**kwargs, **{into: given})
-            for f in dataclasses.fields(cls):
+            for f in dataclasses.fields(groups[0][0]):
                 if (
                     f.name in values
                     and values[f.name] is None
                     and f.default_factory is not dataclasses.MISSING
                 ):  # type: ignore[misc]
                     values[f.name] = f.default_factory()  # type: ignore[misc]
-            return func(**kwargs, **{into: cls(**values)})
+            return func(**kwargs, **{into: groups[0][0](**values)})
 
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + extra
         wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
@@ -132,6 +144,25 @@ def dataclass_options(
         return wrapper
 
     return decorate
+
+
+class SectionedCommand(TyperCommand):
+    """A command whose ``--help`` lists its options under their ``panel`` headings (Typer draws those only in
+    its rich help, which this CLI turns off): "Arguments", "Options", then each heading in the order it
+    appears."""
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        sections: dict[str | None, list[tuple[str, str]]] = {"Arguments": [], None: []}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                argument = param.param_type_name == "argument"
+                heading = "Arguments" if argument else getattr(param, "rich_help_panel", None)
+                sections.setdefault(heading, []).append(record)
+        for heading, records in sections.items():
+            if records:
+                with formatter.section(heading or "Options"):
+                    formatter.write_dl(records)
 
 
 def runtime_options(func: Callable[..., Any]) -> Callable[..., Any]:

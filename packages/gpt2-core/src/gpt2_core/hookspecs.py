@@ -48,9 +48,10 @@ def register_loggers(register: Callable[..., None]) -> None:
 def register_optimizers(register: Callable[..., None]) -> None:
     """Provide optimizers for ``gpt2 train --optimizer NAME`` (and ``gpt2 sft``): call ``register(name, factory)``.
 
-    ``factory(model, config, device)`` returns the optimizer over ``model``'s trainable parameters: a
-    ``torch.optim.Optimizer``, or an object with the same ``param_groups``, ``step``, ``zero_grad``,
-    ``state_dict``/``load_state_dict`` and ``register_step_post_hook`` (see ``gpt2_train.optim``).
+    ``factory`` is an optimizer class as described in ``gpt2_train.optimizers``: an ``Options`` dataclass
+    (its fields become flags, a TOML table and part of each checkpoint's config), the ``parallel`` modes it
+    supports, and ``build(model, config, device)`` returning the optimizer. A plain function
+    ``factory(model, config, device)`` is an optimizer without options.
     """
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from gpt2_cli.options import dataclass_options
+from gpt2_cli.options import SectionedCommand, dataclass_options
 from gpt2_core.errors import UserError
+from gpt2_train.cli import optimizer_options
 from gpt2_train.config import SHOW_CONFIG_HELP
 from typer.core import TyperGroup
 
@@ -74,6 +75,7 @@ def prepare_command(
 def train_command(
     ctx: typer.Context,
     flags: dict[str, Any],
+    optimizer_flags: dict[str, Any],
     preset: str | None = typer.Option(None, "--preset", help=f"Named recipe: {', '.join(SFT_PRESETS)}."),
     config_file: Path | None = typer.Option(None, "--config", help="TOML file of SFT config fields."),
     show_config: bool = typer.Option(False, "--show-config", help=SHOW_CONFIG_HELP),
@@ -81,7 +83,11 @@ def train_command(
     from gpt2_train.config import build_config, config_toml
 
     cfg = build_config(
-        preset, str(config_file) if config_file else None, flags, cls=SFTConfig, presets=SFT_PRESETS
+        preset,
+        str(config_file) if config_file else None,
+        {**flags, **optimizer_flags},
+        cls=SFTConfig,
+        presets=SFT_PRESETS,
     )
     if show_config:
         typer.echo(config_toml(cfg), nl=False)
@@ -133,14 +139,15 @@ NOT_FOR_SFT = (
 def sft_app() -> typer.Typer:
     app = typer.Typer(cls=_SFTGroup, help=SFT_HELP, no_args_is_help=True)
     extra = {"allow_extra_args": True, "ignore_unknown_options": True}
-    app.command("train", help=SFT_HELP, context_settings=extra)(
-        dataclass_options(
-            SFTConfig,
-            into="flags",
-            flags={"init_from": "--from", "loggers": "--logger"},
-            exclude=NOT_FOR_SFT,
-            given_only=True,
-        )(train_command)
+    flags = dataclass_options(
+        SFTConfig,
+        into="flags",
+        flags={"init_from": "--from", "loggers": "--logger"},
+        exclude=NOT_FOR_SFT,
+        given_only=True,
+    )
+    app.command("train", help=SFT_HELP, context_settings=extra, cls=SectionedCommand)(
+        flags(optimizer_options(train_command))
     )
     app.command("prepare", context_settings=extra)(
         dataclass_options(SFTPrepareConfig, into="config")(prepare_command)

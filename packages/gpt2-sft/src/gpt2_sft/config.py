@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from gpt2_core.errors import UserError
@@ -63,8 +63,10 @@ class SFTConfig(TrainConfig):
     """Peak learning rate (much lower than pre-training: the model should keep what it knows)."""
     warmup_steps: int = 20
     """Steps of linear warm-up from 0 to lr."""
-    weight_decay: float = 0.0
-    """AdamW weight decay, applied to 2-D weights only."""
+    optimizer_options: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {"adamw": {"weight_decay": 0.0}, "muon": {"weight_decay": 0.0}}
+    )
+    """Each optimizer's own options by its name, as gpt2 train's; fine-tuning's AdamW has no weight decay."""
     eval_every: int = 50
     """Val loss (on the held-out conversations) every this many steps, and at the end (0: never)."""
     eval_batches: int = 10

@@ -34,15 +34,7 @@ def register_loggers(register: Callable[..., None]) -> None:
 
 @hookimpl
 def register_optimizers(register: Callable[..., None]) -> None:
-    def adamw(model: Any, config: Any, device: Any) -> Any:
-        from gpt2_train.optim import build_adamw
+    from gpt2_train.optimizers import AdamW, Muon
 
-        return build_adamw(model, config, device)
-
-    def muon(model: Any, config: Any, device: Any) -> Any:
-        from gpt2_train.optim import build_muon
-
-        return build_muon(model, config, device)
-
-    register("adamw", adamw)
-    register("muon", muon)
+    register("adamw", AdamW)
+    register("muon", Muon)

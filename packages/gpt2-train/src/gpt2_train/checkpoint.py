@@ -152,7 +152,9 @@ class LoadedCheckpoint:
 
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The fields of a run's config that ``current`` changes from the ``saved`` one, as ``--flag old -> new``
-    (fields the saved config lacks are not changes: it predates them)."""
+    (fields the saved config lacks are not changes: it predates them). The run's optimizer's options count
+    as fields (``--muon-lr``), the other optimizers' tables not at all."""
+    saved, current = flat_options(saved), flat_options(current)
     changes = []
     for name, new in current.items():
         if name in NOT_CARRIED or name not in saved or saved[name] == new:
@@ -160,6 +162,14 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
         flag = {"loggers": "logger", "init_from": "from"}.get(name, name).replace("_", "-")
         changes.append(f"--{flag} {_show(saved[name])} -> {_show(new)}")
     return changes
+
+
+def flat_options(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (a ``TrainConfig`` as a dict) with its optimizer's options as top-level fields, as their
+    flags name them; an older checkpoint's config has them there already."""
+    tables = config.get("optimizer_options") or {}
+    flat = {k: v for k, v in config.items() if k != "optimizer_options"}
+    return {**flat, **tables.get(config.get("optimizer"), {})}
 
 
 def _show(value: Any) -> str:

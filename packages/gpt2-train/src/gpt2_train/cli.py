@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ import typer
 
 # gpt2-cli is the only caller of register_commands, so it is installed whenever this module is imported.
 from gpt2_cli.groups import command_group
-from gpt2_cli.options import dataclass_options
+from gpt2_cli.options import SectionedCommand, dataclass_options
 
 from gpt2_train.config import PRESETS, SHOW_CONFIG_HELP, TrainConfig, build_config, config_toml
+from gpt2_train.optimizers import optimizer_registry, option_owners
 
 TRAIN_HELP = f"""Train a GPT-2 model (under torchrun: DDP across its processes).
 
@@ -27,13 +29,24 @@ Multi-node: torchrun --nnodes=N --node-rank=I --rdzv-backend=c10d --rdzv-endpoin
 """
 
 
+def optimizer_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator giving ``gpt2 train`` (and ``gpt2 sft``) every registered optimizer's options as flags, each
+    optimizer's under its own heading in ``--help``; ``command`` receives the ones typed as
+    ``optimizer_flags`` (field name -> value), which go to the run's optimizer (``build_config``)."""
+    registry = optimizer_registry()
+    option_owners(registry)  # refuses a plugin whose option is taken
+    groups = [(plugin.Options, f"Optimizer {name}") for name, plugin in registry.items()]
+    return dataclass_options(groups, into="optimizer_flags", given_only=True)(command)
+
+
 def train_command(
     flags: dict[str, Any],
+    optimizer_flags: dict[str, Any],
     preset: str | None = typer.Option(None, "--preset", help=f"Named recipe: {', '.join(PRESETS)}."),
     config_file: Path | None = typer.Option(None, "--config", help="TOML file of TrainConfig fields."),
     show_config: bool = typer.Option(False, "--show-config", help=SHOW_CONFIG_HELP),
 ) -> None:
-    cfg = build_config(preset, str(config_file) if config_file else None, flags)
+    cfg = build_config(preset, str(config_file) if config_file else None, {**flags, **optimizer_flags})
     if show_config:
         typer.echo(config_toml(cfg), nl=False)
         return
@@ -127,11 +140,8 @@ def plot_command(
 
 
 def register(app: Any) -> None:
-    app.command("train", help=TRAIN_HELP)(
-        dataclass_options(TrainConfig, into="flags", flags={"loggers": "--logger"}, given_only=True)(
-            train_command
-        )
-    )
+    flags = dataclass_options(TrainConfig, into="flags", flags={"loggers": "--logger"}, given_only=True)
+    app.command("train", help=TRAIN_HELP, cls=SectionedCommand)(flags(optimizer_options(train_command)))
     command_group(app, "eval", "Evaluate a model.").command("hellaswag")(hellaswag_command)
     app.command("tensorboard")(tensorboard_command)
     app.command("plot")(plot_command)

@@ -1,8 +1,7 @@
-"""Optimizers (chosen by name through the ``register_optimizers`` hook) and the learning-rate schedules.
+"""The optimizers our plugins build (``gpt2_train.optimizers`` declares them and their options) and the
+learning-rate schedules.
 
-An optimizer factory is ``factory(model, config, device) -> optimizer``: ``model`` is the ``GPT`` (its
-parameters, or under ``--parallel fsdp`` their shards), ``config`` the run's ``TrainConfig``, ``device`` where
-the parameters live. The optimizer is one object to the trainer, the step function and the checkpointer: a
+The optimizer is one object to the trainer, the step function and the checkpointer: a
 ``torch.optim.Optimizer``, or :class:`Optimizers` around several. The step function sets each parameter
 group's ``lr`` to the schedule's value times the group's ``lr_scale`` (default 1), so a group can run at its
 own peak learning rate (Muon's matrices at ``--muon-lr``) under the one schedule.
@@ -18,30 +17,30 @@ import torch
 from gpt2_core.errors import UserError
 
 from gpt2_train.config import TrainConfig
+from gpt2_train.optimizers import AdamWOptions, MuonOptions, optimizer_plugin
 
 
-def _adamw(groups: list[dict[str, Any]], cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+def _adamw(
+    params: list[torch.nn.Parameter], lr: float, options: AdamWOptions, device: torch.device
+) -> torch.optim.AdamW:
     # Fused AdamW on CUDA (one kernel for all parameters, and it can skip a non-finite step on the device)
     # and on CPU (one vectorised pass per parameter, where torch's default is a loop of elementwise ops;
     # BENCHMARKS.md has the figure).
     fused = device.type in ("cuda", "cpu")
-    return torch.optim.AdamW(
-        groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused or None
-    )
-
-
-def _decay_groups(params: list[torch.nn.Parameter], cfg: TrainConfig) -> list[dict[str, Any]]:
-    return [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": options.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
+    betas = (options.beta1, options.beta2)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=options.eps, fused=fused or None)
 
 
-def build_adamw(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """``--optimizer adamw``: AdamW over ``model``'s parameters, weight decay on matrices and embeddings, none
-    on biases and LayerNorms (build-nanogpt's groups), fused on CPU and CUDA."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return _adamw(_decay_groups(params, cfg), cfg, device)
+def build_adamw(
+    model: torch.nn.Module, lr: float, options: AdamWOptions, device: torch.device
+) -> torch.optim.AdamW:
+    """``--optimizer adamw``: AdamW over ``model``'s parameters at peak ``lr``, weight decay on matrices and
+    embeddings, none on biases and LayerNorms (build-nanogpt's groups), fused on CPU and CUDA."""
+    return _adamw([p for p in model.parameters() if p.requires_grad], lr, options, device)
 
 
 def muon_split(model: torch.nn.Module) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
@@ -99,7 +98,9 @@ class Optimizers:
             opt.load_state_dict(s)
 
 
-def build_muon(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> Optimizers:
+def build_muon(
+    model: torch.nn.Module, cfg: TrainConfig, options: MuonOptions, device: torch.device
+) -> Optimizers:
     """``--optimizer muon``: ``torch.optim.Muon`` on the blocks' matrices (:func:`muon_split`) at ``--muon-lr``,
     ``--muon-momentum`` (Nesterov), ``--muon-weight-decay`` and ``--muon-adjust-lr``, its Newton-Schulz
     iteration in the run's precision (bf16, or fp32 in an fp32 run: ``gpt2_train.muon``); AdamW, as
@@ -109,22 +110,15 @@ def build_muon(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -
 
     muon_params, adamw_params = muon_split(model)
     muon = Muon(
-        [{"params": muon_params, "lr_scale": cfg.muon_lr / cfg.lr}],
-        lr=cfg.muon_lr,
-        momentum=cfg.muon_momentum,
+        [{"params": muon_params, "lr_scale": options.muon_lr / cfg.lr}],
+        lr=options.muon_lr,
+        momentum=options.muon_momentum,
         nesterov=True,
-        weight_decay=cfg.muon_weight_decay,
-        adjust_lr_fn=cfg.muon_adjust_lr,
+        weight_decay=options.muon_weight_decay,
+        adjust_lr_fn=options.muon_adjust_lr,
         ns_dtype=autocast_dtype(cfg.precision, device) or torch.float32,
     )
-    return Optimizers([muon, _adamw(_decay_groups(adamw_params, cfg), cfg, device)])
-
-
-def optimizer_registry() -> dict[str, Callable[..., Any]]:
-    """Name -> factory of every optimizer the plugins register (``register_optimizers``), ours included."""
-    from gpt2_core.plugins import collect, register_builtin
-
-    return collect("optimizers", register_builtin("gpt2_train.builtins", "gpt2-train"))
+    return Optimizers([muon, _adamw(adamw_params, cfg.lr, options, device)])
 
 
 def build_optimizer(
@@ -133,13 +127,10 @@ def build_optimizer(
     device: torch.device,
     registry: Mapping[str, Callable[..., Any]] | None = None,
 ) -> Any:
-    """The optimizer ``cfg.optimizer`` names, over ``model``'s parameters on ``device``; UserError if unknown."""
-    registry = optimizer_registry() if registry is None else registry
-    if cfg.optimizer not in registry:
-        raise UserError(
-            f"--optimizer: unknown optimizer {cfg.optimizer!r}; available: {', '.join(sorted(registry))}"
-        )
-    return registry[cfg.optimizer](model, cfg, device)
+    """The optimizer ``cfg.optimizer`` names (from ``registry``, default: the plugins'), with its options from
+    ``cfg``, over ``model``'s parameters on ``device``; ``UserError`` as
+    ``gpt2_train.optimizers.optimizer_plugin`` raises it."""
+    return optimizer_plugin(cfg, registry).build(model, cfg, device)
 
 
 # --- learning-rate schedules --------------------------------------------------------------------------

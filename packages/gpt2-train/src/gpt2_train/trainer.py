@@ -207,15 +207,6 @@ class Trainer:
         """What the step function calls: the loss model with its speed-ups, in DDP or sharded by FSDP."""
         # The optimizer runs where the parameters are: in CPU memory when FSDP offloads them there.
         self.optimizer = build_optimizer(model, cfg, torch.device("cpu") if cfg.fsdp_cpu_offload else dev)
-        if self.sharded and (
-            not isinstance(self.optimizer, torch.optim.Optimizer)
-            or isinstance(self.optimizer, torch.optim.Muon)
-        ):
-            # Muon orthogonalises whole matrices; FSDP leaves each rank a shard of each (and DCP saves only a
-            # torch optimizer).
-            raise UserError(
-                f"--optimizer {cfg.optimizer} does not work with --parallel fsdp; use --parallel ddp"
-            )
         if head is not None:
             self.optimizer.register_step_post_hook(lambda *_: head.tie_others())
         self._head = head
