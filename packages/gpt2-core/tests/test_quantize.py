@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from gpt2_core import GPT, get_preset
 from gpt2_core.errors import UserError
 from gpt2_core.generation import SamplingConfig, generate_ids
+from gpt2_core.llm import LLM
 from gpt2_core.quantize import Int8Linear, quantize_int8
-from gpt2_core.runtime import RuntimeConfig, load_for_inference
 from gpt2_core.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -46,14 +46,12 @@ def test_quantize_swaps_every_linear_and_the_head(nano: GPT) -> None:
     assert kept.lm_head.weight is kept.transformer.wte.weight
 
 
-def test_load_for_inference_quantizes(saved_nano: Path) -> None:
-    model, choice = load_for_inference(
-        saved_nano, RuntimeConfig(device="cpu", dtype="float32", quantize="int8")
-    )
-    assert isinstance(model.lm_head, Int8Linear)
-    assert choice.route == "torch" and "no nn.Linear" in choice.reason
+def test_the_loader_quantizes(saved_nano: Path) -> None:
+    llm = LLM.load(saved_nano, device="cpu", dtype="float32", quantize="int8")
+    assert isinstance(llm.model.lm_head, Int8Linear)
+    assert llm.choice.route == "torch" and "no nn.Linear" in llm.choice.reason
     with pytest.raises(UserError, match="--quantize must be one of none, int8, got 'int4'"):
-        load_for_inference(saved_nano, RuntimeConfig(device="cpu", quantize="int4"))
+        LLM.load(saved_nano, device="cpu", quantize="int4")
 
 
 def _corpus() -> torch.Tensor:

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from cli_helpers import gpt2_here, loaded_llms
 from gpt2_core.errors import UserError
+from gpt2_core.quantize import Int8Linear
 from gpt2_core.tokenizer import Tokenizer
 from gpt2_train import hellaswag
 
@@ -51,3 +53,15 @@ def test_scores_match_a_direct_computation() -> None:
     assert res.n == 6
     assert res.acc_norm == pytest.approx(expect_norm / 6)
     assert 0 <= res.acc <= 1
+
+
+def test_the_command_loads_through_the_handle_with_int8(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = small_model(vocab_size=50257, special_tokens={"<|endoftext|>": 50256}, block_size=64)
+    model.save_pretrained(tmp_path / "model")
+    loaded = loaded_llms(monkeypatch)
+    args = ["eval", "hellaswag", "--model", tmp_path / "model", "--hellaswag-file", FILE, "--device", "cpu"]
+    code, out, err = gpt2_here(capsys, *args, "--quantize", "int8")
+    assert code == 0 and "(6 examples)" in out, err
+    assert isinstance(loaded[0].model.lm_head, Int8Linear)
