@@ -39,6 +39,21 @@ def gpt2_here(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]
     return code, out, err
 
 
+def loaded_llms(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The ``gpt2_core.LLM`` handles the commands run from here on load (``LLM.from_runtime``), in order."""
+    from gpt2_core.llm import LLM
+
+    loaded = []
+    real = LLM.from_runtime.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: type, *args: object, **kwargs: object) -> LLM:
+        loaded.append(real(cls, *args, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(LLM, "from_runtime", classmethod(spy))
+    return loaded
+
+
 def metrics(run: Path) -> list[dict]:
     """The rows of ``RUN/metrics.jsonl`` (the jsonl logger's file)."""
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

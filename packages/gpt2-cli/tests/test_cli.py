@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_helpers import loaded_llms
 from gpt2_cli.main import main
 from gpt2_core import hookspecs
 from gpt2_core.errors import RunStopped
@@ -99,6 +100,22 @@ def test_generate_quantize_int8(capsys: pytest.CaptureFixture[str], tiny_model: 
     assert code == 0 and out.startswith("Hi"), err
     code, _, err = run(capsys, *args, "--quantize", "int4")
     assert code == 2 and err == "error: --quantize must be one of none, int8, got 'int4'\n", err
+
+
+def test_chat_quantize_int8(
+    capsys: pytest.CaptureFixture[str], tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from gpt2_core.quantize import Int8Linear
+
+    loaded = loaded_llms(monkeypatch)
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hi\n"))
+    code, out, err = run(
+        capsys, "chat", "--model", str(tiny_model), "--max-tokens", "2", "--quantize", "int8"
+    )
+    assert code == 0 and out.endswith("\n"), err
+    assert isinstance(loaded[0].model.lm_head, Int8Linear) and "no nn.Linear" in err  # the route says why
 
 
 @pytest.mark.parametrize(

@@ -13,12 +13,9 @@ import torch.nn.functional as F
 from gpt2_core import GPT, get_preset
 from gpt2_core.errors import UserError
 from gpt2_core.generation import SamplingConfig, generate_ids
+from gpt2_core.llm import LLM
 from gpt2_core.quantize import Int8Linear, quantize_int8
-from gpt2_core.runtime import RuntimeConfig, load_for_inference
-from gpt2_core.tokenizer import Tokenizer
-
-ROOT = Path(__file__).resolve().parents[3]
-README_PROMPT = "Good morrow, my lord. I bring you news from the king:"  # the top README's example
+from trained_tiny import trained_tiny
 
 
 def test_int8_linear_is_the_dequantized_product() -> None:
@@ -46,50 +43,20 @@ def test_quantize_swaps_every_linear_and_the_head(nano: GPT) -> None:
     assert kept.lm_head.weight is kept.transformer.wte.weight
 
 
-def test_load_for_inference_quantizes(saved_nano: Path) -> None:
-    model, choice = load_for_inference(
-        saved_nano, RuntimeConfig(device="cpu", dtype="float32", quantize="int8")
-    )
-    assert isinstance(model.lm_head, Int8Linear)
-    assert choice.route == "torch" and "no nn.Linear" in choice.reason
+def test_the_loader_quantizes(saved_nano: Path) -> None:
+    llm = LLM.load(saved_nano, device="cpu", dtype="float32", quantize="int8")
+    assert isinstance(llm.model.lm_head, Int8Linear)
+    assert llm.choice.route == "torch" and "no nn.Linear" in llm.choice.reason
     with pytest.raises(UserError, match="--quantize must be one of none, int8, got 'int4'"):
-        load_for_inference(saved_nano, RuntimeConfig(device="cpu", quantize="int4"))
-
-
-def _corpus() -> torch.Tensor:
-    text = "\n\n".join(p.read_text(encoding="utf-8") for p in sorted(ROOT.glob("packages/*/README.md")))
-    return torch.tensor(Tokenizer().encode(text))
+        LLM.load(saved_nano, device="cpu", quantize="int4")
 
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[GPT, torch.Tensor, list[int]]:
     """A small model trained for 150 steps on this repository's READMEs, held-out tokens, and the README
-    prompt. The vocabulary is cut to the ids the READMEs use (~2,500): a 50257-row head made each step take
-    seconds on a shared 2-core machine; the layers quantized are the same kind."""
-    ids = _corpus()
-    kept, ids = torch.unique(ids, return_inverse=True)
-    split = int(0.9 * len(ids))
-    train, val = ids[:split], ids[split:]
-    threads = torch.get_num_threads()
-    # One thread: with two on two cores that other jobs share, each step's thread barriers waited out the
-    # scheduler (seconds a step; a 150-step run took 142 s with one thread and over 15 min with two).
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    config = get_preset("nano", block_size=64, n_embd=64, n_head=4, vocab_size=len(kept), special_tokens={})
-    model = GPT(config)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(150):
-        starts = torch.randint(0, len(train) - 65, (16,), generator=gen)
-        batch = torch.stack([train[s : s + 65] for s in starts])
-        _, loss = model(batch[:, :-1], targets=batch[:, 1:])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    torch.set_num_threads(threads)
-    prompt = torch.tensor(Tokenizer().encode(README_PROMPT))
-    prompt = torch.searchsorted(kept, prompt[torch.isin(prompt, kept)])  # its words the READMEs have
-    return model.eval(), val, prompt.tolist()
+    prompt (``trained_tiny``)."""
+    model, val, prompt, _ = trained_tiny()
+    return model, val, prompt
 
 
 def _val_loss(model: GPT, val: torch.Tensor) -> float:
@@ -99,7 +66,6 @@ def _val_loss(model: GPT, val: torch.Tensor) -> float:
         return float(model(x, targets=y)[1])
 
 
-@pytest.mark.slow
 def test_int8_costs_under_one_percent_of_val_loss_and_keeps_greedy_text(trained) -> None:
     model, val, prompt = trained
     quantized = quantize_int8(copy.deepcopy(model))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import gpt2_here
+from cli_helpers import gpt2_here, loaded_llms
 from gpt2_core import GPT, get_preset
 from gpt2_core.weights import save_model
 
@@ -37,6 +37,24 @@ def test_runs_a_local_task_prints_the_table_and_writes_json(
     results = json.loads(out.read_text())
     assert 0 <= results["results"]["piqa_local"]["acc,none"] <= 1
     assert results["n-samples"]["piqa_local"]["effective"] == 5
+
+
+def test_quantize_int8_reaches_the_model(
+    model_and_tasks: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gpt2_core.quantize import Int8Linear
+
+    model, tasks = model_and_tasks
+    loaded = loaded_llms(monkeypatch)
+    code, stdout, err = gpt2_here(
+        capsys, "eval", "lm-eval", "--model", model, "--tasks", "piqa_local", "--include-path", tasks,
+        "--limit", "2", "--out", tmp_path / "results.json", "--quantize", "int8",
+    )  # fmt: skip
+    assert code == 0 and "piqa_local" in stdout, err
+    assert isinstance(loaded[0].model.lm_head, Int8Linear)
 
 
 def test_an_unknown_task_is_one_line(

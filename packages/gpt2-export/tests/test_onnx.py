@@ -96,3 +96,28 @@ def test_float16_export_runs(make_model, tmp_path: Path) -> None:
         mine = model(ids, targets=ids)[0].numpy()
     assert logits.dtype == np.float16
     np.testing.assert_allclose(logits.astype(np.float32), mine, atol=5e-2, rtol=0)
+
+
+def test_quantize_dynamic_quantizes_the_head(exported: tuple[GPT, Path], tmp_path: Path) -> None:
+    """Plain ``quantize_dynamic`` (no ``quant_pre_process``) turns the head's MatMul into an integer one: the
+    head is an initializer of its own, not the tied embedding through a Transpose. Its logits stay close."""
+    import onnx
+    from onnxruntime.quantization import quantize_dynamic
+
+    model, out = exported
+    quantized = tmp_path / "model.int8.onnx"
+    quantize_dynamic(str(out / ONNX_FILE), str(quantized))
+    graph = onnx.load(str(quantized)).graph
+    shapes = {i.name: tuple(i.dims) for i in graph.initializer}
+    head = (model.config.n_embd, model.config.vocab_size)
+    readers = {n.op_type for n in graph.node for i in n.input if shapes.get(i) == head}
+    assert readers == {"MatMulInteger"}, readers  # the only (n_embd, vocab) weight, read as int8
+    ids = torch.randint(0, 50257, (2, 17), generator=torch.Generator().manual_seed(4))
+    session = ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input_ids": ids.numpy(), **_empty_past(model, 2)})[0]
+    with torch.no_grad():
+        mine = model(ids, targets=ids)[0][..., :50257].numpy()
+    err = np.abs(logits - mine).max() / mine.std()
+    agree = (logits.argmax(-1) == mine.argmax(-1)).mean()
+    print(f"int8 logits: max error {err:.3f} of their std, top-1 agreement {agree:.3f}")
+    assert err < 0.2 and agree >= 0.9, (err, agree)

@@ -12,6 +12,7 @@ import pytest
 import torch
 import uvicorn
 from gpt2_core.chat_template import add_chat_template
+from gpt2_core.llm import LLM
 from gpt2_core.model import GPT
 from gpt2_core.presets import get_preset
 from gpt2_core.tokenizer import EOT_ID
@@ -76,8 +77,9 @@ class Server:
 
 @contextlib.contextmanager
 def serving(model: GPT, **options: object) -> Iterator[Server]:
-    """Run ``create_app(model, **options)`` under uvicorn until the block ends."""
-    app = create_app(model, model_name=MODEL_NAME, **options)  # type: ignore[arg-type]
+    """Run ``create_app`` on ``model`` (its ``LLM.from_model`` handle) with ``options`` under uvicorn until the
+    block ends."""
+    app = create_app(LLM.from_model(model), model_name=MODEL_NAME, **options)  # type: ignore[arg-type]
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))

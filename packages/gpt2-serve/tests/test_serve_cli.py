@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_helpers import gpt2_here
+from cli_helpers import gpt2_here, loaded_llms
 
 
 def gpt2(*args: str, **kw: object) -> subprocess.Popen[str]:
@@ -91,3 +91,18 @@ def test_user_errors_are_one_line_exit_2(
     code, _, err = gpt2_here(capsys, "serve", "--model", str(tmp_path / "missing"), *args)
     assert code == 2
     assert err.startswith(message.format(tmp=tmp_path)) and err.count("\n") == 1, err
+
+
+def test_serve_quantize_int8(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_chat_model
+) -> None:
+    import uvicorn
+    from gpt2_core.quantize import Int8Linear
+
+    make_chat_model().save_pretrained(tmp_path / "model")
+    loaded = loaded_llms(monkeypatch)
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app))  # built, not started
+    code, _, err = gpt2_here(capsys, "serve", "--model", str(tmp_path / "model"), "--quantize", "int8")
+    assert code == 0 and len(served) == 1, err
+    assert isinstance(loaded[0].model.lm_head, Int8Linear) and loaded[0].template is not None

@@ -133,9 +133,8 @@ def chat(
     ),
 ) -> None:
     """Chat with a model in the terminal (reads stdin line by line when it is not a terminal)."""
-    from gpt2_core.chat import ChatSession
     from gpt2_core.decoding import Utf8Decoder, escape_stdin
-    from gpt2_core.runtime import load_for_inference
+    from gpt2_core.llm import LLM
 
     decoder = Utf8Decoder(encoding_errors)
     escape_stdin()
@@ -155,10 +154,10 @@ def chat(
         decoder.warn(source)
         return text
 
-    gpt, choice = load_for_inference(model, runtime, rows=1)
-    if next(gpt.parameters()).device.type == "cpu":
-        _info(f"cpu matmul: {choice}")
-    session = ChatSession(gpt, sampling, system=decoder.decode_os_text(system, "--system"))
+    llm = LLM.from_runtime(model, runtime, rows=1)
+    if next(llm.model.parameters()).device.type == "cpu":
+        _info(f"cpu matmul: {llm.choice}")
+    session = llm.chat(system=decoder.decode_os_text(system, "--system"), sampling=sampling)
     run_chat(
         session,
         read=read,

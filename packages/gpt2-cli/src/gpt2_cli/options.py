@@ -59,9 +59,11 @@ def dataclass_options(
     exclude: Sequence[str] = (),
     panel: str | None = None,
     given_only: bool = False,
+    defaults: dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator adding one Typer option per field of ``cls`` (renamed by ``flags``, minus ``exclude``), in
-    ``--help`` under the heading ``panel`` (None: "Options").
+    ``--help`` under the heading ``panel`` (None: "Options"); ``defaults`` replaces fields' defaults, by
+    field name.
 
     ``into`` receives ``cls`` built from every option's value, or with ``given_only`` a dict of the
     options typed on the command line (or set from the environment), by field name. With ``given_only``,
@@ -69,6 +71,7 @@ def dataclass_options(
     (a field two of them have is one flag, under the first's heading).
     """
     flags = flags or {}
+    defaults = defaults or {}
     groups = [(cls, panel)] if isinstance(cls, type) else list(cls)
     if len(groups) != 1 and not given_only:
         raise TypeError("dataclass_options: several dataclasses need given_only=True")
@@ -90,7 +93,9 @@ def dataclass_options(
                 tp = _cli_type(hints[f.name])
                 if f.name in exclude or tp is None or f.name in taken or f.name in names:
                     continue
-                if f.default is not dataclasses.MISSING:
+                if f.name in defaults:
+                    default = defaults[f.name]
+                elif f.default is not dataclasses.MISSING:
                     default = f.default
                 elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
                     default = f.default_factory()  # type: ignore[misc]
@@ -165,9 +170,10 @@ class SectionedCommand(TyperCommand):
                     formatter.write_dl(records)
 
 
-def runtime_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator giving an inference command (generate, chat, serve) ``--device``, ``--dtype``, ``--threads`` and
-    ``--cpu-matmul``, passed as its ``runtime`` parameter (a ``gpt2_core.runtime.RuntimeConfig``)."""
+def runtime_options(func: Callable[..., Any], **defaults: Any) -> Callable[..., Any]:
+    """Decorator giving an inference command (generate, chat, serve, the evals) ``--device``, ``--dtype``,
+    ``--threads``, ``--cpu-matmul`` and ``--quantize``, passed as its ``runtime`` parameter (a
+    ``gpt2_core.runtime.RuntimeConfig``); ``defaults``: the command's own defaults for some of them."""
     from gpt2_core.runtime import RuntimeConfig
 
-    return dataclass_options(RuntimeConfig, into="runtime")(func)
+    return dataclass_options(RuntimeConfig, into="runtime", defaults=defaults)(func)

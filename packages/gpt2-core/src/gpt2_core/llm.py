@@ -39,7 +39,7 @@ class LLM:
     choice: Choice
     """The route of the fp32 CPU products (``gpt2_core.cpu_matmul``), printed as e.g. ``torch (asked)``."""
     runtime: RuntimeConfig
-    """How it was loaded."""
+    """How it was loaded (the defaults for a model handed to :meth:`from_model`)."""
 
     @classmethod
     def load(
@@ -67,15 +67,46 @@ class LLM:
     def from_runtime(
         cls, path: str | os.PathLike[str], runtime: RuntimeConfig, rows: int | Sequence[int] = 1
     ) -> LLM:
-        """:meth:`load` with the commands' ``RuntimeConfig``."""
+        """:meth:`load` with the commands' ``RuntimeConfig``: torch's CPU threads set, the model on its device in
+        its dtype, in eval mode, its Linear layers swapped for int8 ones when ``runtime.quantize`` says so
+        (``gpt2_core.quantize``), else its fp32 CPU products routed for batches of ``rows``
+        (``gpt2_core.cpu_matmul.apply``; after the threads are set, since the timing depends on them)."""
+        import torch
+
+        from gpt2_core import quantize
+        from gpt2_core.cpu_matmul import apply, check_mode
+        from gpt2_core.device import pick_device, pick_dtype
+        from gpt2_core.model import GPT
+
+        check_mode(runtime.cpu_matmul)
+        quantize.check_mode(runtime.quantize)
+        if runtime.threads:
+            torch.set_num_threads(runtime.threads)
+        where = pick_device(runtime.device)
+        model = GPT.from_pretrained(path, device=where, dtype=pick_dtype(runtime.dtype, where)).eval()
+        if runtime.quantize == "int8":
+            quantize.quantize_int8(model)  # no nn.Linear left: the route below is moot and says so
+        return cls.from_model(model, apply(model, runtime.cpu_matmul, rows=rows), runtime)
+
+    @classmethod
+    def from_model(
+        cls, model: GPT, choice: Choice | None = None, runtime: RuntimeConfig | None = None
+    ) -> LLM:
+        """The handle around ``model``, already built (tests, a notebook): its tokenizer and chat template read
+        from its config. ``choice`` defaults to torch's own products, ``runtime`` to the defaults."""
         from gpt2_core.chat_template import ChatTemplate
-        from gpt2_core.runtime import load_for_inference
+        from gpt2_core.cpu_matmul import Choice
         from gpt2_core.tokenizer import Tokenizer
 
-        model, choice = load_for_inference(path, runtime, rows=rows)
         template = ChatTemplate.for_model(model)
         tokenizer = template.tokenizer if template else Tokenizer.for_config(model.config)
-        return cls(model=model, tokenizer=tokenizer, template=template, choice=choice, runtime=runtime)
+        return cls(
+            model=model.eval(),
+            tokenizer=tokenizer,
+            template=template,
+            choice=choice or Choice("torch", "not routed"),
+            runtime=runtime or RuntimeConfig(),
+        )
 
     @property
     def stop_ids(self) -> tuple[int, ...]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
+from gpt2_core.runtime import RuntimeConfig
 
 INSTALL = "gpt2 eval lm-eval needs lm-eval: pip install 'gpt2-eval[lm-eval]'"
 OFFLINE = (
@@ -15,6 +17,7 @@ OFFLINE = (
 
 
 def lm_eval_command(
+    runtime: RuntimeConfig,
     model: Path = typer.Option(
         ...,
         "--model",
@@ -29,8 +32,6 @@ def lm_eval_command(
         None, "--limit", help="Only the first N examples per task (a fraction below 1: that share)."
     ),
     batch_size: int = typer.Option(1, "--batch-size", help="Requests per forward pass."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps."),
-    dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
     include_path: Path | None = typer.Option(
         None, "--include-path", help="A folder of extra task YAMLs (local tasks)."
     ),
@@ -60,7 +61,7 @@ def lm_eval_command(
     unknown = [t for t in names if t not in manager.all_tasks]
     if unknown:
         raise UserError(f"--tasks: unknown task {unknown[0]!r} (see `lm-eval ls tasks`, or --include-path)")
-    lm = GPT2LM(str(model), device=device, dtype=dtype, batch_size=batch_size)
+    lm = GPT2LM(str(model), batch_size=batch_size, **asdict(runtime))
     try:
         results = simple_evaluate(
             model=lm,

@@ -29,15 +29,14 @@ import lm_eval.models  # noqa: F401  (lm-eval registers its own models lazily, u
 import torch
 from gpt2_core.errors import UserError
 from gpt2_core.generation import generate_ids
-from gpt2_core.model import GPT
+from gpt2_core.llm import LLM
 from gpt2_core.sampling import SamplingConfig
-from gpt2_core.tokenizer import EOT_TOKEN, Tokenizer
+from gpt2_core.tokenizer import EOT_TOKEN
 from lm_eval import utils
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 NAME = "gpt2-toolkit"
 """The name lm-eval knows this model by: ``simple_evaluate(model="gpt2-toolkit", model_args="pretrained=DIR")``."""
 
@@ -50,11 +49,14 @@ def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
 
 @register_model(NAME)
 class GPT2LM(TemplateLM):
-    """A gpt2 model directory (ours, a checkpoint, a sharded checkpoint, an SFT model, or an HF GPT-2) for lm-eval.
+    """A gpt2 model directory (ours, a checkpoint, a sharded checkpoint, an SFT model, or an HF GPT-2) for lm-eval,
+    loaded through ``gpt2_core.LLM``.
 
-    ``pretrained``: the directory; ``device``: cpu, cuda, ...; ``dtype``: float32, bfloat16 or float16 (the
-    weights are cast, as ``hf``'s ``dtype`` does); ``batch_size``: requests per forward pass;
-    ``max_gen_toks``: the default length of ``generate_until`` (256, as ``hf``).
+    ``pretrained``: the directory; ``device``, ``dtype``, ``quantize``, ``threads``, ``cpu_matmul``: as the
+    inference commands' flags (``gpt2_core.runtime.RuntimeConfig``; the weights are cast to ``dtype``, as
+    ``hf``'s ``dtype`` does; torch's own products unless ``cpu_matmul`` says otherwise, as ``hf`` runs);
+    ``batch_size``: requests per forward pass; ``max_gen_toks``: the default length of ``generate_until``
+    (256, as ``hf``). ``UserError`` naming the flag for a value this machine cannot run.
     """
 
     def __init__(
@@ -64,15 +66,24 @@ class GPT2LM(TemplateLM):
         dtype: str = "float32",
         batch_size: int | str = 1,
         max_gen_toks: int = 256,
+        quantize: str = "none",
+        threads: int = 0,
+        cpu_matmul: str = "torch",
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype {dtype!r}: one of {', '.join(DTYPES)}")
-        self._device = torch.device(device)
-        self.model = GPT.from_pretrained(pretrained, device=self._device, dtype=DTYPES[dtype]).eval()
-        self.tok = Tokenizer.for_config(self.model.config)
         self.batch_size = max(1, int(batch_size)) if str(batch_size) != "auto" else 16
+        llm = LLM.load(
+            pretrained,
+            device=device,
+            dtype=dtype,
+            quantize=quantize,
+            threads=int(threads),
+            cpu_matmul=cpu_matmul,
+            rows=self.batch_size,
+        )
+        self.model, self.tok = llm.model, llm.tokenizer
+        self._device = next(self.model.parameters()).device
         self._max_gen_toks = int(max_gen_toks)
         self._task_of: dict[Any, str | None] = {}
 

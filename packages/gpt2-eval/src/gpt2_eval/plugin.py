@@ -10,7 +10,10 @@ from gpt2_core.hookspecs import hookimpl
 @hookimpl
 def register_commands(app: Any) -> None:
     from gpt2_cli.groups import command_group
+    from gpt2_cli.options import runtime_options
 
     from gpt2_eval.cli import lm_eval_command
 
-    command_group(app, "eval", "Evaluate a model.").command("lm-eval")(lm_eval_command)
+    # The inference flags, by default as lm-eval's own hf model runs: CPU, float32, torch's products.
+    command = runtime_options(lm_eval_command, device="cpu", dtype="float32", cpu_matmul="torch")
+    command_group(app, "eval", "Evaluate a model.").command("lm-eval")(command)

@@ -55,16 +55,22 @@ class PastCache:
 class CachedGPT(nn.Module):
     """A GPT's forward pass as a pure function of (input_ids, past keys/values): what ONNX can trace.
 
-    The model's own forward, with :class:`PastCache` for its cache; logits cover every new position.
+    The model's own forward, with :class:`PastCache` for its cache; logits cover every new position. The head
+    is ``head``, a copy of the tied embedding's real rows transposed, (n_embd, vocab_size): the graph ends in a
+    plain MatMul against an initializer of its own, which onnxruntime's ``quantize_dynamic`` quantizes, where
+    the tied table reached through a Transpose was left in float (only its Gather was quantized). The file
+    holds the table twice for it.
     """
 
     def __init__(self, gpt: GPT) -> None:
         super().__init__()
         self.gpt = gpt
+        weight = gpt.lm_head.weight[: gpt.config.vocab_size].detach()
+        self.head = nn.Parameter(weight.T.contiguous(), requires_grad=False)
 
     def forward(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
         cache = PastCache(past)
-        logits = self.gpt.lm_head(self.gpt.hidden(input_ids, cache))[..., : self.gpt.config.vocab_size]
+        logits = self.gpt.hidden(input_ids, cache) @ self.head
         return (logits, *cache.presents)
 
 
@@ -123,7 +129,7 @@ class OnnxExporter:
                     verbose=False,
                 )
             # Saved while the model still has the exported dtype: the program reads the live parameters.
-            size = sum(p.numel() * p.element_size() for p in model.parameters())
+            size = sum(p.numel() * p.element_size() for p in wrapper.parameters())
             program.save(str(job.out / ONNX_FILE), external_data=size > EXTERNAL_DATA_BYTES)
         finally:
             registration.setLevel(level)

@@ -20,9 +20,8 @@ from dataclasses import replace
 from importlib.resources import files
 from typing import Any
 
-from gpt2_core.chat_template import ChatTemplate
 from gpt2_core.generation import TextPieces
-from gpt2_core.model import GPT
+from gpt2_core.llm import LLM
 from gpt2_core.tokenizer import Tokenizer
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -163,7 +162,7 @@ def sse(data: dict[str, Any]) -> str:
 
 
 def create_app(
-    model: GPT,
+    llm: LLM,
     *,
     model_name: str,
     aliases: tuple[str, ...] = (),
@@ -178,9 +177,8 @@ def create_app(
     token budget of one decoding step (see ``Engine``). ``aliases``: other names requests may give the model
     (the folder a ``latest`` link points to); ``model_root``: the model's directory as the user gave it,
     ``root`` in the model card as vLLM has it, and what the chat page shows."""
+    model, tokenizer, template = llm.model, llm.tokenizer, llm.template
     engine = Engine(model, max_batch=max_batch, max_queue=max_queue, step_tokens=step_tokens)
-    tokenizer = Tokenizer.for_config(model.config)
-    template = ChatTemplate.for_model(model)
     created = int(time.time())
     page = files("gpt2_serve").joinpath("static/index.html").read_text(encoding="utf-8")
     stop_ids = {tokenizer.eot_id} | ({template.end_id} if template else set())

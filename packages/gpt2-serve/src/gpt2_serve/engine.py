@@ -1,6 +1,6 @@
 """The decoding loop: one thread owns the model and decodes every running sequence together.
 
-vLLM's continuous batching with chunked prefill, on ``gpt2_core.kv_cache.SlotCache``. Each step is one
+vLLM's continuous batching with chunked prefill, on ``gpt2_serve.slot_cache.SlotCache``. Each step is one
 forward pass over a packed row of tokens: the last token of every decoding sequence, then slices of
 prompts still being read, as many as the step's token budget (``step_tokens``) leaves room for. A long
 prompt thus joins over several steps while the running streams keep their pace (vLLM's scheduler: decode
@@ -28,9 +28,10 @@ from typing import Literal
 
 import torch
 from gpt2_core.generation import sample_rows
-from gpt2_core.kv_cache import Chunk, SlotCache
 from gpt2_core.model import GPT
 from gpt2_core.sampling import SamplingConfig
+
+from gpt2_serve.slot_cache import Chunk, SlotCache
 
 log = logging.getLogger("gpt2_serve")
 

@@ -54,7 +54,7 @@ def serve(
     import logging
 
     import uvicorn
-    from gpt2_core.runtime import load_for_inference
+    from gpt2_core.llm import LLM
 
     from gpt2_serve.app import create_app
 
@@ -74,15 +74,15 @@ def serve(
         log.warning("listening on %s without --api-key: anyone who can reach it can use the model", host)
 
     # Each decoding step runs 1 to --step-tokens rows: oneDNN only if it is faster at both ends.
-    gpt, choice = load_for_inference(model, runtime, rows=sorted({1, max(max_batch, step_tokens)}))
-    if next(gpt.parameters()).device.type == "cpu":
-        log.info("cpu matmul: %s", choice)
+    llm = LLM.from_runtime(model, runtime, rows=sorted({1, max(max_batch, step_tokens)}))
+    if next(llm.model.parameters()).device.type == "cpu":
+        log.info("cpu matmul: %s", llm.choice)
     # The name as typed (RUN/latest is "latest", as the README's requests say), not the folder a link
     # points to; that one is accepted too, so a request naming the checkpoint still finds it.
     typed, resolved = Path(os.path.abspath(model)).name, Path(model).resolve().name
     name = model_name or typed
     app = create_app(
-        gpt,
+        llm,
         model_name=name,
         aliases=() if model_name else tuple({resolved} - {typed}),
         model_root=str(model),

@@ -15,7 +15,8 @@ import typer
 
 # gpt2-cli is the only caller of register_commands, so it is installed whenever this module is imported.
 from gpt2_cli.groups import command_group
-from gpt2_cli.options import SectionedCommand, dataclass_options
+from gpt2_cli.options import SectionedCommand, dataclass_options, runtime_options
+from gpt2_core.runtime import RuntimeConfig
 
 from gpt2_train.config import PRESETS, SHOW_CONFIG_HELP, TrainConfig, build_config, config_toml
 from gpt2_train.optimizers import optimizer_registry, option_owners
@@ -64,6 +65,7 @@ def train_command(
 
 
 def hellaswag_command(
+    runtime: RuntimeConfig,
     model: Path = typer.Option(
         ..., "--model", "-m", help="Model directory (ours, a checkpoint, or HF GPT-2)."
     ),
@@ -71,23 +73,24 @@ def hellaswag_command(
         None, "--hellaswag-file", help="HellaSwag jsonl (default: download val)."
     ),
     limit: int = typer.Option(0, "--limit", help="Only the first N examples (0: all)."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, mps, or auto."),
 ) -> None:
     """HellaSwag accuracy as build-nanogpt scores it (acc; acc_norm per token, not lm-eval's per character)."""
+    from dataclasses import replace
+
     import torch
-    from gpt2_core.model import GPT
+    from gpt2_core.llm import LLM
 
     from gpt2_train import hellaswag
     from gpt2_train.distributed import setup_distributed, teardown_distributed
     from gpt2_train.precision import autocast
 
-    env = setup_distributed(device)
+    env = setup_distributed(runtime.device)
     try:
-        gpt = GPT.from_pretrained(model, device=env.device)
+        llm = LLM.from_runtime(model, replace(runtime, device=str(env.device)))  # this rank's GPU
         examples = hellaswag.load_examples(file, limit)
         dtype = torch.bfloat16 if env.device.type == "cuda" else None
         with autocast(env.device, dtype):
-            res = hellaswag.evaluate(gpt, examples, env)
+            res = hellaswag.evaluate(llm.model, examples, env)
         if env.is_main:
             # Named apart from lm-eval's acc_norm, which divides by characters (gpt2-eval's README).
             typer.echo(
@@ -142,6 +145,9 @@ def plot_command(
 def register(app: Any) -> None:
     flags = dataclass_options(TrainConfig, into="flags", flags={"loggers": "--logger"}, given_only=True)
     app.command("train", help=TRAIN_HELP, cls=SectionedCommand)(flags(optimizer_options(train_command)))
-    command_group(app, "eval", "Evaluate a model.").command("hellaswag")(hellaswag_command)
+    # As it scored before the runtime flags: weights in float32, torch's own products.
+    command_group(app, "eval", "Evaluate a model.").command("hellaswag")(
+        runtime_options(hellaswag_command, dtype="float32", cpu_matmul="torch")
+    )
     app.command("tensorboard")(tensorboard_command)
     app.command("plot")(plot_command)

@@ -363,7 +363,9 @@ def _merge(cls: type[TrainConfig], layers: list[dict[str, Any]], source: str) ->
 
     registry = optimizer_registry()
     owners = option_owners(registry)
-    optimizer = next((layer["optimizer"] for layer in reversed(layers) if "optimizer" in layer), cls.optimizer)
+    optimizer = next(
+        (layer["optimizer"] for layer in reversed(layers) if "optimizer" in layer), cls.optimizer
+    )
     default = next(f for f in dataclasses.fields(cls) if f.name == "optimizer_options").default_factory  # type: ignore[misc]
     tables: dict[str, dict[str, Any]] = {name: dict(table) for name, table in default().items()}
     values: dict[str, Any] = {}
