@@ -2,7 +2,7 @@
 
     uv run python bench/checkpoint.py [--model gpt2] [--repeats 3] [--dir DIR]
 
-Saves with ``gpt2_train.checkpoint.Checkpointer.save`` itself (temp directory, safetensors weights,
+Saves with ``gpt2_train.checkpointer.Checkpointer.save`` itself (temp directory, safetensors weights,
 optimizer state, fsync, rename, ``latest`` update) and compares with writing one buffer of the same size to
 one file and fsyncing it, alternating the two. Target: within 1.5x, so a 60-second cadence costs a GPU run
 little more than the disk's own write time.
@@ -46,7 +46,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from gpt2_data.batch_source import BatchSource
-    from gpt2_train.checkpoint import Checkpointer, CheckpointParts
+    from gpt2_train.checkpointer import Checkpointer, CheckpointParts
 
     class Position(BatchSource):
         """A data position to record (a loader's is a few numbers); nothing to read."""
@@ -61,7 +61,7 @@ def main() -> None:
             pass
 
     from gpt2_train.config import TrainConfig
-    from gpt2_train.optim import build_optimizer
+    from gpt2_train.optimizers import build_optimizer
     from gpt2_train.pretrain import build_model
 
     cfg = TrainConfig(model=args.model, max_steps=1)

@@ -75,7 +75,7 @@ def rank_main(rank: int, world: int, mode: str, model_name: str, seq: int, port:
     from gpt2_core.presets import get_preset
     from gpt2_train.config import TrainConfig
     from gpt2_train.distributed import gather_objects, setup_distributed, teardown_distributed
-    from gpt2_train.optim import build_optimizer
+    from gpt2_train.optimizers import build_optimizer
     from gpt2_train.parallel import shard
     from gpt2_train.step import TrainStep
     from torch.nn.parallel import DistributedDataParallel

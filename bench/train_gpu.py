@@ -77,7 +77,7 @@ def ours_step(args: argparse.Namespace, model_name: str, micro: int, device: tor
     from gpt2_train import accel
     from gpt2_train.config import TrainConfig
     from gpt2_train.distributed import DistEnv
-    from gpt2_train.optim import build_optimizer
+    from gpt2_train.optimizers import build_optimizer
     from gpt2_train.parallel import parallelize
     from gpt2_train.precision import autocast_dtype
     from gpt2_train.pretrain import build_model

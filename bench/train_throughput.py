@@ -5,7 +5,7 @@
         [--precision auto|bf16|fp32] [--cpu-matmul auto|onednn|torch]
 
 Builds the model, optimizer and step exactly as ``gpt2 train`` does (``gpt2_train.pretrain.build_model``,
-``gpt2_train.parallel.parallelize``, ``gpt2_train.optim.build_optimizer``, ``gpt2_train.step.TrainStep``:
+``gpt2_train.parallel.parallelize``, ``gpt2_train.optimizers.build_optimizer``, ``gpt2_train.step.TrainStep``:
 accumulation, clipping, the guarded AdamW update; the same precision, CPU matmul route and device
 set-up) and feeds it random tokens from memory, so the figure is the step alone.
 Each repeat times ``--steps`` steps after ``--warmup`` untimed ones; the best and median are printed.
@@ -65,7 +65,7 @@ def main() -> None:
     from gpt2_train.config import TrainConfig
     from gpt2_train.distributed import DistEnv
     from gpt2_train.mfu import flops_per_token, peak_flops
-    from gpt2_train.optim import build_optimizer
+    from gpt2_train.optimizers import build_optimizer
     from gpt2_train.parallel import parallelize
     from gpt2_train.precision import autocast_dtype
     from gpt2_train.pretrain import build_model

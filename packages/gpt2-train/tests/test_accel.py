@@ -116,7 +116,7 @@ def preset_steps(model_name: str, device: str, steps: int, lr: float, tmp_path: 
     from gpt2_core.model import GPT
     from gpt2_core.presets import get_preset
     from gpt2_train.distributed import DistEnv
-    from gpt2_train.optim import build_optimizer
+    from gpt2_train.optimizers import build_optimizer
     from gpt2_train.parallel import parallelize
     from gpt2_train.precision import autocast_dtype
     from gpt2_train.step import TrainStep

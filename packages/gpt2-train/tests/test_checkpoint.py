@@ -10,7 +10,7 @@ import pytest
 import torch
 from gpt2_core.errors import UserError
 from gpt2_core.model import GPT
-from gpt2_train.checkpoint import Checkpointer, CheckpointParts
+from gpt2_train.checkpointer import Checkpointer, CheckpointParts
 from gpt2_train.trainer import Trainer
 
 from .conftest import CountingSource, Crash, CrashingSource, small_config, small_model

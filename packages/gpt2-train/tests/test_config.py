@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from gpt2_core.errors import UserError
 from gpt2_train.config import PRESETS, TrainConfig, build_config
-from gpt2_train.optim import build_optimizer, lr_at
-from gpt2_train.optimizers import optimizer_registry
+from gpt2_train.optim import lr_at
+from gpt2_train.optimizers import build_optimizer, optimizer_registry
 
 
 def test_flags_override_toml_override_preset(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ import torch
 from gpt2_core.errors import UserError
 from gpt2_core.model import GPT
 from gpt2_train.config import TrainConfig, build_config
-from gpt2_train.optim import Optimizers, build_optimizer, lr_at, muon_split, wsd_decay_start
-from gpt2_train.optimizers import optimizer_registry
+from gpt2_train.optim import Optimizers, lr_at, muon_split, wsd_decay_start
+from gpt2_train.optimizers import build_optimizer, optimizer_registry
 from gpt2_train.trainer import Trainer
 
 from .conftest import CountingSource, small_config, small_model
@@ -156,7 +156,7 @@ def test_muon_under_fsdp_is_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(UserError) as e:
         trainer(tmp_path / "run", optimizer="muon", parallel="fsdp")
     assert str(e.value) == "--optimizer muon does not work with --parallel fsdp; use --parallel ddp"
-    assert not torch.distributed.is_initialized()  # the trainer ended the group of one it made
+    assert not torch.distributed.is_initialized()  # refused before any process group was made
 
 
 def test_a_plugin_optimizer_is_built_from_the_registry(tmp_path: Path) -> None:

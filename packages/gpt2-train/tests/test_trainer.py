@@ -11,7 +11,8 @@ import pytest
 import torch
 from gpt2_core.errors import RunStopped, UserError
 from gpt2_core.model import GPT
-from gpt2_train.checkpoint import Checkpointer
+from gpt2_train.checkpoint import read_checkpoint
+from gpt2_train.checkpointer import Checkpointer
 from gpt2_train.step import TrainStep
 from gpt2_train.trainer import NonFiniteLoss, Trainer
 
@@ -91,7 +92,7 @@ def test_too_many_non_finite_steps_stop_the_run(tmp_path: Path) -> None:
     assert isinstance(stopped.value, RunStopped) and not isinstance(stopped.value, UserError)  # exit 3, not 2
     ck = Checkpointer(tmp_path)
     assert ck.checkpoints()[-1].name == "step_00000006"
-    good = ck.read(ck.checkpoints()[-1])  # still complete and loadable
+    good = read_checkpoint(ck.checkpoints()[-1])  # still complete and loadable
     assert good.state["step"] == 6
     logged = [r for r in rows(tmp_path) if "train/nonfinite" in r]
     assert [r["step"] for r in logged] == [5, 6, 7]
@@ -211,13 +212,13 @@ def test_a_step_without_counted_targets_warns_once_and_is_not_non_finite(tmp_pat
 
 
 def test_components_say_when_they_are_due(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gpt2_train import checkpoint
+    from gpt2_train import checkpointer
     from gpt2_train.evals import every
 
     assert [s for s in range(1, 11) if every(4, s, s == 10)] == [4, 8, 10]
     assert not any(every(0, s, True) for s in range(1, 5))
     clock = iter([100.0, 100.2, 100.5, 101.5]).__next__  # one reading per call
-    monkeypatch.setattr(checkpoint.time, "monotonic", clock)
+    monkeypatch.setattr(checkpointer.time, "monotonic", clock)
     ck = Checkpointer(tmp_path, every_steps=5, every_seconds=1.0)  # last save: t=100
     assert ck.due(5)  # by steps
     assert not ck.due(3)  # t=100.5: half a second since the last save

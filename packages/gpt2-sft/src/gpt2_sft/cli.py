@@ -9,8 +9,8 @@ from typing import Any
 import typer
 from gpt2_cli.options import SectionedCommand, dataclass_options
 from gpt2_core.errors import UserError
-from gpt2_train.cli import optimizer_options
 from gpt2_train.config import SHOW_CONFIG_HELP
+from gpt2_train.optimizer_flags import optimizer_options
 from typer.core import TyperGroup
 
 from gpt2_sft.config import SFT_PRESETS, SFTConfig, SFTPrepareConfig

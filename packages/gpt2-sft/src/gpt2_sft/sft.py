@@ -101,19 +101,17 @@ def check_data_matches(data_dir: Path, model: GPT) -> dict[str, Any]:
 
 def run_sft(cfg: SFTConfig, dataset_options: dict[str, Any] | None = None) -> TrainResult:
     """Fine-tune ``cfg.init_from`` (this rank's share under torchrun)."""
-    import torch
-    from gpt2_train.distributed import on_main_rank, setup_distributed, teardown_distributed
-    from gpt2_train.trainer import Trainer, preflight
+    from gpt2_train.distributed import DistEnv, on_main_rank
+    from gpt2_train.run import run_training
 
     from gpt2_sft.examples import load_split
     from gpt2_sft.loader import SFTLoader
 
-    env = setup_distributed(cfg.device, group_of_one=cfg.parallel == "fsdp")
-    try:
+    def model(cfg: SFTConfig) -> tuple[GPT, SFTConfig]:
         model = build_sft_model(cfg)
-        block_size = model.config.block_size
-        cfg = replace(cfg, seq_len=cfg.seq_len or min(block_size, DEFAULT_MAX_SEQ_LEN))
-        preflight(cfg, block_size, env.world_size)  # before any data is prepared
+        return model, replace(cfg, seq_len=cfg.seq_len or min(model.config.block_size, DEFAULT_MAX_SEQ_LEN))
+
+    def data(cfg: SFTConfig, env: DistEnv, model: GPT) -> tuple[SFTConfig, SFTLoader, SFTLoader | None]:
         data_dir = on_main_rank(env, lambda: ensure_data(cfg, model, dataset_options or {}))
         check_data_matches(data_dir, model)
         common: dict[str, Any] = dict(
@@ -134,17 +132,15 @@ def run_sft(cfg: SFTConfig, dataset_options: dict[str, Any] | None = None) -> Tr
                 file=sys.stderr,
             )
         # The val set is small: one pass at most, and none without held-out conversations.
-        run_cfg = replace(
+        cfg = replace(
             cfg,
             eval_every=cfg.eval_every if val else 0,
             eval_batches=min(cfg.eval_batches, val.batches_per_epoch()) if val else cfg.eval_batches,
         )
-        torch.manual_seed(cfg.seed)  # the run's RNG (dropout) starts from --seed
-        trainer = Trainer(run_cfg, model=model, train_source=train, val_source=val, env=env)
-        result = trainer.fit()
-        if env.is_main and result.checkpoint is not None:
-            latest = Path(cfg.run_dir) / "latest"
-            print(f"fine-tuned model: {latest} (gpt2 chat --model {latest})", file=sys.stderr)
-        return result
-    finally:
-        teardown_distributed(env)
+        return cfg, train, val
+
+    result = run_training(cfg, model, data)
+    if result.checkpoint is not None:  # rank 0, and a checkpoint was written
+        latest = Path(cfg.run_dir) / "latest"
+        print(f"fine-tuned model: {latest} (gpt2 chat --model {latest})", file=sys.stderr)
+    return result

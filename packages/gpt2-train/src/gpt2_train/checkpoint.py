@@ -42,10 +42,11 @@ from the same point of the token stream, re-split among the new ranks (SFT's loa
 batch number of the new split); a run resumed at another world size is therefore not bit-identical to an
 uninterrupted one, and the checkpointer says so.
 
-The checkpointer owns what is saved, as torchtitan's ``CheckpointManager`` does: it is given the run's
-stateful parts (:class:`CheckpointParts`: model, optimizer, training batch source, the loop's counters, the
-run's config; the learning-rate schedule is a function of the step, and RNG states are captured here), and
-``save`` and ``resume`` write them all and read them all back.
+This module holds the layouts: writing a checkpoint's files (:func:`write_full`, :func:`write_sharded`) and
+publishing them (:func:`publish`), reading one back (:func:`read_checkpoint`) and applying it to a model and
+optimizer (:func:`apply_checkpoint`). When to save, what to save and which checkpoint to resume are the
+``gpt2_train.checkpointer.Checkpointer``'s; the run directory's links and branches are
+``gpt2_train.run_dir``'s.
 """
 
 from __future__ import annotations
@@ -54,12 +55,10 @@ import json
 import os
 import random
 import shutil
-import sys
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,28 +76,11 @@ from gpt2_core.weights import (
     save_config,
     save_model,
 )
-from gpt2_data.batch_source import BatchSource
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from gpt2_train.config import NOT_CARRIED
-from gpt2_train.distributed import DistEnv, barrier, broadcast_object, gather_objects, on_main_rank
 from gpt2_train.parallel import is_sharded
-from gpt2_train.run_dir import (
-    AUTO,
-    LATEST,
-    PREFIX,
-    ROOT,
-    STABLE,
-    STATE_FILE,
-    Lineage,
-    RunDir,
-    fork,
-    lineage_of,
-)
-
-if TYPE_CHECKING:
-    from torch.distributed.checkpoint.stateful import Stateful
+from gpt2_train.run_dir import LATEST, PREFIX, STABLE, STATE_FILE, RunDir
 
 FORMAT = "gpt2-train-checkpoint/1"
 FULL = "full"
@@ -118,24 +100,6 @@ class IncompatibleCheckpoint(UserError):
 
 
 @dataclass
-class CheckpointParts:
-    """The stateful parts of a run: what every checkpoint saves and :meth:`Checkpointer.resume` restores."""
-
-    model: GPT
-    """Sharded by FSDP2 (``gpt2_train.parallel.shard``) it is saved in the dcp layout, else in the full one."""
-    optimizer: Any
-    """A ``torch.optim.Optimizer``, or ``gpt2_train.optim.Optimizers`` around several, over ``model``."""
-    source: BatchSource
-    """The training batch source: every rank's position is saved."""
-    progress: Stateful
-    """The loop's counters (the trainer's ``state_dict()``: step, tokens seen, best val loss, ...), saved in
-    state.json and given all of state.json back on resume; must hold ``step``."""
-    config: dict[str, Any]
-    """The run's ``TrainConfig.to_dict()``, recorded in state.json and config.json; resuming a checkpoint
-    of another ``optimizer`` is refused."""
-
-
-@dataclass
 class LoadedCheckpoint:
     path: Path
     state: dict[str, Any]
@@ -148,57 +112,6 @@ class LoadedCheckpoint:
     @property
     def layout(self) -> str:
         return self.state.get("layout", FULL)
-
-
-def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """The fields of a run's config that ``current`` changes from the ``saved`` one, as ``--flag old -> new``
-    (fields the saved config lacks are not changes: it predates them). The run's optimizer's options count
-    as fields (``--muon-lr``), the other optimizers' tables not at all."""
-    saved, current = flat_options(saved), flat_options(current)
-    changes = []
-    for name, new in current.items():
-        if name in NOT_CARRIED or name not in saved or saved[name] == new:
-            continue
-        flag = {"loggers": "logger", "init_from": "from"}.get(name, name).replace("_", "-")
-        changes.append(f"--{flag} {_show(saved[name])} -> {_show(new)}")
-    return changes
-
-
-def flat_options(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` (a ``TrainConfig`` as a dict) with its optimizer's options as top-level fields, as their
-    flags name them; an older checkpoint's config has them there already."""
-    tables = config.get("optimizer_options") or {}
-    flat = {k: v for k, v in config.items() if k != "optimizer_options"}
-    return {**flat, **tables.get(config.get("optimizer"), {})}
-
-
-def _show(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
-
-
-@dataclass
-class ResumeInfo:
-    """What :meth:`Checkpointer.resume` resumed."""
-
-    path: Path
-    state: dict[str, Any]
-    """The checkpoint's state.json (its ``config`` the config it was trained with)."""
-    changes: list[str]
-    """This run's config against the checkpoint's, as ``--flag old -> new`` (empty: the same run)."""
-    branched: bool
-    """It was not the run's newest checkpoint: this run starts a branch and leaves the ones after it."""
-
-    @property
-    def step(self) -> int:
-        return int(self.state["step"])
-
-    def describe(self, spec: Path) -> str:
-        """The one line a resumed run starts with."""
-        where = str(spec) if spec.name == self.path.name else f"{spec} ({self.path.name})"
-        line = f"resumed from {where} at step {self.step}"
-        if self.branched:
-            line += " as a new branch (checkpoints after it are kept but no longer followed)"
-        return line + (": " + ", ".join(self.changes) if self.changes else "")
 
 
 def capture_rng() -> dict[str, Any]:
@@ -234,314 +147,104 @@ def config_difference(saved: GPTConfig, wanted: GPTConfig) -> list[str]:
     return [f"{k}: checkpoint {a[k]!r}, this run {b[k]!r}" for k in a if a[k] != b.get(k)]
 
 
-class Checkpointer:
-    """The checkpoints of one run directory: listing and pruning them, and, given the run's ``parts``, saving
-    and resuming them.
+def tmp_dir(run_dir: Path, step: int) -> Path:
+    """Where checkpoint ``step`` is written before it is published."""
+    return run_dir / f"{PREFIX}{step:08d}.tmp"
 
-    Every rank builds one with the same ``run_dir`` and its own ``parts``; :meth:`save` and :meth:`resume`
-    are collective (every rank calls them at the same step, over ``env``'s process group).
-    """
 
-    def __init__(
-        self,
-        run_dir: str | os.PathLike[str],
-        keep: int = 3,
-        every_steps: int = 0,
-        every_seconds: float = 0.0,
-        *,
-        parts: CheckpointParts | None = None,
-        env: DistEnv | None = None,
-    ) -> None:
-        self.run_dir = Path(run_dir)
-        self.dir = RunDir(self.run_dir)
-        self.keep = keep
-        self.every_steps, self.every_seconds = every_steps, every_seconds
-        self.parts = parts
-        self.env = env or DistEnv()
-        self.last_save = time.monotonic()
-        """When the last save ended on this rank (``time.monotonic()``)."""
-        self.lineage: Lineage | None = None
-        """The branches the next checkpoint descends from (``gpt2_train.run_dir``): set by ``resume``, else
-        a new branch (branch 0 in an empty directory) at the first save."""
-        self.resumed: ResumeInfo | None = None
-        """What ``resume`` resumed (None before it, or when it started fresh)."""
+def begin(run_dir: Path, step: int) -> Path:
+    """An empty ``step_N.tmp/`` to write checkpoint ``step`` into (leftovers of crashed writes removed)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in run_dir.glob(f"{PREFIX}*.tmp"):  # left by a crash mid-write
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = tmp_dir(run_dir, step)
+    tmp.mkdir()
+    return tmp
 
-    def due(self, step: int) -> bool:
-        """Whether the clock (``every_seconds`` since the last save) or ``every_steps`` calls for a save.
 
-        The trainer also saves, due or not, at the last step, on a signal and when val loss improves.
-        """
-        by_steps = bool(self.every_steps) and step % self.every_steps == 0
-        by_clock = bool(self.every_seconds) and time.monotonic() - self.last_save >= self.every_seconds
-        return by_steps or by_clock
+def write_full(
+    tmp: Path, model: GPT, optimizer: Any, state: dict[str, Any], rank_states: list[dict[str, Any]]
+) -> list[str]:
+    """Write the full layout into ``tmp`` (rank 0 alone); the files written, for :func:`publish`."""
+    save_model(model, tmp, extra=_model_info(state))
+    torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+    torch.save(rank_states, tmp / RANKS_FILE)
+    return [WEIGHTS_FILE, CONFIG_FILE, OPTIMIZER_FILE, RANKS_FILE]
 
-    # --- listing ---
 
-    def checkpoints(self) -> list[Path]:
-        """Finished checkpoint directories, oldest first (by step), every branch's."""
-        return self.dir.checkpoints()
+def write_sharded(
+    tmp: Path,
+    model: GPT,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    rank_states: list[dict[str, Any]],
+    is_main: bool,
+) -> list[str] | None:
+    """Write the dcp layout into ``tmp``, which exists (collective: every rank writes the shards it holds);
+    rank 0 then writes the rest and returns the files written, for :func:`publish` (None on the others)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    def candidates(self, spec: str) -> list[Path]:
-        """Checkpoints to try for ``--resume spec``, best first: ``latest`` lists the head's lineage, newest
-        first (``gpt2_train.run_dir``)."""
-        if spec == LATEST:
-            found = self.dir.followed()
-            if not found:
-                raise UserError(f"--resume latest: no checkpoint in {self.run_dir}")
-            return found
-        path = Path(spec)
-        if not path.is_dir() and path.name == STABLE:
-            raise UserError(
-                f"--resume {spec}: no stable checkpoint: only a --lr-schedule wsd run whose warm-up ends before "
-                "its last step writes one (its start line warns when it cannot)"
-            )
-        if not path.is_dir():
-            raise UserError(f"--resume {spec}: not a checkpoint directory")
-        return [path.resolve()]
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    del model_state["lm_head.weight"]  # tied: the token embedding, stored once
+    # Collective: returns once every rank's files are written and fsynced and rank 0 wrote the index.
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp / SHARDED_DIR)
+    if not is_main:
+        return None
+    save_config(model.config, tmp, extra=_model_info(state))
+    torch.save(rank_states, tmp / RANKS_FILE)
+    fsync_dir(tmp / SHARDED_DIR)
+    return [
+        CONFIG_FILE,
+        RANKS_FILE,
+        *(f"{SHARDED_DIR}/{p.name}" for p in sorted((tmp / SHARDED_DIR).iterdir())),
+    ]
 
-    # --- saving ---
 
-    def _parts(self) -> CheckpointParts:
-        if self.parts is None:
-            raise TypeError(
-                "Checkpointer: saving and resuming need the run's parts (Checkpointer(..., parts=))"
-            )
-        return self.parts
+def publish(run: RunDir, tmp: Path, state: dict[str, Any], files: list[str]) -> Path:
+    """Write state.json (last: it marks the checkpoint complete), fsync, rename ``tmp`` to its final name and
+    point ``latest`` (and, for a stable checkpoint, ``stable``) at it; its final path."""
+    final = tmp.with_name(tmp.name.removesuffix(".tmp"))
+    state = {"format": FORMAT, **state, "files": {name: (tmp / name).stat().st_size for name in files}}
+    write_json_atomic(tmp / STATE_FILE, state)
+    for name in [*files, STATE_FILE]:
+        fsync_file(tmp / name)
+    fsync_dir(tmp)
+    if final.exists():  # the same step saved twice, or an abandoned branch's checkpoint of this step
+        run.delete(final)
+    os.replace(tmp, final)
+    run.point(LATEST, final)
+    if state.get("stable"):
+        run.point(STABLE, final)
+    fsync_dir(run.path)
+    return final
 
-    def save(self, *, val_loss: float | None = None, stable: bool = False) -> Path | None:
-        """Write a checkpoint of every part at its current step (collective): rank 0 writes the full layout,
-        or, with a sharded model, every rank writes its shards (the dcp layout).
 
-        Each rank's batch-source position and RNG states are gathered into it. ``val_loss``: this step's
-        (``best`` links the lowest); ``stable``: the checkpoint ends a WSD run's stable phase (kept, and
-        linked as ``stable``). Returns its path on rank 0, None on the others; returns once it is published.
-        """
-        parts = self._parts()
-        rank_state = {"source": parts.source.state_dict(), "rng": capture_rng()}
-        ranks = gather_objects(self.env, rank_state)
-        if self.lineage is None:
-            self.lineage = ROOT if not self.checkpoints() else [[self.dir.next_branch(), None]]
-        state = {
-            **parts.progress.state_dict(),
-            "val_loss": val_loss,
-            "stable": stable,
-            "branch": self.lineage,
-            "world_size": self.env.world_size,
-            "config": parts.config,
-        }
-        path = None
-        if is_sharded(parts.model):
-            path = self._save_sharded(parts.model, parts.optimizer, state, ranks)
-        elif self.env.is_main:
-            path = self._save_full(parts.model, parts.optimizer, state, ranks)
-        barrier(self.env)  # nobody races ahead (or exits) while rank 0 writes
-        self.last_save = time.monotonic()
-        return path
-
-    def _save_full(
-        self,
-        model: GPT,
-        optimizer: Any,
-        state: dict[str, Any],
-        rank_states: list[dict[str, Any]],
-    ) -> Path:
-        """Write checkpoint ``step_<state['step']>`` in the full layout atomically, point ``latest`` at it,
-        prune old ones (rank 0 alone)."""
-        tmp = self._begin(int(state["step"]))
-        save_model(model, tmp, extra=_model_info(state))
-        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-        torch.save(rank_states, tmp / RANKS_FILE)
-        return self._finish(
-            tmp, {**state, "layout": FULL}, [WEIGHTS_FILE, CONFIG_FILE, OPTIMIZER_FILE, RANKS_FILE]
-        )
-
-    def _save_sharded(
-        self,
-        model: GPT,
-        optimizer: torch.optim.Optimizer,
-        state: dict[str, Any],
-        rank_states: list[dict[str, Any]],
-    ) -> Path | None:
-        """Write checkpoint ``step_<state['step']>`` in the dcp layout: called by every rank, each writing the
-        shards it holds; rank 0 then writes the rest and publishes it as ``save`` does (its path; None on the
-        others, which must wait at a barrier for it before going on)."""
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_state_dict
-
-        env = self.env
-        step = int(state["step"])
-        if env.is_main:
-            self._begin(step)
-        barrier(env)  # the directory exists, emptied of any earlier attempt, before a rank writes into it
-        tmp = self._tmp_dir(step)
-        model_state, optimizer_state = get_state_dict(model, optimizer)
-        del model_state["lm_head.weight"]  # tied: the token embedding, stored once
-        # Collective: returns once every rank's files are written and fsynced and rank 0 wrote the index.
-        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp / SHARDED_DIR)
-        if not env.is_main:
-            return None
-        save_config(model.config, tmp, extra=_model_info(state))
-        torch.save(rank_states, tmp / RANKS_FILE)
-        shards = [f"{SHARDED_DIR}/{p.name}" for p in sorted((tmp / SHARDED_DIR).iterdir())]
-        fsync_dir(tmp / SHARDED_DIR)
-        return self._finish(tmp, {**state, "layout": SHARDED}, [CONFIG_FILE, RANKS_FILE, *shards])
-
-    def _tmp_dir(self, step: int) -> Path:
-        return self.run_dir / f"{PREFIX}{step:08d}.tmp"
-
-    def _begin(self, step: int) -> Path:
-        """An empty ``step_N.tmp/`` to write checkpoint ``step`` into (leftovers of crashed writes removed)."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.run_dir.glob(f"{PREFIX}*.tmp"):  # left by a crash mid-write
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = self._tmp_dir(step)
-        tmp.mkdir()
-        return tmp
-
-    def _finish(self, tmp: Path, state: dict[str, Any], files: list[str]) -> Path:
-        """Write state.json (last: it marks the checkpoint complete), fsync, rename ``tmp`` to its final name,
-        point ``latest`` at it and prune."""
-        final = tmp.with_name(tmp.name.removesuffix(".tmp"))
-        state = {"format": FORMAT, **state, "files": {name: (tmp / name).stat().st_size for name in files}}
-        write_json_atomic(tmp / STATE_FILE, state)
-        for name in [*files, STATE_FILE]:
-            fsync_file(tmp / name)
-        fsync_dir(tmp)
-        if final.exists():  # the same step saved twice, or an abandoned branch's checkpoint of this step
-            self.dir.delete(final)
-        os.replace(tmp, final)
-        self.dir.point(LATEST, final)
-        if state.get("stable"):
-            self.dir.point(STABLE, final)
-        fsync_dir(self.run_dir)
-        self.prune()
-        return final
-
-    def prune(self) -> None:
-        """Keep the newest ``keep`` checkpoints of the run's lineage, its best and its stable one
-        (``RunDir.prune``)."""
-        self.dir.prune(self.keep)
-
-    def clear(self) -> None:
-        """Delete every checkpoint and the links to them (``--overwrite``)."""
-        self.dir.clear()
-
-    # --- loading ---
-
-    def resume(self, spec: str) -> Path | None:
-        """Restore every part from checkpoint ``spec`` (collective); its path, or None when ``spec`` is
-        ``auto`` and the run directory holds no checkpoint yet (nothing changes then).
-
-        ``spec``: ``latest`` (the newest readable checkpoint, falling back past damaged ones with a warning),
-        ``auto``, or a checkpoint directory. Rank 0 picks the checkpoint and every rank reads that one; each
-        rank takes the saved batch-source position and RNG states of its own rank number (the last one when
-        the checkpoint has fewer ranks, with a warning that the run is no longer bit-identical).
-
-        Raises ``UserError`` when no candidate is readable, or the checkpoint's model config or
-        ``--optimizer`` differs from this run's.
-        """
-        parts, env = self._parts(), self.env
-        if spec == AUTO:
-            # Rank 0 looks, so that every rank takes the same branch even on node-local disks.
-            found = broadcast_object(env, LATEST if self.checkpoints() else None)
-            if found is None:
-                if env.is_main:
-                    print(
-                        f"--resume auto: no checkpoint in {self.run_dir} yet, starting fresh", file=sys.stderr
-                    )
-                return None
-            spec = found
-        spec_path = self.run_dir / LATEST if spec == LATEST else Path(spec)
-        ckpt: LoadedCheckpoint | None = None  # rank 0 reads it while choosing; the others read its choice
-
-        def choose() -> tuple[str, Lineage, bool]:
-            nonlocal ckpt
-            ckpt = self.load_first_good(spec, parts.model.config)
-            # Resuming anything but the run's head starts a branch: the checkpoints after it are left behind.
-            head = self.dir.head()
-            line = lineage_of(ckpt.state)
-            if head is not None and head.resolve() == ckpt.path.resolve():
-                return str(ckpt.path), line, False
-            return str(ckpt.path), fork(line, int(ckpt.state["step"]), self.dir.next_branch(line)), True
-
-        chosen, self.lineage, branched = on_main_rank(env, choose)
-        if ckpt is None:
-            ckpt = self.read(Path(chosen))
-        saved_config = ckpt.state.get("config") or {}
-        saved = saved_config.get("optimizer", "adamw")
-        wanted = parts.config.get("optimizer", "adamw")
-        if saved != wanted:
-            raise IncompatibleCheckpoint(
-                f"--resume {ckpt.path}: the checkpoint was trained with --optimizer {saved}, this run has "
-                f"--optimizer {wanted}; resume with --optimizer {saved}"
-            )
-        # Hyperparameters come from this run's config: the saved param groups would bring back the old ones.
-        hyper = [{k: v for k, v in g.items() if k != "params"} for g in parts.optimizer.param_groups]
-        apply_checkpoint(ckpt, parts.model, parts.optimizer)
-        for group, values in zip(parts.optimizer.param_groups, hyper, strict=True):
-            group.update(values)
-        parts.progress.load_state_dict(ckpt.state)
-        ranks = ckpt.rank_states
-        if len(ranks) != env.world_size and env.is_main:
-            print(
-                f"warning: resuming {env.world_size} rank(s) from a checkpoint of {len(ranks)}: the data "
-                "stream is re-split from the same position, and the result is no longer bit-identical",
-                file=sys.stderr,
-            )
-        mine = ranks[min(env.rank, len(ranks) - 1)]
-        parts.source.load_state_dict(mine["source"])
-        restore_rng(mine["rng"])
-        self.resumed = ResumeInfo(ckpt.path, ckpt.state, config_changes(saved_config, parts.config), branched)
-        if env.is_main:
-            print(self.resumed.describe(spec_path), file=sys.stderr)
-        return ckpt.path
-
-    def read(self, path: Path) -> LoadedCheckpoint:
-        """Read everything of checkpoint ``path`` into memory; CorruptCheckpoint when any part is bad."""
-        try:
-            state = json.loads((path / STATE_FILE).read_text())
-            if not isinstance(state, dict) or state.get("format") != FORMAT:
-                raise CorruptCheckpoint(f"{path / STATE_FILE}: not a {FORMAT} state file")
-            for name, size in state["files"].items():
-                actual = (path / name).stat().st_size
-                if actual != size:
-                    raise CorruptCheckpoint(f"{path / name}: {actual} bytes, expected {size}")
-            model_state = optimizer_state = None
-            if state.get("layout", FULL) == SHARDED:
-                read_sharded_metadata(path / SHARDED_DIR)  # the tensors are read in place, by every rank
-            else:
-                model_state = load_file(str(path / WEIGHTS_FILE))
-                optimizer_state = torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
-            rank_states = torch.load(path / RANKS_FILE, map_location="cpu", weights_only=True)
-        except CorruptCheckpoint:
-            raise
-        except UserError as e:
-            raise CorruptCheckpoint(str(e)) from e
-        except (OSError, ValueError, KeyError, RuntimeError, EOFError, SafetensorError) as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise CorruptCheckpoint(f"{path}: {first}") from e
-        return LoadedCheckpoint(path, state, model_state, optimizer_state, rank_states)
-
-    def load_first_good(self, spec: str, model_config: GPTConfig) -> LoadedCheckpoint:
-        """The newest readable checkpoint among ``candidates(spec)``, warning about each one skipped.
-
-        A checkpoint whose model config differs from ``model_config`` is refused outright (the older
-        ones would not fit either), naming the fields that differ.
-        """
-        errors = []
-        for path in self.candidates(spec):
-            try:
-                ckpt = self.read(path)
-            except CorruptCheckpoint as e:
-                print(
-                    f"warning: checkpoint {path.name} is unreadable ({e}); trying an older one",
-                    file=sys.stderr,
-                )
-                errors.append(str(e))
-                continue
-            check_model_config(path, model_config)
-            return ckpt
-        raise UserError(f"--resume {spec}: no readable checkpoint ({'; '.join(errors)})")
+def read_checkpoint(path: Path) -> LoadedCheckpoint:
+    """Read everything of checkpoint ``path`` into memory; CorruptCheckpoint when any part is bad."""
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise CorruptCheckpoint(f"{path / STATE_FILE}: not a {FORMAT} state file")
+        for name, size in state["files"].items():
+            actual = (path / name).stat().st_size
+            if actual != size:
+                raise CorruptCheckpoint(f"{path / name}: {actual} bytes, expected {size}")
+        model_state = optimizer_state = None
+        if state.get("layout", FULL) == SHARDED:
+            read_sharded_metadata(path / SHARDED_DIR)  # the tensors are read in place, by every rank
+        else:
+            model_state = load_file(str(path / WEIGHTS_FILE))
+            optimizer_state = torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+        rank_states = torch.load(path / RANKS_FILE, map_location="cpu", weights_only=True)
+    except CorruptCheckpoint:
+        raise
+    except UserError as e:
+        raise CorruptCheckpoint(str(e)) from e
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError, SafetensorError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CorruptCheckpoint(f"{path}: {first}") from e
+    return LoadedCheckpoint(path, state, model_state, optimizer_state, rank_states)
 
 
 def check_model_config(path: Path, wanted: GPTConfig) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from gpt2_cli.options import SectionedCommand, dataclass_options, runtime_option
 from gpt2_core.runtime import RuntimeConfig
 
 from gpt2_train.config import PRESETS, SHOW_CONFIG_HELP, TrainConfig, build_config, config_toml
-from gpt2_train.optimizers import optimizer_registry, option_owners
+from gpt2_train.optimizer_flags import optimizer_options
 
 TRAIN_HELP = f"""Train a GPT-2 model (under torchrun: DDP across its processes).
 
@@ -28,16 +27,6 @@ before --preset (tiny trains with Muon and WSD): --show-config prints what a pre
 Multi-node: torchrun --nnodes=N --node-rank=I --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT
 --nproc-per-node=G -m gpt2_cli train ...
 """
-
-
-def optimizer_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator giving ``gpt2 train`` (and ``gpt2 sft``) every registered optimizer's options as flags, each
-    optimizer's under its own heading in ``--help``; ``command`` receives the ones typed as
-    ``optimizer_flags`` (field name -> value), which go to the run's optimizer (``build_config``)."""
-    registry = optimizer_registry()
-    option_owners(registry)  # refuses a plugin whose option is taken
-    groups = [(plugin.Options, f"Optimizer {name}") for name, plugin in registry.items()]
-    return dataclass_options(groups, into="optimizer_flags", given_only=True)(command)
 
 
 def train_command(

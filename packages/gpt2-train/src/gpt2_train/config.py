@@ -346,7 +346,8 @@ def build_config(
 
     # A saved config may hold fields this version lacks, or (written before optimizers owned their options)
     # its optimizer's options as bare fields.
-    options = {k: v for k, v in saved.items() if k in option_owners()}
+    taken = {f.name for f in dataclasses.fields(cls)}
+    options = {k: v for k, v in saved.items() if k in option_owners(taken=taken)}
     carried = {**known_fields(cls, saved), **options}
     carried = {k: v for k, v in carried.items() if k not in NOT_CARRIED}
     if "run_dir" not in overrides:
@@ -362,7 +363,7 @@ def _merge(cls: type[TrainConfig], layers: list[dict[str, Any]], source: str) ->
     from gpt2_train.optimizers import optimizer_plugin, optimizer_registry, option_owners
 
     registry = optimizer_registry()
-    owners = option_owners(registry)
+    owners = option_owners(registry, taken={f.name for f in dataclasses.fields(cls)})
     optimizer = next(
         (layer["optimizer"] for layer in reversed(layers) if "optimizer" in layer), cls.optimizer
     )

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from gpt2_core.errors import UserError
 
-from gpt2_train.config import TrainConfig
-from gpt2_train.optimizers import AdamWOptions, MuonOptions, optimizer_plugin
+if TYPE_CHECKING:  # annotations only: gpt2_train.config reaches this module through the optimizers
+    from gpt2_train.config import TrainConfig
+    from gpt2_train.optimizers import AdamWOptions, MuonOptions
 
 
 def _adamw(
@@ -119,18 +120,6 @@ def build_muon(
         ns_dtype=autocast_dtype(cfg.precision, device) or torch.float32,
     )
     return Optimizers([muon, _adamw(adamw_params, cfg.lr, options, device)])
-
-
-def build_optimizer(
-    model: torch.nn.Module,
-    cfg: TrainConfig,
-    device: torch.device,
-    registry: Mapping[str, Callable[..., Any]] | None = None,
-) -> Any:
-    """The optimizer ``cfg.optimizer`` names (from ``registry``, default: the plugins'), with its options from
-    ``cfg``, over ``model``'s parameters on ``device``; ``UserError`` as
-    ``gpt2_train.optimizers.optimizer_plugin`` raises it."""
-    return optimizer_plugin(cfg, registry).build(model, cfg, device)
 
 
 # --- learning-rate schedules --------------------------------------------------------------------------

@@ -10,8 +10,6 @@ A plugin registers a class (``register_optimizers``), as dataset plugins do::
             lion_beta2: float = 0.99
             \"\"\"Lion's momentum decay.\"\"\"
 
-        parallel = ("ddp", "fsdp")
-
         def build(self, model, config, device):
             from lion_pytorch import Lion
 
@@ -24,22 +22,23 @@ Field names are flags: a field another optimizer or ``TrainConfig`` already has 
 ``Options`` class inherits it (Muon's AdamW fields: a Muon run's AdamW half). Validation goes in the
 ``Options``'s ``__post_init__``, as a ``UserError`` naming the flag.
 
-``parallel`` names the ``--parallel`` modes the optimizer works under; the trainer asks it rather than
-inspecting the optimizer it built. A plain function ``factory(model, config, device)`` may be registered
+``parallel`` names the ``--parallel`` modes the optimizer works under (None, the default: all); the run's
+checks ask it rather than inspecting the optimizer built. A plain function ``factory(model, config, device)`` may be registered
 instead of a class: an optimizer without options that works under every mode.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from gpt2_core.dataclass_utils import from_dict
 from gpt2_core.errors import UserError
 
-from gpt2_train.config import PARALLEL_MODES, TrainConfig
+if TYPE_CHECKING:  # gpt2_train.config asks this module for the optimizers' options
+    from gpt2_train.config import TrainConfig
 
 MUON_ADJUST_LR = ("original", "match_rms_adamw")
 
@@ -52,8 +51,8 @@ class OptimizerPlugin:
     class Options:
         pass
 
-    parallel: ClassVar[tuple[str, ...]] = PARALLEL_MODES
-    """The ``--parallel`` modes it works under."""
+    parallel: ClassVar[tuple[str, ...] | None] = None
+    """The ``--parallel`` modes it works under (None: every one)."""
 
     def __init__(self, options: Any = None) -> None:
         self.options = options if options is not None else type(self).Options()
@@ -185,7 +184,7 @@ def optimizer_plugin(
             where = f"an option of --optimizer {' / '.join(owners)}" if owners else "no optimizer's option"
             raise UserError(f"--{_flag(key)} is {where}, not of this run's --optimizer {cfg.optimizer}")
     instance = plugin(from_dict(plugin.Options, table, f"[{cfg.optimizer}] options"))
-    if cfg.parallel not in plugin.parallel:
+    if plugin.parallel is not None and cfg.parallel not in plugin.parallel:
         raise UserError(
             f"--optimizer {cfg.optimizer} does not work with --parallel {cfg.parallel}; use --parallel "
             + " or ".join(plugin.parallel)
@@ -193,17 +192,28 @@ def optimizer_plugin(
     return instance
 
 
-def option_owners(registry: Mapping[str, type[OptimizerPlugin]] | None = None) -> dict[str, list[str]]:
+def build_optimizer(
+    model: Any, cfg: TrainConfig, device: Any, registry: Mapping[str, Callable[..., Any]] | None = None
+) -> Any:
+    """The optimizer ``cfg.optimizer`` names (from ``registry``, default: the plugins'), with its options from
+    ``cfg``, over ``model``'s parameters on ``device`` (a ``torch.device``); ``UserError`` as
+    :func:`optimizer_plugin` raises it."""
+    return optimizer_plugin(cfg, registry).build(model, cfg, device)
+
+
+def option_owners(
+    registry: Mapping[str, type[OptimizerPlugin]] | None = None, taken: Collection[str] = ()
+) -> dict[str, list[str]]:
     """Option field -> the optimizers that have it; ``UserError`` for a field that two unrelated ``Options``
-    classes (or one and ``TrainConfig``) declare: one flag cannot mean two things."""
+    classes declare, or that is one of ``taken`` (the command's other flags): one flag cannot mean two
+    things."""
     registry = optimizer_registry() if registry is None else registry
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     owners: dict[str, list[str]] = {}
     origin: dict[str, type] = {}
     for name, plugin in registry.items():
         for f in dataclasses.fields(plugin.Options):
             declared = _declaring_class(plugin.Options, f.name)
-            if f.name in train_fields or origin.setdefault(f.name, declared) is not declared:
+            if f.name in taken or origin.setdefault(f.name, declared) is not declared:
                 raise UserError(
                     f"optimizer {name!r}: its option {f.name!r} (--{_flag(f.name)}) is already a flag of "
                     "gpt2 train or of another optimizer; rename it (e.g. with the optimizer's name as prefix)"

@@ -1,5 +1,5 @@
 """``gpt2 train``: pre-training on token shards. Builds the model and the shard loaders from ``TrainConfig`` and
-hands them to the ``Trainer``, as ``gpt2_sft.sft.run_sft`` does with instruction examples.
+hands them to ``gpt2_train.run.run_training``, as ``gpt2_sft.sft.run_sft`` does with instruction examples.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from gpt2_core.paths import cache_dir
 from gpt2_data.loader import ShardLoader
 
 from gpt2_train.config import TrainConfig
-from gpt2_train.distributed import DistEnv, on_main_rank, setup_distributed, teardown_distributed
-from gpt2_train.trainer import Trainer, TrainResult, preflight
+from gpt2_train.distributed import DistEnv, on_main_rank
+from gpt2_train.run import run_training
+from gpt2_train.trainer import TrainResult
 
 
 def build_model(cfg: TrainConfig) -> GPT:
@@ -98,16 +99,14 @@ def shard_sources(cfg: TrainConfig, env: DistEnv) -> tuple[ShardLoader, ShardLoa
 
 
 def train(cfg: TrainConfig) -> TrainResult:
-    """Run ``gpt2 train`` with ``cfg`` (under torchrun: this rank's share), tearing DDP/FSDP down after."""
-    env = setup_distributed(cfg.device, group_of_one=cfg.parallel == "fsdp")
-    try:
-        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        model = build_model(cfg)
-        preflight(cfg, model.config.block_size, env.world_size)  # before any data is prepared
-        train_source, val_source = shard_sources(cfg, env)
-        return Trainer(cfg, model=model, train_source=train_source, val_source=val_source, env=env).fit()
-    finally:
-        teardown_distributed(env)
+    """Run ``gpt2 train`` with ``cfg`` (under torchrun: this rank's share)."""
+
+    def data(
+        cfg: TrainConfig, env: DistEnv, model: GPT
+    ) -> tuple[TrainConfig, ShardLoader, ShardLoader | None]:
+        return (cfg, *shard_sources(cfg, env))
+
+    return run_training(cfg, lambda cfg: (build_model(cfg), cfg), data)
 
 
 __all__ = ["build_model", "prepare_data", "shard_sources", "train"]

@@ -1,9 +1,8 @@
 """The training loop, wiring small components: model, batch sources, optimizer and schedule, the step
 function, the checkpointer, loggers and evaluators.
 
-The caller builds the model and the batch sources and hands them over: ``gpt2_train.pretrain.train`` (``gpt2
-train``: token shards) and ``gpt2_sft.sft.run_sft`` (instruction examples) do, each with its own data
-pipeline; ``Trainer(cfg, model=..., train_source=..., val_source=...)`` builds the rest from ``cfg`` in one
+The caller builds the model and the batch sources and hands them over: ``gpt2_train.run.run_training`` does,
+for ``gpt2 train`` (token shards) and ``gpt2 sft`` (instruction examples), each with its own data pipeline; ``Trainer(cfg, model=..., train_source=..., val_source=...)`` builds the rest from ``cfg`` in one
 pass (see :class:`Trainer`).
 """
 
@@ -11,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -22,22 +22,24 @@ from typing import Any
 import torch
 from gpt2_core.cpu_matmul import route_of
 from gpt2_core.dataclass_utils import from_dict
+from gpt2_core.device import pick_device
 from gpt2_core.errors import RunStopped, UserError
 from gpt2_core.model import GPT
 from gpt2_data.batch_source import BatchSource
 
 from gpt2_train import accel
 from gpt2_train.allocator import restore_malloc_defaults, retain_freed_memory
-from gpt2_train.checkpoint import Checkpointer, CheckpointParts, ResumeInfo
+from gpt2_train.checkpointer import Checkpointer, CheckpointParts, ResumeInfo
 from gpt2_train.config import TrainConfig, known_fields
-from gpt2_train.distributed import DistEnv, any_rank, barrier, setup_distributed, teardown_distributed
+from gpt2_train.distributed import DistEnv, any_rank, barrier
 from gpt2_train.evals import HellaSwagEvaluator, Sampler, Validator, every
 from gpt2_train.loggers import NullLogger, build_loggers
 from gpt2_train.mfu import flops_per_token, peak_flops
-from gpt2_train.optim import build_optimizer, lr_at, schedule_summary, schedule_warning, wsd_decay_start
+from gpt2_train.optim import lr_at, schedule_summary, schedule_warning, wsd_decay_start
+from gpt2_train.optimizers import build_optimizer, optimizer_plugin
 from gpt2_train.parallel import parallelize
 from gpt2_train.precision import autocast_dtype
-from gpt2_train.run_dir import BEST, STABLE
+from gpt2_train.run_dir import BEST, STABLE, RunDir
 from gpt2_train.step import StepResult, TrainStep
 
 
@@ -76,8 +78,9 @@ def preflight(cfg: TrainConfig, block_size: int, world_size: int) -> int:
     accumulation (micro-batches per rank per step).
 
     Raises ``UserError`` when the batch does not split into micro-batches, ``--seq-len`` exceeds the
-    context window ``block_size``, or ``--run-dir`` holds checkpoints this run would neither resume nor
-    overwrite.
+    context window ``block_size``, the optimizer cannot run as configured (an option, a ``--parallel``
+    mode: ``gpt2_train.optimizers.optimizer_plugin``), or ``--run-dir`` holds checkpoints this run would
+    neither resume nor overwrite.
     """
     if cfg.seq_len > block_size:
         raise UserError(f"--seq-len {cfg.seq_len} exceeds the model's context window ({block_size})")
@@ -87,7 +90,8 @@ def preflight(cfg: TrainConfig, block_size: int, world_size: int) -> int:
             f"--total-batch-tokens {cfg.total_batch_tokens} is not a multiple of --micro-batch x --seq-len x "
             f"ranks = {cfg.micro_batch} x {cfg.seq_len} x {world_size} = {per_micro}"
         )
-    if not cfg.resume and not cfg.overwrite and Checkpointer(cfg.run_dir).checkpoints():
+    optimizer_plugin(cfg)
+    if not cfg.resume and not cfg.overwrite and RunDir(cfg.run_dir).checkpoints():
         raise UserError(
             f"--run-dir {cfg.run_dir} already holds checkpoints: pass --resume auto to continue, "
             "--overwrite to start afresh, or another --run-dir"
@@ -134,16 +138,17 @@ class _Signals:
 class Trainer:
     """The training loop over small components, built in one pass from ``cfg`` and the given parts.
 
-    ``Trainer(cfg, model=, train_source=, val_source=)`` checks the run (``preflight``), puts the model on its
-    device, wraps it once (``gpt2_train.parallel.parallelize``: speed-ups, then DDP or FSDP), builds the
+    ``Trainer(cfg, model=, train_source=, val_source=)`` checks the run (``preflight``, unless the caller ran
+    it and passes its ``grad_accum``, as ``gpt2_train.run.run_training`` does), puts the model on its device, wraps it once (``gpt2_train.parallel.parallelize``: speed-ups, then DDP or FSDP), builds the
     optimizer over the wrapped model's parameters (FSDP's shards), the step function, the checkpointer
     (which owns every stateful part), the evaluators and the loggers. ``start()`` resumes ``cfg.resume`` into
     those parts (or clears the run with ``--overwrite``); ``fit()`` starts if needed and trains, asking each
     component whether it is due; ``close()`` ends what the trainer started (``fit`` calls it on the way out).
 
     ``model``: built with ``torch.manual_seed(cfg.seed)`` on every rank (the same initial weights).
-    ``val_source``: None turns val loss off. ``env``: the process group set up by the caller
-    (``setup_distributed``), else joined here and left in ``close()``.
+    ``val_source``: None turns val loss off. ``env``: the process group the caller set up and will leave
+    (``setup_distributed``); None: a single process on ``cfg.device`` (``UserError`` under torchrun or
+    ``--parallel fsdp``, which need the group).
     """
 
     def __init__(
@@ -154,19 +159,23 @@ class Trainer:
         train_source: BatchSource,
         val_source: BatchSource | None = None,
         env: DistEnv | None = None,
+        grad_accum: int | None = None,
         logger: Any = None,
         logger_registry: dict[str, Any] | None = None,
     ) -> None:
         self.cfg = cfg
-        self._own_env = env is None
         self.sharded = cfg.parallel == "fsdp"
-        self.env = env or setup_distributed(cfg.device, group_of_one=self.sharded)
-        try:
-            self._build(model, train_source, val_source, logger, logger_registry)
-        except BaseException:  # a process group this trainer joined is left again, whatever went wrong
-            if self._own_env:
-                teardown_distributed(self.env)
-            raise
+        if grad_accum is None:  # built directly, not by run_training: the checks are its own
+            grad_accum = preflight(cfg, model.config.block_size, env.world_size if env else 1)
+        self.grad_accum = grad_accum
+        """Micro-batches per rank per optimizer step."""
+        if env is None and (self.sharded or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+            raise UserError(
+                "Trainer: under torchrun or with --parallel fsdp, give it the env of "
+                "setup_distributed(group_of_one=...) (gpt2_train.run.run_training does)"
+            )
+        self.env = env if env is not None else DistEnv(device=pick_device(cfg.device))
+        self._build(model, train_source, val_source, logger, logger_registry)
 
     def _build(
         self,
@@ -183,7 +192,6 @@ class Trainer:
         if self.sharded and not torch.distributed.is_initialized():
             raise UserError("--parallel fsdp: give Trainer an env from setup_distributed(group_of_one=True)")
         self.model = model
-        self.grad_accum = preflight(cfg, model.config.block_size, self.env.world_size)
         if not self.sharded:  # FSDP moves each rank's shards there as it shards the model
             model.to(dev)
         self._retains_memory = setup_device(dev)
@@ -347,16 +355,13 @@ class Trainer:
         )
 
     def close(self) -> None:
-        """End what the trainer started: its loggers, the CPU allocator setting, and the process group when
-        it joined one itself. Idempotent."""
+        """End what the trainer started: its loggers and the CPU allocator setting. Idempotent."""
         if self._closed:
             return
         self._closed = True
         self.logger.close()
         if self._retains_memory:
             restore_malloc_defaults()
-        if self._own_env:
-            teardown_distributed(self.env)
 
     # --- the loop ---
 
