@@ -9,10 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 
 def gpt2(
@@ -113,9 +113,7 @@ def run_and_kill(cmd: list[str], run: Path, after: int, env: dict[str, str] | No
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
     )
-    deadline = time.monotonic() + 240
-    while logged_steps(run) < after and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: logged_steps(run) >= after or proc.poll() is not None, f"step {after} logged", 240)
     finished = proc.poll() is not None
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -107,8 +107,8 @@ def test_resume_after_interruption(
     )
     ref = prepare(synthetic, tmp_path / "ref", **kwargs)
     # Every module that calls it: the manifest's first write, the resume records, the final manifest.
-    modules = [pipeline] if where == "write_shard" else [manifest, pipeline, splits]
-    original = getattr(pipeline, where)
+    modules = [splits] if where == "write_shard" else [manifest, pipeline, splits]
+    original = getattr(splits, where)
     for k in (1, 3, 6, 11):
         out = tmp_path / f"run{k}"
         calls = {"n": 0}
@@ -142,7 +142,7 @@ def test_a_failed_prepare_leaves_no_write_running(
     time. The released write is slow, so a prepare() that did not wait for it would leave it running.
     """
     gates: list[threading.Event] = []
-    submit, write_shard, route = pipeline.ShardWrites.submit, pipeline.write_shard, pipeline.route
+    submit, write_shard, route = pipeline.ShardWrites.submit, splits.write_shard, pipeline.route
 
     def held_submit(self: pipeline.ShardWrites, write) -> None:  # noqa: ANN001
         for gate in gates:  # submit waits for the previous write: let it go
@@ -168,7 +168,7 @@ def test_a_failed_prepare_leaves_no_write_running(
         return route(*args, **kwargs)
 
     monkeypatch.setattr(pipeline.ShardWrites, "submit", held_submit)
-    monkeypatch.setattr(pipeline, "write_shard", write_slowly)
+    monkeypatch.setattr(splits, "write_shard", write_slowly)
     monkeypatch.setattr(pipeline, "route", route_or_fail)
     before = set(threading.enumerate())
     out = tmp_path / "out"

@@ -8,12 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from cli_helpers import gpt2_here, loaded_llms
+from waiting import wait_until
 
 
 def gpt2(*args: str, **kw: object) -> subprocess.Popen[str]:
@@ -47,16 +47,15 @@ def test_serve_a_model_directory(tmp_path: Path, make_chat_model) -> None:
         "torch",
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
+
+        def health() -> httpx.Response | None:
             try:
-                health = httpx.get(f"http://127.0.0.1:{port}/health")
-                break
+                return httpx.get(f"http://127.0.0.1:{port}/health")
             except httpx.TransportError:
                 assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
-        assert health.json()["model"] == "latest"
+                return None
+
+        assert wait_until(health, "the server to answer /health").json()["model"] == "latest"
         card = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()["data"][0]
         assert (card["id"], card["root"]) == ("latest", str(tmp_path / "run" / "latest"))
         for name in ("latest", "step_00000003"):

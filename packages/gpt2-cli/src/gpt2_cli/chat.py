@@ -154,7 +154,7 @@ def chat(
         decoder.warn(source)
         return text
 
-    llm = LLM.from_runtime(model, runtime, rows=1)
+    llm = LLM.from_runtime(model, runtime, batch_sizes=1)
     if next(llm.model.parameters()).device.type == "cpu":
         _info(f"cpu matmul: {llm.choice}")
     session = llm.chat(system=decoder.decode_os_text(system, "--system"), sampling=sampling)

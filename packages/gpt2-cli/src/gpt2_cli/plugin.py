@@ -34,7 +34,7 @@ def generate(
     decoder = Utf8Decoder(encoding_errors)
     prompt = decoder.decode_os_text(prompt, "--prompt")  # argv bytes that were not UTF-8
     decoder.warn("--prompt")
-    llm = LLM.from_runtime(model, runtime, rows=sampling.num_return_sequences)  # decoded side by side
+    llm = LLM.from_runtime(model, runtime, batch_sizes=sampling.num_return_sequences)  # decoded side by side
     texts = []
     if stream:
         typer.echo(prompt, nl=False)

@@ -50,26 +50,26 @@ class LLM:
         quantize: str = "none",
         threads: int = 0,
         cpu_matmul: str = "auto",
-        rows: int | Sequence[int] = 1,
+        batch_sizes: int | Sequence[int] = 1,
     ) -> LLM:
         """Load model directory ``path`` (ours, a checkpoint, or Hugging Face GPT-2) for inference.
 
-        ``rows``: the batch sizes it will decode (the CPU route is timed for them). ``UserError`` naming the
+        ``batch_sizes``: the batch sizes it will decode (the CPU route is timed for them). ``UserError`` naming the
         flag for a device, dtype, quantization or route this machine cannot run, or the path when it holds
         no model.
         """
         runtime = RuntimeConfig(
             device=device, dtype=dtype, threads=threads, cpu_matmul=cpu_matmul, quantize=quantize
         )
-        return cls.from_runtime(path, runtime, rows)
+        return cls.from_runtime(path, runtime, batch_sizes)
 
     @classmethod
     def from_runtime(
-        cls, path: str | os.PathLike[str], runtime: RuntimeConfig, rows: int | Sequence[int] = 1
+        cls, path: str | os.PathLike[str], runtime: RuntimeConfig, batch_sizes: int | Sequence[int] = 1
     ) -> LLM:
         """:meth:`load` with the commands' ``RuntimeConfig``: torch's CPU threads set, the model on its device in
         its dtype, in eval mode, its Linear layers swapped for int8 ones when ``runtime.quantize`` says so
-        (``gpt2_core.quantize``), else its fp32 CPU products routed for batches of ``rows``
+        (``gpt2_core.quantize``), else its fp32 CPU products routed for batches of ``batch_sizes``
         (``gpt2_core.cpu_matmul.apply``; after the threads are set, since the timing depends on them)."""
         import torch
 
@@ -86,7 +86,7 @@ class LLM:
         model = GPT.from_pretrained(path, device=where, dtype=pick_dtype(runtime.dtype, where)).eval()
         if runtime.quantize == "int8":
             quantize.quantize_int8(model)  # no nn.Linear left: the route below is moot and says so
-        return cls.from_model(model, apply(model, runtime.cpu_matmul, rows=rows), runtime)
+        return cls.from_model(model, apply(model, runtime.cpu_matmul, rows=batch_sizes), runtime)
 
     @classmethod
     def from_model(

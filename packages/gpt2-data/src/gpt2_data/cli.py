@@ -15,7 +15,7 @@ import typer
 from gpt2_cli.options import dataclass_options
 from gpt2_core.errors import UserError
 
-from gpt2_data.prepare import PrepareConfig
+from gpt2_data.prepare_config import PrepareConfig
 
 
 def list_datasets() -> None:

@@ -25,19 +25,14 @@ from gpt2_core.files import write_json_atomic
 
 from gpt2_data.manifest import MANIFEST
 from gpt2_data.progress import progress_bar
-from gpt2_data.shards import write_shard
-from gpt2_data.splits import finish, route
+from gpt2_data.splits import Position, SplitWriter, finish, route
 
 if TYPE_CHECKING:
-    from gpt2_data.prepare import PrepareConfig
+    from gpt2_data.prepare_config import PrepareConfig
 
 BATCH_CHARS = (1 << 16, 1 << 22)
 """Text per tokenizer batch, growing from the first to the second: small batches first, so a short run
 (--max-tokens) reads little, then batches big enough to keep every thread busy yet bounded in memory."""
-
-
-Position = tuple[int, int]
-"""(document index, token offset within that document, counting its leading <|endoftext|>)."""
 
 
 def default_workers() -> int:
@@ -74,82 +69,6 @@ class ShardWrites:
             self.wait()
         finally:
             self.pool.shutdown()
-
-
-class SplitWriter:
-    """Fills one split's shards in order; on resume, drops the tokens its complete shards already hold."""
-
-    def __init__(
-        self,
-        out_dir: Path,
-        prefix: str,
-        split: str,
-        shard_tokens: int,
-        shards: list[dict[str, Any]],
-        skip_before: Position,
-        on_flush: Callable[[Position], Callable[[], None] | None],
-        writes: ShardWrites,
-    ) -> None:
-        self.out_dir, self.prefix, self.split = out_dir, prefix, split
-        self.shard_tokens = shard_tokens
-        self.shards = shards
-        self.skip_before = skip_before
-        self.on_flush = on_flush  # returns what to do once the shard is written (record where to resume)
-        self.writes = writes
-        self.buffer: np.ndarray | None = None  # allocated on first use: a val-less run never holds one
-        self.fill = 0
-        self.pending_start: Position = (0, 0)
-        self.pending_emitted = 0  # stream token count at pending_start (resuming restarts counting there)
-
-    @property
-    def flushed_tokens(self) -> int:
-        return sum(s["tokens"] for s in self.shards)
-
-    def add(self, doc: int, offset: int, tokens: np.ndarray, emitted: int) -> None:
-        """Append ``tokens`` found at (``doc``, ``offset``), the ``emitted``-th token of the stream onwards."""
-        n = len(tokens)
-        if (doc, offset + n) <= self.skip_before:
-            return
-        if (doc, offset) < self.skip_before:  # a document split by the last complete shard
-            cut = self.skip_before[1] - offset
-            tokens, offset, emitted = tokens[cut:], offset + cut, emitted + cut
-        while len(tokens):
-            if self.fill == 0:
-                self.pending_start, self.pending_emitted = (doc, offset), emitted
-            if self.buffer is None:
-                self.buffer = np.empty(self.shard_tokens, dtype=np.uint16)
-            take = min(len(tokens), self.shard_tokens - self.fill)
-            self.buffer[self.fill : self.fill + take] = tokens[:take]
-            self.fill += take
-            tokens, offset, emitted = tokens[take:], offset + take, emitted + take
-            if self.fill == self.shard_tokens:
-                self.flush((doc, offset))
-
-    def flush(self, end: Position) -> None:
-        if self.fill == 0:
-            return
-        assert self.buffer is not None
-        name = f"{self.prefix}_{self.split}_{len(self.shards):06d}.bin"
-        # The write thread takes the buffer; the next shard gets a new one.
-        tokens, self.buffer = self.buffer[: self.fill], None
-        entry: dict[str, Any] = {"name": name, "split": self.split, "tokens": self.fill, "sha256": None}
-        self.shards.append(entry)
-        self.fill = 0
-        self.skip_before = end
-        then = self.on_flush(end)
-
-        def write() -> None:
-            entry["sha256"] = write_shard(self.out_dir / name, tokens)
-            if then is not None:
-                then()
-
-        self.writes.submit(write)
-
-    def take_pending(self) -> np.ndarray:
-        """Hand over (and forget) the unflushed tokens."""
-        out = self.buffer[: self.fill].copy() if self.buffer is not None else np.empty(0, np.uint16)
-        self.fill = 0
-        return out
 
 
 def batches(docs: Iterator[str], start_doc: int, stop: threading.Event) -> Iterator[tuple[int, list[str]]]:
@@ -262,7 +181,7 @@ def run(
             [s for s in old_shards if s["split"] == split],
             tuple(resume["skip"].get(split, (0, 0))),  # type: ignore[arg-type]
             save,
-            writes,
+            writes.submit,
         )
         for split in ("val", "train")
     }
@@ -332,7 +251,7 @@ def run(
             stop.set()  # let the reader and encoder threads end (daemons: never wait on a stuck dataset)
             pool.shutdown(wait=False, cancel_futures=True)
         manifest["replaced_bytes"] = {source: n for source, n in replaced.items() if n}
-        return finish(out, manifest, writers, fraction, state, last_doc, eot)
+        return finish(out, manifest, writers, fraction, state, last_doc, eot, writes.close)
     except BaseException:
         # The shard already handed over finishes (with its manifest) before the error leaves prepare(), so a
         # caller that retries in this process never races a write still going on from this run.

@@ -74,7 +74,7 @@ def serve(
         log.warning("listening on %s without --api-key: anyone who can reach it can use the model", host)
 
     # Each decoding step runs 1 to --step-tokens rows: oneDNN only if it is faster at both ends.
-    llm = LLM.from_runtime(model, runtime, rows=sorted({1, max(max_batch, step_tokens)}))
+    llm = LLM.from_runtime(model, runtime, batch_sizes=sorted({1, max(max_batch, step_tokens)}))
     if next(llm.model.parameters()).device.type == "cpu":
         log.info("cpu matmul: %s", llm.choice)
     # The name as typed (RUN/latest is "latest", as the README's requests say), not the folder a link

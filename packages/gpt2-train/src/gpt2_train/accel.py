@@ -56,12 +56,13 @@ def apply(
     cfg: TrainConfig,
     device: torch.device,
     *,
-    outer: torch.nn.Module | None = None,
+    loss_head: torch.nn.Module | None = None,
     autocast: torch.dtype | None = None,
 ) -> torch.nn.Module:
     """``model`` with the configured speed-ups; the result is what the step function calls.
 
-    ``outer``, a module around ``model`` (the data-vocabulary head), is what gets compiled and returned.
+    ``loss_head``, a module around ``model`` that computes the loss (the data-vocabulary head), is what gets
+    compiled and returned.
     ``autocast``: the dtype the run computes in under autocast, None for fp32 (the CPU matmul route
     matters for fp32 only, and compiled graphs choose their own kernels).
     """
@@ -73,7 +74,7 @@ def apply(
     if device.type == "cpu" and not compiles(cfg, device):
         rows = cfg.micro_batch * cfg.seq_len
         cpu_matmul.apply(model, cfg.cpu_matmul, rows=rows, backward=True, autocast=autocast)
-    top = outer if outer is not None else model
+    top = loss_head if loss_head is not None else model
     if compiles(cfg, device):
         if cfg.parallel == "fsdp":
             for block in model.transformer.h:

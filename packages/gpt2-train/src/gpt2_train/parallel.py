@@ -87,18 +87,18 @@ def parallelize(
     cfg: TrainConfig,
     env: DistEnv,
     *,
-    outer: torch.nn.Module | None = None,
+    loss_head: torch.nn.Module | None = None,
     autocast: torch.dtype | None = None,
 ) -> torch.nn.Module:
     """``model`` as the step function calls it: with ``cfg``'s speed-ups (``accel.apply``: float8, activation
     checkpointing, the CPU matmul route, compile), then sharded (``--parallel fsdp``) or, under torchrun,
     wrapped in DDP. Call it once, before the optimizer is built.
 
-    ``outer``: a module around ``model`` (the data-vocabulary head) that computes the loss; it is what gets
+    ``loss_head``: a module around ``model`` that computes the loss (the data-vocabulary head); it is what gets
     compiled and DDP-wrapped (``--parallel fsdp`` refuses it in ``TrainConfig``). ``autocast``: the run's
     autocast dtype (None: fp32), which also sets the dtype FSDP all-gathers in (:func:`param_dtype`).
     """
-    wrapped = accel.apply(model, cfg, env.device, outer=outer, autocast=autocast)
+    wrapped = accel.apply(model, cfg, env.device, loss_head=loss_head, autocast=autocast)
     if cfg.parallel == "fsdp":
         dtype = param_dtype(autocast, env.device)
         return shard(model, env, compute_dtype=dtype, cpu_offload=cfg.fsdp_cpu_offload)

@@ -211,7 +211,7 @@ class Trainer:
             model, cfg.seq_len, head_rows=len(head.rows) if head is not None else None
         )
         """Training FLOPs per token for MFU, of the head the run trains through."""
-        self.wrapped = parallelize(model, cfg, self.env, outer=head, autocast=self.autocast_dtype)
+        self.wrapped = parallelize(model, cfg, self.env, loss_head=head, autocast=self.autocast_dtype)
         """What the step function calls: the loss model with its speed-ups, in DDP or sharded by FSDP."""
         # The optimizer runs where the parameters are: in CPU memory when FSDP offloads them there.
         self.optimizer = build_optimizer(model, cfg, torch.device("cpu") if cfg.fsdp_cpu_offload else dev)
