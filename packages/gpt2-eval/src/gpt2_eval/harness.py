@@ -80,7 +80,7 @@ class GPT2LM(TemplateLM):
             quantize=quantize,
             threads=int(threads),
             cpu_matmul=cpu_matmul,
-            rows=self.batch_size,
+            batch_sizes=self.batch_size,
         )
         self.model, self.tok = llm.model, llm.tokenizer
         self._device = next(self.model.parameters()).device
