@@ -80,7 +80,7 @@ from gpt2_core.weights import (
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from gpt2_train.optim import Optimizers
+from gpt2_train.optim import Optimizers, torch_optimizers
 from gpt2_train.parallel import is_sharded
 from gpt2_train.run_dir import LATEST, PREFIX, STABLE, STATE_FILE, RunDir
 
@@ -263,12 +263,6 @@ def _model_info(state: dict[str, Any]) -> dict[str, Any]:
     return {"step": int(state["step"]), "tokens_seen": state.get("tokens_seen"), "train": state.get("config")}
 
 
-def torch_optimizers(optimizer: torch.optim.Optimizer | Optimizers) -> list[torch.optim.Optimizer]:
-    """The torch optimizers ``optimizer`` steps: DCP's state-dict functions take a list of them (one state dict
-    keyed by parameter name, each optimizer's groups in turn), not an ``Optimizers``."""
-    return optimizer.optimizers if isinstance(optimizer, Optimizers) else [optimizer]
-
-
 def apply_checkpoint(
     ckpt: LoadedCheckpoint, model: GPT, optimizer: torch.optim.Optimizer | Optimizers
 ) -> None:
@@ -279,7 +273,7 @@ def apply_checkpoint(
     tensor, whatever the world size that wrote them, or every tensor whole into a model that is not sharded.
     A full-layout one goes into a whole model through the optimizer's own ``load_state_dict`` (any optimizer
     a plugin registers), into a sharded one through ``set_state_dict`` (FSDP takes torch optimizers only, or
-    an ``Optimizers`` of them: :func:`torch_optimizers`).
+    an ``Optimizers`` of them: ``gpt2_train.optim.torch_optimizers``).
     """
     if ckpt.layout == SHARDED:
         _load_sharded(ckpt.path / SHARDED_DIR, model, optimizer)

@@ -99,6 +99,12 @@ class Optimizers:
             opt.load_state_dict(s)
 
 
+def torch_optimizers(optimizer: torch.optim.Optimizer | Optimizers) -> list[torch.optim.Optimizer]:
+    """The torch optimizers ``optimizer`` steps: itself, or those of an ``Optimizers`` (DCP's state-dict
+    functions take such a list: one state dict keyed by parameter name, each optimizer's groups in turn)."""
+    return optimizer.optimizers if isinstance(optimizer, Optimizers) else [optimizer]
+
+
 def build_muon(
     model: torch.nn.Module, cfg: TrainConfig, options: MuonOptions, device: torch.device
 ) -> Optimizers:
