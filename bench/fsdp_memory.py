@@ -1,12 +1,14 @@
-"""What each rank holds to train, ``--parallel ddp`` vs ``fsdp``: parameters, gradients and AdamW's state.
+"""What each rank holds to train, ``--parallel ddp`` vs ``fsdp``: parameters, gradients and optimizer state.
 
-    uv run python bench/fsdp_memory.py [--model gpt2] [--ranks 2 4] [--seq 64]
+    uv run python bench/fsdp_memory.py [--model gpt2] [--ranks 2 4] [--seq 64] [--optimizer adamw muon]
 
 For each mode and each number of ranks, spawns that many gloo ranks on this CPU (torch.multiprocessing), builds
 the model and wraps it as ``gpt2 train`` does (DDP, or ``gpt2_train.parallel.shard``), and runs two optimizer
-steps of one sequence each through ``gpt2_train.step.TrainStep``, in fp32. Just before the second AdamW
-update (the first one created AdamW's state) each rank counts the bytes of the tensors it holds: its
-parameters, their gradients and AdamW's state, a sharded tensor by its local shard (``DTensor.to_local()``).
+steps of one sequence each through ``gpt2_train.step.TrainStep``, in fp32, with each ``--optimizer``
+(``gpt2 train``'s: AdamW, or Muon on the blocks' matrices and AdamW on the rest). Just before the second update
+(the first one created the optimizer's state) each rank counts the bytes of the tensors it holds: its
+parameters, their gradients and the optimizer's state (AdamW's two moments; Muon's momentum, which under FSDP
+stays sharded: ``gpt2_train.muon_owners``), a sharded tensor by its local shard (``DTensor.to_local()``).
 
 Not counted: activations (they depend on the micro-batch, not on how the ranks share the model; BENCHMARKS.md
 has the arithmetic), the one block FSDP all-gathers at a time, and DDP's gradient buckets (another copy of the
@@ -45,8 +47,9 @@ class RandomTokens:
         return ids[:, :-1], ids[:, 1:]
 
 
-def held_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, int]:
+def held_bytes(model: torch.nn.Module, optimizer: Any) -> dict[str, int]:
     """Bytes of this rank's parameters, gradients and optimizer state (local shards of sharded tensors)."""
+    from gpt2_train.optim import torch_optimizers
     from gpt2_train.parallel import local_tensor
 
     def size(t: torch.Tensor) -> int:
@@ -54,15 +57,18 @@ def held_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict
         return t.numel() * t.element_size()
 
     params = list(model.parameters())  # the tied head is the embedding: counted once
-    state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+    opts = torch_optimizers(optimizer)
+    state = [v for opt in opts for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
     return {
         "params": sum(size(p) for p in params),
         "grads": sum(size(p.grad) for p in params if p.grad is not None),
-        "adamw": sum(size(v) for v in state),
+        "state": sum(size(v) for v in state),
     }
 
 
-def rank_main(rank: int, world: int, mode: str, model_name: str, seq: int, port: int, results: Any) -> None:
+def rank_main(
+    rank: int, world: int, mode: str, optimizer_name: str, model_name: str, seq: int, port: int, results: Any
+) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -75,6 +81,7 @@ def rank_main(rank: int, world: int, mode: str, model_name: str, seq: int, port:
     from gpt2_core.presets import get_preset
     from gpt2_train.config import TrainConfig
     from gpt2_train.distributed import gather_objects, setup_distributed, teardown_distributed
+    from gpt2_train.optim import torch_optimizers
     from gpt2_train.optimizers import build_optimizer
     from gpt2_train.parallel import shard
     from gpt2_train.step import TrainStep
@@ -88,9 +95,12 @@ def rank_main(rank: int, world: int, mode: str, model_name: str, seq: int, port:
             wrapped: torch.nn.Module = shard(model, env, compute_dtype=None, cpu_offload=False)
         else:
             wrapped = DistributedDataParallel(model)
-        optimizer = build_optimizer(model, TrainConfig(max_steps=2), env.device)
+        cfg = TrainConfig(max_steps=2, optimizer=optimizer_name, precision="fp32")
+        optimizer = build_optimizer(model, cfg, env.device)
         held: dict[str, int] = {}
-        optimizer.register_step_pre_hook(lambda opt, args, kwargs: held.update(held_bytes(model, opt)))
+        # Counted as the second step begins, when every optimizer's state exists: on the first one to step.
+        first = torch_optimizers(optimizer)[0]
+        first.register_step_pre_hook(lambda *_: held.update(held_bytes(model, optimizer)))
         step = TrainStep(wrapped, optimizer, grad_accum=1, grad_clip=1.0, device=env.device)
         source = RandomTokens(model.config.vocab_size, seq, seed=rank)
         for _ in range(2):
@@ -115,6 +125,7 @@ def main() -> None:
     ap.add_argument("--model", default="gpt2", help="gpt2_core model preset (gpt2: the 124M shape)")
     ap.add_argument("--ranks", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--seq", type=int, default=64, help="tokens per rank per step")
+    ap.add_argument("--optimizer", nargs="+", default=["adamw", "muon"], choices=["adamw", "muon"])
     args = ap.parse_args()
 
     from gpt2_core.model import GPT
@@ -123,29 +134,31 @@ def main() -> None:
     with torch.device("meta"):
         n = GPT(get_preset(args.model).padded(64)).num_params()
     print(machine())
+    print(f"model {args.model}: {n / 1e6:.1f}M parameters (vocab padded to 64), fp32, 1 x {args.seq} tokens")
     print(
-        f"model {args.model}: {n / 1e6:.1f}M parameters (vocab padded to 64), fp32, AdamW, 1 x {args.seq} tokens"
+        "| optimizer | mode | ranks | rank | parameters MB | gradients MB | optimizer state MB | total MB | of ddp's "
+        "| peak RSS MB |"
     )
-    print(
-        "| mode | ranks | rank | parameters MB | gradients MB | AdamW state MB | total MB | of ddp's | peak RSS MB |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     ctx = mp.get_context("spawn")
-    for world in args.ranks:
-        ddp_total = None
-        for mode in ("ddp", "fsdp"):
-            results = ctx.SimpleQueue()
-            mp.spawn(rank_main, args=(world, mode, args.model, args.seq, free_port(), results), nprocs=world)
-            for rank, row in enumerate(results.get()):
-                total = row["params"] + row["grads"] + row["adamw"]
-                if mode == "ddp" and rank == 0:
-                    ddp_total = total
-                share = f"{total / ddp_total:.3f}" if ddp_total else "-"
-                print(
-                    f"| {mode} | {world} | {rank} | {row['params'] / MB:,.1f} | {row['grads'] / MB:,.1f} | "
-                    f"{row['adamw'] / MB:,.1f} | {total / MB:,.1f} | {share} | {row['rss'] / MB:,.0f} |",
-                    flush=True,
-                )
+    for optimizer in args.optimizer:
+        for world in args.ranks:
+            ddp_total = None
+            for mode in ("ddp", "fsdp"):
+                results = ctx.SimpleQueue()
+                rank_args = (world, mode, optimizer, args.model, args.seq, free_port(), results)
+                mp.spawn(rank_main, args=rank_args, nprocs=world)
+                for rank, row in enumerate(results.get()):
+                    total = row["params"] + row["grads"] + row["state"]
+                    if mode == "ddp" and rank == 0:
+                        ddp_total = total
+                    share = f"{total / ddp_total:.3f}" if ddp_total else "-"
+                    print(
+                        f"| {optimizer} | {mode} | {world} | {rank} | {row['params'] / MB:,.1f} | "
+                        f"{row['grads'] / MB:,.1f} | {row['state'] / MB:,.1f} | {total / MB:,.1f} | {share} | "
+                        f"{row['rss'] / MB:,.0f} |",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -135,6 +135,31 @@ def test_either_layout_resumes_either_kind_of_run(ddp_run, tmp_path: Path, first
     assert_close(full_weights(resumed.model), ref)
 
 
+@pytest.fixture(scope="module")
+def muon_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor]]:
+    run = tmp_path_factory.mktemp("muon") / "run"
+    tr = trainer(run, optimizer="muon", precision="fp32")
+    tr.fit()
+    return run, full_weights(tr.model)
+
+
+@pytest.mark.parametrize(("first", "then"), [("fsdp", "fsdp"), ("ddp", "fsdp"), ("fsdp", "ddp")])
+def test_muon_under_fsdp_trains_and_resumes_as_one_process(
+    muon_run, tmp_path: Path, first: str, then: str
+) -> None:
+    """Muon's momentum in the sharded checkpoint (a DTensor beside AdamW's state) and in the full one, each
+    resumed by either kind of run: the uninterrupted plain run's losses and weights."""
+    opts = dict(optimizer="muon", precision="fp32")
+    trainer(tmp_path / "run", parallel=first, max_steps=2, **opts).fit()
+    resumed = trainer(tmp_path / "run", parallel=then, resume="latest", **opts)
+    resumed.fit()
+    ref_run, ref = muon_run
+    a, b = losses(tmp_path / "run"), losses(ref_run)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    assert all(abs(a[s] - b[s]) < 1e-6 for s in a), (a, b)
+    assert_close(full_weights(resumed.model), ref)
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

@@ -14,7 +14,7 @@ from gpt2_core.errors import UserError
 from gpt2_core.model import GPT
 from gpt2_train.config import TrainConfig, build_config
 from gpt2_train.optim import Optimizers, lr_at, muon_split, wsd_decay_start
-from gpt2_train.optimizers import build_optimizer, optimizer_registry
+from gpt2_train.optimizers import OptimizerPlugin, build_optimizer, optimizer_plugin, optimizer_registry
 from gpt2_train.trainer import Trainer
 
 from .conftest import CountingSource, small_config, small_model
@@ -152,11 +152,17 @@ def test_resuming_with_another_optimizer_is_refused(tmp_path: Path, first: str, 
     other.close()
 
 
-def test_muon_under_fsdp_is_refused_in_one_line(tmp_path: Path) -> None:
+def test_an_optimizer_is_refused_in_one_line_under_a_parallel_mode_it_does_not_support() -> None:
+    class DdpOnly(OptimizerPlugin):
+        """Whole matrices only."""
+
+        parallel = ("ddp",)
+
+    cfg = TrainConfig(optimizer="ddp-only", parallel="fsdp")
     with pytest.raises(UserError) as e:
-        trainer(tmp_path / "run", optimizer="muon", parallel="fsdp")
-    assert str(e.value) == "--optimizer muon does not work with --parallel fsdp; use --parallel ddp"
-    assert not torch.distributed.is_initialized()  # refused before any process group was made
+        optimizer_plugin(cfg, {"ddp-only": DdpOnly})
+    assert str(e.value) == "--optimizer ddp-only does not work with --parallel fsdp; use --parallel ddp"
+    assert optimizer_plugin(TrainConfig(optimizer="muon", parallel="fsdp")).parallel is None  # Muon: any
 
 
 def test_a_plugin_optimizer_is_built_from_the_registry(tmp_path: Path) -> None:

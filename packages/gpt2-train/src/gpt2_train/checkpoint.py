@@ -10,7 +10,8 @@
 or, in the ``dcp`` layout (``--parallel fsdp``: no rank ever holds the whole state)
 
 - ``sharded/``: a ``torch.distributed.checkpoint`` directory of the weights (``model.``, the tied head stored
-  once as the token embedding) and AdamW's state (``optimizer.``, keyed by parameter name); every rank writes
+  once as the token embedding) and the optimizer's state (``optimizer.``, keyed by parameter name: AdamW's, or
+  Muon's momentum and AdamW's state side by side, their groups in one list); every rank writes
   the parts it holds, one ``__R_0.distcp`` file per rank, and rank 0 DCP's index, ``.metadata``;
 - ``config.json``: as above, so ``GPT.from_pretrained`` (hence generate, chat, serve, export) reads the checkpoint
   as one model, in one process (``gpt2_core.weights``);
@@ -35,7 +36,7 @@ does not load. In the ``dcp`` layout every rank writes into the run directory, s
 a shared file system (rank 0 also reads the other ranks' file sizes).
 
 Either layout resumes either kind of run (``apply_checkpoint``), at any world size: DCP re-shards the
-weights and AdamW's state for the ranks that read them, and a full checkpoint is cut into shards. The data
+weights and the optimizer's state for the ranks that read them, and a full checkpoint is cut into shards. The data
 position and RNG follow one rule whatever the layout: every rank takes the saved rank of its own number (the
 last one when there were fewer): the pre-training loader's position is shared by all ranks, so it then goes on
 from the same point of the token stream, re-split among the new ranks (SFT's loader goes on from the same
@@ -79,6 +80,7 @@ from gpt2_core.weights import (
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from gpt2_train.optim import Optimizers, torch_optimizers
 from gpt2_train.parallel import is_sharded
 from gpt2_train.run_dir import LATEST, PREFIX, STABLE, STATE_FILE, RunDir
 
@@ -86,7 +88,7 @@ FORMAT = "gpt2-train-checkpoint/1"
 FULL = "full"
 """Layout: weights in safetensors and the optimizer's state in optimizer.pt, written by rank 0."""
 SHARDED = "dcp"
-"""Layout: weights and AdamW's state in ``sharded/`` (torch.distributed.checkpoint), each rank its part."""
+"""Layout: weights and optimizer state in ``sharded/`` (torch.distributed.checkpoint), each rank its part."""
 OPTIMIZER_FILE = "optimizer.pt"
 RANKS_FILE = "ranks.pt"
 
@@ -175,7 +177,7 @@ def write_full(
 def write_sharded(
     tmp: Path,
     model: GPT,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | Optimizers,
     state: dict[str, Any],
     rank_states: list[dict[str, Any]],
     is_main: bool,
@@ -185,7 +187,7 @@ def write_sharded(
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    model_state, optimizer_state = get_state_dict(model, optimizer)
+    model_state, optimizer_state = get_state_dict(model, torch_optimizers(optimizer))
     del model_state["lm_head.weight"]  # tied: the token embedding, stored once
     # Collective: returns once every rank's files are written and fsynced and rank 0 wrote the index.
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp / SHARDED_DIR)
@@ -261,14 +263,17 @@ def _model_info(state: dict[str, Any]) -> dict[str, Any]:
     return {"step": int(state["step"]), "tokens_seen": state.get("tokens_seen"), "train": state.get("config")}
 
 
-def apply_checkpoint(ckpt: LoadedCheckpoint, model: GPT, optimizer: torch.optim.Optimizer) -> None:
+def apply_checkpoint(
+    ckpt: LoadedCheckpoint, model: GPT, optimizer: torch.optim.Optimizer | Optimizers
+) -> None:
     """Copy a checkpoint's weights and optimizer state into ``model`` and ``optimizer``, of either layout into
     a sharded model or a whole one.
 
     A dcp-layout checkpoint is read by every rank together (a collective): each rank reads its parts of each
     tensor, whatever the world size that wrote them, or every tensor whole into a model that is not sharded.
     A full-layout one goes into a whole model through the optimizer's own ``load_state_dict`` (any optimizer
-    a plugin registers), into a sharded one through ``set_state_dict`` (FSDP takes torch optimizers only).
+    a plugin registers), into a sharded one through ``set_state_dict`` (FSDP takes torch optimizers only, or
+    an ``Optimizers`` of them: ``gpt2_train.optim.torch_optimizers``).
     """
     if ckpt.layout == SHARDED:
         _load_sharded(ckpt.path / SHARDED_DIR, model, optimizer)
@@ -281,44 +286,48 @@ def apply_checkpoint(ckpt: LoadedCheckpoint, model: GPT, optimizer: torch.optim.
     optimizer.load_state_dict(ckpt.optimizer_state)
 
 
-def _load_sharded(path: Path, model: GPT, optimizer: torch.optim.Optimizer) -> None:
+def _load_sharded(path: Path, model: GPT, optimizer: torch.optim.Optimizer | Optimizers) -> None:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     # The state dicts this model and optimizer would save, as the frame DCP reads into: a sharded model's
     # holds this rank's shards, a whole model's whole tensors.
-    model_state, optimizer_state = get_state_dict(model, optimizer)
+    optimizers = torch_optimizers(optimizer)
+    model_state, optimizer_state = get_state_dict(model, optimizers)
     del model_state["lm_head.weight"]  # stored once, as the token embedding
     with warnings.catch_warnings():
         # Without a process group (one process, not sharded) DCP warns that it reads alone: it is meant to.
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.load({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=path)
     model_state["lm_head.weight"] = model_state["transformer.wte.weight"]
-    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state)
+    set_state_dict(model, optimizers, model_state_dict=model_state, optim_state_dict=optimizer_state)
 
 
 def _load_full_into_sharded(
     model_state: dict[str, torch.Tensor],
     optimizer_state: dict[str, Any],
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | Optimizers,
 ) -> None:
     """A full-layout checkpoint (every rank read all of it) into a sharded model: each rank keeps its part."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-    # optimizer.pt numbers parameters in the order of the optimizer's groups; the sharded form names them.
+    # optimizer.pt numbers parameters in the order of each optimizer's groups (an Optimizers' in a list, one
+    # state dict each); the sharded form names them, in one state dict.
     names = {id(p): name for name, p in model.named_parameters()}
-    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
-    by_name = {
-        "state": {order[i]: s for i, s in optimizer_state["state"].items()},
-        "param_groups": [
-            {**g, "params": [order[i] for i in g["params"]]} for g in optimizer_state["param_groups"]
-        ],
-    }
+    optimizers = torch_optimizers(optimizer)
+    saved = optimizer_state["optimizers"] if isinstance(optimizer, Optimizers) else [optimizer_state]
+    by_name: dict[str, Any] = {"state": {}, "param_groups": []}
+    for opt, state in zip(optimizers, saved, strict=True):
+        order = [names[id(p)] for group in opt.param_groups for p in group["params"]]
+        by_name["state"].update({order[i]: s for i, s in state["state"].items()})
+        by_name["param_groups"] += [
+            {**g, "params": [order[i] for i in g["params"]]} for g in state["param_groups"]
+        ]
     weights = {**model_state, "lm_head.weight": model_state["transformer.wte.weight"]}
     set_state_dict(
         model,
-        optimizer,
+        optimizers,
         model_state_dict=weights,
         optim_state_dict=by_name,
         options=StateDictOptions(full_state_dict=True),

@@ -3,9 +3,13 @@
 torch's Muon orthogonalises every update in bf16, always. A CPU without native bf16 matrix products (AVX2 only,
 where ``--precision auto`` trains in fp32) computes those products slowly: there Muon's step cost 5.5x AdamW's
 (BENCHMARKS.md), in fp32 7% more, as on a CPU with AVX512-BF16. :class:`Muon` runs the iteration in ``ns_dtype``:
-bf16 is torch's own step unchanged; another dtype runs the same algorithm (Keller Jordan's Muon, as torch 2.15
+bf16 in one process is torch's own step unchanged; another dtype runs the same algorithm (Keller Jordan's Muon, as torch 2.15
 implements it: Nesterov momentum, the quintic iteration, the learning-rate adjustment, decoupled weight decay)
 in that dtype. The state (each matrix's ``momentum_buffer``) is torch's, so checkpoints load either way.
+
+On several ranks the iteration is split among them (``gpt2_train.muon_owners``): under FSDP2 each update is
+formed on the rank's shard and orthogonalised whole by the matrix's owner rank; under DDP each rank
+orthogonalises the matrices it owns and receives the others'.
 """
 
 from __future__ import annotations
@@ -15,6 +19,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor
+
+from gpt2_train.muon_owners import orthogonalise_replicated, orthogonalise_sharded
+from gpt2_train.parallel import local_tensor
 
 
 def adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float:
@@ -44,38 +53,73 @@ def newton_schulz(
 
 
 class Muon(torch.optim.Muon):
-    """``torch.optim.Muon`` (the same arguments) whose Newton-Schulz iteration runs in ``ns_dtype``."""
+    """``torch.optim.Muon`` (the same arguments) whose Newton-Schulz iteration runs in ``ns_dtype``, and is split
+    over ranks when there are several (``gpt2_train.muon_owners``: each rank orthogonalises the matrices it
+    owns).
+
+    Sharded parameters (FSDP2's ``DTensor``s) form their momentum on their shard (its buffer a ``DTensor`` too,
+    so DCP saves and re-shards it as AdamW's state) and send their update to its owner, over their device
+    mesh's group. Whole parameters on several ranks (DDP) name those ranks in ``process_group``: each rank
+    keeps every momentum buffer (rank 0 saves them all) and the owners broadcast their results. Either way
+    every rank must step with the same parameters having gradients.
+    """
 
     def __init__(
-        self, params: Iterable[Any], *, ns_dtype: torch.dtype = torch.bfloat16, **kwargs: Any
+        self,
+        params: Iterable[Any],
+        *,
+        ns_dtype: torch.dtype = torch.bfloat16,
+        process_group: dist.ProcessGroup | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(params, **kwargs)
         self.ns_dtype = ns_dtype
+        self.process_group = process_group
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        if self.ns_dtype == torch.bfloat16:
+        sharded = any(isinstance(p, DTensor) for g in self.param_groups for p in g["params"])
+        if not sharded and self.process_group is None and self.ns_dtype == torch.bfloat16:
             return super().step(closure)
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, momentum = float(group["lr"]), group["momentum"]
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                state = self.state[param]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(
-                        param.grad, memory_format=torch.preserve_format
-                    )
-                buf = state["momentum_buffer"]
-                buf.lerp_(param.grad, 1 - momentum)
-                update = param.grad.lerp(buf, momentum) if group["nesterov"] else buf
-                update = newton_schulz(
-                    update, group["ns_coefficients"], group["ns_steps"], group["eps"], self.ns_dtype
+            lr = float(group["lr"])
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            updates = [self._momentum(p, group) for p in params]
+            orthogonalise = self._orthogonaliser(group)
+            if sharded:
+                mesh = params[0].device_mesh
+                rows = [p.shape[0] for p in params]
+                where = torch.device(mesh.device_type)
+                results = orthogonalise_sharded(
+                    updates, rows, orthogonalise, self.ns_dtype, mesh.get_group(), where
                 )
-                param.mul_(1 - lr * group["weight_decay"])
-                param.add_(update.to(param.dtype), alpha=-adjusted_lr(lr, group["adjust_lr_fn"], param.shape))
+            elif self.process_group is not None:
+                results = orthogonalise_replicated(updates, orthogonalise, self.ns_dtype, self.process_group)
+            else:
+                results = [orthogonalise(u) for u in updates]
+            for param, result in zip(params, results, strict=True):
+                local = local_tensor(param)
+                local.mul_(1 - lr * group["weight_decay"])
+                local.add_(result.to(param.dtype), alpha=-adjusted_lr(lr, group["adjust_lr_fn"], param.shape))
         return loss
+
+    def _orthogonaliser(self, group: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The Newton-Schulz iteration with ``group``'s settings, in ``ns_dtype``."""
+        coefficients, steps, eps = group["ns_coefficients"], group["ns_steps"], group["eps"]
+        return lambda update: newton_schulz(update, coefficients, steps, eps, self.ns_dtype)
+
+    def _momentum(self, param: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
+        """``param``'s update before orthogonalisation (its momentum buffer moved on by its gradient, then
+        Nesterov's look-ahead), on this rank's part of ``param``: its shard, or all of it."""
+        state = self.state[param]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(param.grad, memory_format=torch.preserve_format)
+        buf, grad = local_tensor(state["momentum_buffer"]), local_tensor(param.grad)
+        buf.lerp_(grad, 1 - group["momentum"])
+        return grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf

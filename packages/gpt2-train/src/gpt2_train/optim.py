@@ -99,13 +99,22 @@ class Optimizers:
             opt.load_state_dict(s)
 
 
+def torch_optimizers(optimizer: torch.optim.Optimizer | Optimizers) -> list[torch.optim.Optimizer]:
+    """The torch optimizers ``optimizer`` steps: itself, or those of an ``Optimizers`` (DCP's state-dict
+    functions take such a list: one state dict keyed by parameter name, each optimizer's groups in turn)."""
+    return optimizer.optimizers if isinstance(optimizer, Optimizers) else [optimizer]
+
+
 def build_muon(
     model: torch.nn.Module, cfg: TrainConfig, options: MuonOptions, device: torch.device
 ) -> Optimizers:
     """``--optimizer muon``: ``torch.optim.Muon`` on the blocks' matrices (:func:`muon_split`) at ``--muon-lr``,
     ``--muon-momentum`` (Nesterov), ``--muon-weight-decay`` and ``--muon-adjust-lr``, its Newton-Schulz
-    iteration in the run's precision (bf16, or fp32 in an fp32 run: ``gpt2_train.muon``); AdamW, as
-    ``--optimizer adamw`` sets it up, on the rest at ``--lr``."""
+    iteration in the run's precision (bf16, or fp32 in an fp32 run: ``gpt2_train.muon``) and split over the
+    ranks when there are several (FSDP's shards, or DDP's whole matrices); AdamW, as ``--optimizer adamw`` sets
+    it up, on the rest at ``--lr``."""
+    import torch.distributed as dist
+
     from gpt2_train.muon import Muon
     from gpt2_train.precision import autocast_dtype
 
@@ -118,6 +127,7 @@ def build_muon(
         weight_decay=options.muon_weight_decay,
         adjust_lr_fn=options.muon_adjust_lr,
         ns_dtype=autocast_dtype(cfg.precision, device) or torch.float32,
+        process_group=dist.group.WORLD if dist.is_initialized() and dist.get_world_size() > 1 else None,
     )
     return Optimizers([muon, _adamw(adamw_params, cfg.lr, options, device)])
 

@@ -129,11 +129,10 @@ class MuonOptions(AdamWOptions):
 
 class Muon(OptimizerPlugin):
     """Muon on the blocks' 2-D matrices, AdamW on embeddings, LayerNorms and biases (modded-nanogpt's and
-    nanochat's split)."""
+    nanochat's split); on several ranks each rank orthogonalises its share of the matrices, whole under DDP
+    or gathered from FSDP's shards."""
 
     Options = MuonOptions
-    # Muon orthogonalises whole matrices; FSDP leaves each rank a shard of each.
-    parallel = ("ddp",)
 
     def build(self, model: Any, config: TrainConfig, device: Any) -> Any:
         from gpt2_train.optim import build_muon
