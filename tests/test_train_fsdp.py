@@ -1,6 +1,6 @@
 """``gpt2 train --parallel fsdp`` on two gloo ranks under torchrun: the same run as DDP's, sharded checkpoints
 that every reader of a model takes as they are, resume at another world size, and exact resume after SIGKILL
-(AdamW's and Muon's; Muon's other runs under FSDP are tests/test_train_fsdp_muon.py's)."""
+(Muon's runs under FSDP are tests/test_train_fsdp_muon.py's, its kill and resume tests/test_resume_crossing.py's)."""
 
 from __future__ import annotations
 
@@ -82,15 +82,10 @@ def test_two_fsdp_ranks_match_ddp_and_the_checkpoint_is_a_model(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-def test_two_fsdp_ranks_killed_and_resumed_end_bit_identical(
-    data_dir: Path, tmp_path: Path, optimizer: str
-) -> None:
+def test_two_fsdp_ranks_killed_and_resumed_end_bit_identical(data_dir: Path, tmp_path: Path) -> None:
     """The SIGKILL test of DDP (test_train_resume_ddp.py) with sharded checkpoints: every rank killed at once,
-    perhaps while writing its shards, and the same command started again. With Muon, each rank's shards hold
-    its half of every momentum buffer."""
-    args = ["--optimizer", optimizer, "--parallel", "fsdp", "--total-batch-tokens", "256", "--max-steps", "9"]
-    args += ["--lr", "3e-3"]
+    perhaps while writing its shards, and the same command started again."""
+    args = ["--parallel", "fsdp", "--total-batch-tokens", "256", "--max-steps", "9", "--lr", "3e-3"]
     args += ["--warmup-steps", "3", "--checkpoint-every-steps", "3", "--checkpoint-every-seconds", "1"]
     args += ["--resume", "auto"]
     ref = tmp_path / "ref"

@@ -1,6 +1,6 @@
 """``gpt2 train --optimizer muon --parallel fsdp`` on two and three gloo ranks under torchrun: the run of one
 process, and resume at another world size, Muon's momentum re-sharded by DCP. (Exact resume after SIGKILL is
-tests/test_train_fsdp.py's, for both optimizers; the split steps themselves, bit for bit, are
+tests/test_resume_crossing.py's; the split steps themselves on three ranks, bit for bit, are
 packages/gpt2-train/tests/test_muon_owners.py's.)"""
 
 from __future__ import annotations
@@ -70,23 +70,16 @@ def test_two_fsdp_muon_ranks_match_one_process(two_ranks: Path, one_process: Pat
 
 
 @pytest.mark.slow
-def test_three_fsdp_muon_ranks_match_one_process(data_dir: Path, tmp_path: Path, one_process: Path) -> None:
-    three = tmp_path / "three"
-    r = run(train_cmd(data_dir, three, *ARGS, "--parallel", "fsdp", ranks=3))
-    assert "3 rank(s) sharded (fsdp)" in r.stderr and "accumulation 2" in r.stderr
-    assert_same_run(three, one_process, [1, 2, 3, 4, 5, 6])
-
-
-@pytest.mark.slow
 def test_fsdp_muon_resumed_on_three_ranks_from_two_goes_on_as_one_process(
     data_dir: Path, tmp_path: Path, two_ranks: Path, one_process: Path
 ) -> None:
     """Two ranks' checkpoint of step 2 (each rank half of every momentum buffer) resumed by three (a third
     each, unevenly): DCP re-shards the momentum as it does AdamW's state, and the data stream goes on from the
-    same point. Not bit-identical (three ranks sum the gradients in another order than two, as one process
-    does): the uninterrupted one-process run's losses and weights within 1e-5."""
+    same point; three ranks' four steps, on uneven shards, then end as the one process's. Not bit-identical
+    (three ranks sum the gradients in another order than two, as one process does): the uninterrupted
+    one-process run's losses and weights within 1e-5."""
     three = tmp_path / "three"
     resume = ["--parallel", "fsdp", "--resume", str(two_ranks / "step_00000002")]
     r = run(train_cmd(data_dir, three, *ARGS, *resume, ranks=3))
-    assert "resuming 3 rank(s) from a checkpoint of 2" in r.stderr
+    assert "resuming 3 rank(s) from a checkpoint of 2" in r.stderr and "3 rank(s) sharded (fsdp)" in r.stderr
     assert_same_run(three, one_process, [3, 4, 5, 6])
