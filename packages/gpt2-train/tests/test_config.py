@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from gpt2_core.errors import UserError
-from gpt2_train.config import PRESETS, TrainConfig, build_config
+from gpt2_train.config import PRESETS, TrainConfig
+from gpt2_train.config_layers import build_config
 from gpt2_train.optim import lr_at
 from gpt2_train.optimizers import build_optimizer, optimizer_registry
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 from gpt2_core.errors import UserError
 from gpt2_core.model import GPT
-from gpt2_train.config import TrainConfig, build_config
+from gpt2_train.config import TrainConfig
+from gpt2_train.config_layers import build_config
 from gpt2_train.optim import Optimizers, lr_at, muon_split, wsd_decay_start
 from gpt2_train.optimizers import OptimizerPlugin, build_optimizer, optimizer_plugin, optimizer_registry
 from gpt2_train.trainer import Trainer

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from gpt2_cli.options import SectionedCommand, dataclass_options
 from gpt2_core.errors import UserError
-from gpt2_train.config import SHOW_CONFIG_HELP
+from gpt2_train.config_layers import SHOW_CONFIG_HELP
 from gpt2_train.optimizer_flags import optimizer_options
 from typer.core import TyperGroup
 
@@ -80,7 +80,7 @@ def train_command(
     config_file: Path | None = typer.Option(None, "--config", help="TOML file of SFT config fields."),
     show_config: bool = typer.Option(False, "--show-config", help=SHOW_CONFIG_HELP),
 ) -> None:
-    from gpt2_train.config import build_config, config_toml
+    from gpt2_train.config_layers import build_config, config_toml
 
     cfg = build_config(
         preset,

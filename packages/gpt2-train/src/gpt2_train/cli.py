@@ -17,7 +17,8 @@ from gpt2_cli.groups import command_group
 from gpt2_cli.options import SectionedCommand, dataclass_options, runtime_options
 from gpt2_core.runtime import RuntimeConfig
 
-from gpt2_train.config import PRESETS, SHOW_CONFIG_HELP, TrainConfig, build_config, config_toml
+from gpt2_train.config import PRESETS, TrainConfig
+from gpt2_train.config_layers import SHOW_CONFIG_HELP, build_config, config_toml
 from gpt2_train.optimizer_flags import optimizer_options
 
 TRAIN_HELP = f"""Train a GPT-2 model (under torchrun: DDP across its processes).

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from gpt2_core.errors import UserError
 
-if TYPE_CHECKING:  # annotations only: gpt2_train.config reaches this module through the optimizers
+if TYPE_CHECKING:
     from gpt2_train.config import TrainConfig
     from gpt2_train.optimizers import AdamWOptions, MuonOptions
 

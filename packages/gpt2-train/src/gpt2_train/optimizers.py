@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from gpt2_core.dataclass_utils import from_dict
 from gpt2_core.errors import UserError
 
-if TYPE_CHECKING:  # gpt2_train.config asks this module for the optimizers' options
+if TYPE_CHECKING:
     from gpt2_train.config import TrainConfig
 
 MUON_ADJUST_LR = ("original", "match_rms_adamw")
