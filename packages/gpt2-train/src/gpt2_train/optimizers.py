@@ -179,7 +179,7 @@ def optimizer_plugin(
     own = {f.name for f in dataclasses.fields(plugin.Options)}
     for key in table:
         if key not in own:
-            owners = [n for n, p in plugins.items() if key in {f.name for f in dataclasses.fields(p.Options)}]
+            owners = option_owners(plugins).get(key)
             where = f"an option of --optimizer {' / '.join(owners)}" if owners else "no optimizer's option"
             raise UserError(f"--{_flag(key)} is {where}, not of this run's --optimizer {cfg.optimizer}")
     instance = plugin(from_dict(plugin.Options, table, f"[{cfg.optimizer}] options"))
