@@ -1,6 +1,6 @@
 """What a fresh process of ours costs before it does any work, with the installed bytecode and without it:
-the test suite starts hundreds (every `gpt2` command, every torchrun rank), and the root pyproject.toml has
-`uv sync` compile the environment's bytecode because of it.
+the test suite starts hundreds (every `gpt2` command, every torchrun rank), and the README's install command
+(`uv sync --locked --compile-bytecode`) compiles the environment's bytecode because of it.
 
     uv run python bench/process_start.py [--repeats 2]
 

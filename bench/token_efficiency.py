@@ -21,6 +21,10 @@ budget, read part-way. That understates a WSD run, whose loss falls mostly in it
 best Muon + WSD setting also runs planned for ``--shorter`` fractions of the budget (its decay at the end of
 each), and the fraction a planned run needs is interpolated between those runs' final val losses (the
 question the modded-nanogpt speedrun asks: how many tokens does a run need to reach the target loss).
+
+``--variant NAME="FLAGS"`` (repeatable) runs that best Muon + WSD setting with FLAGS added, planned for each
+``--shorter`` fraction too: one technique on its own (``momentum-warmup="--muon-momentum-warmup-steps 100"``),
+or several together. Each variant's final val losses are printed beside the plain setting's, budget by budget.
 """
 
 from __future__ import annotations
@@ -135,7 +139,15 @@ def main() -> None:
         default=[0.3, 0.4, 0.5, 0.6],
         help="Also run the best Muon + WSD setting planned for these fractions of the budget.",
     )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar='NAME="FLAGS"',
+        help="The best Muon + WSD setting with these gpt2 train flags added, at every --shorter budget.",
+    )
     args = ap.parse_args()
+    variants = dict(v.split("=", 1) for v in args.variant)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "wide.toml").write_text(WIDE_TOML)
     runs = runs_for(args)
@@ -149,6 +161,11 @@ def main() -> None:
         steps = round(frac * args.steps)
         name = f"{best_muon.name}-steps{steps}"
         shorter.append(Run(name, "muon+wsd", flags_for(args, "muon+wsd", lr, steps)))
+    for variant, extra in variants.items():
+        for frac in [*args.shorter, 1.0]:
+            steps = round(frac * args.steps)
+            name = f"{best_muon.name}-{variant}-steps{steps}"
+            shorter.append(Run(name, variant, flags_for(args, "muon+wsd", lr, steps) + extra.split()))
     with ThreadPoolExecutor(args.jobs) as pool:
         shorter = list(pool.map(lambda r: train(r, args.out), shorter))
 
@@ -167,7 +184,8 @@ def main() -> None:
         reach_s = f"{reach:14,.0f}" if reach is not None else f"{'-':>14}"
         print(f"{r.name:32} {r.curve[-1][1]:9.4f} {reach_s} {frac} {r.speed:7.0f}")
     print(f"\n{best_muon.name} planned for fewer tokens (its WSD decay at the end of each budget):")
-    budgets = [(r.curve[-1][0], r.curve[-1][1]) for r in shorter] + [(budget, best_muon.curve[-1][1])]
+    plain = [r for r in shorter if r.recipe == "muon+wsd"]
+    budgets = [(r.curve[-1][0], r.curve[-1][1]) for r in plain] + [(budget, best_muon.curve[-1][1])]
     for tokens, final in sorted(budgets):
         print(
             f"  {tokens:9,} tokens ({tokens / budget:.2f}): final val {final:.4f}  {'<=' if final <= target else '>'} {target:.4f}"
@@ -176,6 +194,19 @@ def main() -> None:
     how = "the shortest budget run: at most this" if reach == min(budgets)[0] else "interpolated"
     if reach is not None:
         print(f"  fraction of the reference's tokens a planned run needs: {reach / budget:.2f} ({how})")
+    if variants:
+        print(
+            f"\nvariants of {best_muon.name}: final val loss planned for each budget (plain: no flags added)"
+        )
+        fracs = [*args.shorter, 1.0]
+        print(f"{'variant':24} " + " ".join(f"{f:>8.2f}" for f in fracs) + "   flags")
+        finals = {(r.recipe, r.curve[-1][0]): r.curve[-1][1] for r in shorter}
+        finals.update({("muon+wsd", t): v for t, v in budgets})
+        for variant, extra in [("muon+wsd", ""), *variants.items()]:
+            row = [finals.get((variant, round(f * args.steps) * 512)) for f in fracs]
+            cells = " ".join(f"{v:8.4f}" if v is not None else f"{'-':>8}" for v in row)
+            print(f"{'plain' if variant == 'muon+wsd' else variant:24} {cells}   {extra}")
+        print(f"(reference: {ref.name}, {target:.4f})")
     print("\nval loss against tokens:")
     steps = [t for t, _ in runs[0].curve]
     print(f"{'tokens':>8} " + " ".join(f"{r.name[-16:]:>16}" for r in runs))
