@@ -1,6 +1,7 @@
 """Muon split over ranks (gpt2_train.muon_owners): who owns which matrix, and, on three gloo ranks under
 torchrun, steps that equal one process's bit for bit: FSDP2's shards (uneven, one of them empty) and DDP's whole
-matrices, the Newton-Schulz iteration in fp32 (ours) and in bf16 (torch's own step in one process).
+matrices, the Newton-Schulz iteration in fp32 (ours) and in bf16 (torch's own step in one process), the
+momentum changed in the param groups before each step (a warm-up's).
 
 The training runs (losses, checkpoints, resume) are the root tests' (tests/test_train_fsdp_muon.py)."""
 
@@ -62,6 +63,8 @@ for dtype in (torch.float32, torch.bfloat16):
                 w.grad = c.clone()
         fsdp(cs).backward()
         for opt in opts:
+            for group in opt.param_groups:
+                group["momentum"] = 0.85 + 0.05 * step  # what --muon-momentum-warmup-steps sets
             opt.step()
             opt.zero_grad()
     for i, (a, b, c) in enumerate(zip(one.ws, ddp.ws, fsdp.ws)):

@@ -109,10 +109,10 @@ def build_muon(
     model: torch.nn.Module, cfg: TrainConfig, options: MuonOptions, device: torch.device
 ) -> Optimizers:
     """``--optimizer muon``: ``torch.optim.Muon`` on the blocks' matrices (:func:`muon_split`) at ``--muon-lr``,
-    ``--muon-momentum`` (Nesterov), ``--muon-weight-decay`` and ``--muon-adjust-lr``, its Newton-Schulz
-    iteration in the run's precision (bf16, or fp32 in an fp32 run: ``gpt2_train.muon``) and split over the
-    ranks when there are several (FSDP's shards, or DDP's whole matrices); AdamW, as ``--optimizer adamw`` sets
-    it up, on the rest at ``--lr``."""
+    ``--muon-momentum`` (Nesterov; the plugin's ``before_step`` warms it up), ``--muon-weight-decay`` and
+    ``--muon-adjust-lr``, its Newton-Schulz iteration in the run's precision (bf16, or fp32 in an fp32 run:
+    ``gpt2_train.muon``) and split over the ranks when there are several (FSDP's shards, or DDP's whole
+    matrices); AdamW, as ``--optimizer adamw`` sets it up, on the rest at ``--lr``."""
     import torch.distributed as dist
 
     from gpt2_train.muon import Muon
