@@ -14,6 +14,7 @@ from gpt2_core.errors import UserError
 from gpt2_core.model import GPT
 from gpt2_train.config import TrainConfig
 from gpt2_train.config_layers import build_config
+from gpt2_train.muon import Muon
 from gpt2_train.optim import Optimizers, lr_at, muon_split, wsd_decay_start
 from gpt2_train.optimizers import (
     MuonOptions,
@@ -138,8 +139,9 @@ def test_muon_momentum_warm_up_is_a_function_of_the_step() -> None:
 
 def test_muon_momentum_warm_up_follows_the_step_and_resumes_bit_identical(tmp_path: Path) -> None:
     """The momentum each step runs with (in Muon's param groups, where every --parallel mode's step reads it)
-    follows the warm-up, and a run resumed inside the warm-up sets what the uninterrupted one did."""
-    muon = {"muon_momentum_warmup_steps": 4}
+    follows the warm-up, and a run resumed inside the warm-up sets what the uninterrupted one did (cautious
+    weight decay on, so that it resumes bit-identical too)."""
+    muon = {"muon_momentum_warmup_steps": 4, "muon_weight_decay": 0.1, "muon_cautious_weight_decay": True}
     opts = dict(optimizer="muon", optimizer_options={"muon": muon}, max_steps=6)
 
     def momenta(tr: Trainer) -> list[float]:
@@ -152,12 +154,38 @@ def test_muon_momentum_warm_up_follows_the_step_and_resumes_bit_identical(tmp_pa
     ref.fit()
     assert ref_momenta == [MuonOptions(**muon).momentum_at(s) for s in range(6)]
     assert ref_momenta[0] == 0.85 and ref_momenta[4:] == [0.95, 0.95]
+    assert ref.optimizer.optimizers[0].param_groups[0]["cautious_weight_decay"]
 
     resumed = trainer(tmp_path / "run", resume=str(tmp_path / "run" / "step_00000002"), **opts)
     resumed_momenta = momenta(resumed)
     resumed.fit()
     assert resumed.step == 6 and resumed_momenta == ref_momenta[2:]
     assert_equal(weights(resumed.model), weights(ref.model))
+
+
+@pytest.mark.parametrize("ns_dtype", [torch.float32, torch.bfloat16])  # ours; torch's step without the mask
+def test_cautious_weight_decay_spares_the_weights_the_update_pushes_away_from_zero(
+    ns_dtype: torch.dtype,
+) -> None:
+    """A diagonal gradient orthogonalises to a multiple of itself, so the update's signs are the gradient's:
+    with momentum 0, update * weight is [[+, 0], [0, -]] here. The decay applies where that is >= 0
+    (modded-nanogpt's and nanochat's mask) and spares the last weight, which the update moves away from 0."""
+    w0 = torch.tensor([[2.0, -1.0], [3.0, 4.0]])
+    lr, wd = 0.1, 0.5
+
+    def step(cautious: bool) -> torch.Tensor:
+        w = torch.nn.Parameter(w0.clone())
+        w.grad = torch.tensor([[1.0, 0.0], [0.0, -1.0]])
+        opt = Muon(
+            [w], lr=lr, momentum=0.0, weight_decay=wd, ns_dtype=ns_dtype, cautious_weight_decay=cautious
+        )
+        opt.step()
+        return w.detach()
+
+    plain, cautious = step(False), step(True)
+    spared = torch.tensor([[0.0, 0.0], [0.0, 1.0]])
+    torch.testing.assert_close(cautious - plain, lr * wd * w0 * spared)  # [[0, 0], [0, 0.2]]
+    assert torch.equal(cautious[spared == 0], plain[spared == 0])  # decayed as plain decay does, bit for bit
 
 
 @pytest.mark.slow
@@ -257,6 +285,17 @@ def test_constant_schedule() -> None:
 def test_validation_names_the_flag(options: dict, flag: str) -> None:
     with pytest.raises(UserError, match=flag):
         build_config(overrides={"optimizer": "muon", **options})
+
+
+def test_cautious_weight_decay_without_weight_decay_is_refused_naming_both_flags() -> None:
+    with pytest.raises(UserError) as e:
+        build_config(overrides={"optimizer": "muon", "muon_cautious_weight_decay": True})
+    assert str(e.value) == (
+        "--muon-cautious-weight-decay masks --muon-weight-decay, which is 0: give a positive "
+        "--muon-weight-decay, or leave --muon-cautious-weight-decay off"
+    )
+    on = {"optimizer": "muon", "muon_cautious_weight_decay": True, "muon_weight_decay": 0.1}
+    assert build_config(overrides=on).optimizer_options["muon"]["muon_cautious_weight_decay"]
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon", "muon-warmup"])

@@ -121,7 +121,12 @@ class MuonOptions(AdamWOptions):
     muon_momentum_start: float = 0.85
     """The momentum at step 0 of --muon-momentum-warmup-steps (modded-nanogpt's 0.85, the default)."""
     muon_weight_decay: float = 0.0
-    """Decoupled weight decay of the matrices (modded-nanogpt and nanochat: none)."""
+    """Decoupled weight decay of the matrices, p -= lr * wd * p (none in modded-nanogpt's and nanochat's first
+    runs; their later ones decay cautiously: --muon-cautious-weight-decay)."""
+    muon_cautious_weight_decay: bool = False
+    """Cautious weight decay (Chen et al. 2025, "Cautious Weight Decay", arXiv:2510.12402; modded-nanogpt's
+    Muon, nanochat's): --muon-weight-decay only on the weights whose update agrees with it in sign (update x
+    weight >= 0, so the step already moves them towards 0, or not at all). Off by default."""
     muon_adjust_lr: str = "original"
     """torch.optim.Muon's adjust_lr_fn: original (lr * sqrt(max(1, rows/cols)), Keller Jordan's) or
     match_rms_adamw (lr * 0.2 * sqrt(max(rows, cols)), Moonshot's: --muon-lr on AdamW's scale)."""
@@ -140,6 +145,11 @@ class MuonOptions(AdamWOptions):
             raise UserError(f"--muon-momentum-start must be in [0, 1), got {self.muon_momentum_start}")
         if self.muon_weight_decay < 0:
             raise UserError(f"--muon-weight-decay must be >= 0, got {self.muon_weight_decay}")
+        if self.muon_cautious_weight_decay and self.muon_weight_decay == 0:
+            raise UserError(
+                "--muon-cautious-weight-decay masks --muon-weight-decay, which is 0: give a positive "
+                "--muon-weight-decay, or leave --muon-cautious-weight-decay off"
+            )
         if self.muon_adjust_lr not in MUON_ADJUST_LR:
             raise UserError(
                 f"--muon-adjust-lr must be {' or '.join(MUON_ADJUST_LR)}, got {self.muon_adjust_lr!r}"
