@@ -44,17 +44,29 @@ def test_changed_optimizer_settings_reach_the_optimizer_and_are_named(
     c = [*base(data_dir, run), "--warmup-steps", "2", "--eval-every", "0"]
     code, _, err = gpt2_here(capsys, *c, "--max-steps", "4", "--muon-lr", "0.01")
     assert code == 0, err
+    muon = ["--muon-weight-decay", "0.01", "--muon-cautious-weight-decay"]
+    muon += ["--muon-momentum-warmup-steps", "8", "--muon-momentum-start", "0.7"]
     code, _, err = gpt2_here(
-        capsys, *c, "--max-steps", "6", "--muon-lr", "0.002", "--weight-decay", "0", "--resume", "auto"
+        capsys, *c, "--max-steps", "6", "--muon-lr", "0.002", "--weight-decay", "0", *muon, "--resume", "auto"
     )
     assert code == 0, err
     line = next(x for x in err.splitlines() if x.startswith("resumed from"))
     assert "at step 4:" in line
-    for change in ("--max-steps 4 -> 6", "--muon-lr 0.01 -> 0.002", "--weight-decay 0.1 -> 0"):
+    for change in (
+        "--max-steps 4 -> 6",
+        "--muon-lr 0.01 -> 0.002",
+        "--weight-decay 0.1 -> 0",
+        "--muon-weight-decay 0.0 -> 0.01",
+        "--muon-cautious-weight-decay False -> True",
+        "--muon-momentum-warmup-steps 0 -> 8",
+    ):
         assert change in line, line
     state = torch.load(run / "latest" / "optimizer.pt", weights_only=True)["optimizers"]
     muon, adamw = state[0]["param_groups"], state[1]["param_groups"]
     assert muon[0]["lr_scale"] == pytest.approx(0.002 / 2e-3)
+    assert muon[0]["cautious_weight_decay"] and muon[0]["weight_decay"] == 0.01
+    # The last step (0-based 5) ran 5/8 of the way from 0.7 to tiny's --muon-momentum 0.8.
+    assert muon[0]["momentum"] == pytest.approx(0.7 + 5 / 8 * 0.1)
     assert adamw[0]["weight_decay"] == 0.0
     # Logged per optimizer: Muon's matrices at --muon-lr's scale of the schedule.
     lr, muon_lr = lrs(run), lrs(run, "train/lr_muon")

@@ -1,6 +1,7 @@
 """Muon split over ranks (gpt2_train.muon_owners): who owns which matrix, and, on three gloo ranks under
 torchrun, steps that equal one process's bit for bit: FSDP2's shards (uneven, one of them empty) and DDP's whole
-matrices, the Newton-Schulz iteration in fp32 (ours) and in bf16 (torch's own step in one process).
+matrices, the Newton-Schulz iteration in fp32 (ours) and in bf16 (torch's own step in one process), with plain
+and cautious weight decay, the momentum changed in the param groups before each step (a warm-up's).
 
 The training runs (losses, checkpoints, resume) are the root tests' (tests/test_train_fsdp_muon.py)."""
 
@@ -46,14 +47,16 @@ def gradients(step):
 
 
 out = open(Path(sys.argv[1]) / f"rank{rank}.txt", "w")
-settings = dict(lr=0.02, momentum=0.9, nesterov=True, weight_decay=0.01)
-for dtype in (torch.float32, torch.bfloat16):
+# A weight decay large enough that the cautious mask changes the weights visibly.
+settings = dict(lr=0.02, momentum=0.9, nesterov=True, weight_decay=0.5)
+for dtype, cautious in [(d, c) for d in (torch.float32, torch.bfloat16) for c in (False, True)]:
     one, ddp, fsdp = Matrices(), Matrices(), Matrices()
     fully_shard(fsdp, mesh=init_device_mesh("cpu", (world,)))
+    kwargs = dict(ns_dtype=dtype, cautious_weight_decay=cautious, **settings)
     opts = [
-        Muon(one.parameters(), ns_dtype=dtype, **settings),
-        Muon(ddp.parameters(), ns_dtype=dtype, process_group=dist.group.WORLD, **settings),
-        Muon(fsdp.parameters(), ns_dtype=dtype, **settings),
+        Muon(one.parameters(), **kwargs),
+        Muon(ddp.parameters(), process_group=dist.group.WORLD, **kwargs),
+        Muon(fsdp.parameters(), **kwargs),
     ]
     for step in range(3):
         cs = gradients(step)
@@ -62,12 +65,15 @@ for dtype in (torch.float32, torch.bfloat16):
                 w.grad = c.clone()
         fsdp(cs).backward()
         for opt in opts:
+            for group in opt.param_groups:
+                group["momentum"] = 0.85 + 0.05 * step  # what --muon-momentum-warmup-steps sets
             opt.step()
             opt.zero_grad()
     for i, (a, b, c) in enumerate(zip(one.ws, ddp.ws, fsdp.ws)):
         buf = opts[2].state[c]["momentum_buffer"]
         print(
             dtype,
+            cautious,
             i,
             "ddp", torch.equal(a, b),
             "fsdp", torch.equal(a, c.full_tensor()),
@@ -96,8 +102,8 @@ def test_split_steps_on_three_ranks_equal_one_process_bit_for_bit(tmp_path: Path
     rows = {0: [22, 6, 16, 2, 1], 1: [22, 6, 16, 2, 1], 2: [20, 4, 16, 1, 0]}
     for rank in range(3):
         lines = (tmp_path / f"rank{rank}.txt").read_text().splitlines()
-        assert len(lines) == 10
+        assert len(lines) == 20
         for line in lines:
-            dtype, i, *checks = line.split()
+            dtype, cautious, i, *checks = line.split()
             assert checks[:6] == ["ddp", "True", "fsdp", "True", "momentum", "True"], (rank, line)
             assert int(checks[-1]) == rows[rank][int(i)], (rank, line)  # the momentum stays sharded

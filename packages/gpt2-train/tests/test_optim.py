@@ -14,8 +14,15 @@ from gpt2_core.errors import UserError
 from gpt2_core.model import GPT
 from gpt2_train.config import TrainConfig
 from gpt2_train.config_layers import build_config
+from gpt2_train.muon import Muon
 from gpt2_train.optim import Optimizers, lr_at, muon_split, wsd_decay_start
-from gpt2_train.optimizers import OptimizerPlugin, build_optimizer, optimizer_plugin, optimizer_registry
+from gpt2_train.optimizers import (
+    MuonOptions,
+    OptimizerPlugin,
+    build_optimizer,
+    optimizer_plugin,
+    optimizer_registry,
+)
 from gpt2_train.trainer import Trainer
 
 from .conftest import CountingSource, small_config, small_model
@@ -121,6 +128,66 @@ def test_muon_learns_and_resumes_bit_identical(tmp_path: Path, precision: str) -
                 assert torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k])), k
 
 
+def test_muon_momentum_warm_up_is_a_function_of_the_step() -> None:
+    ramp = MuonOptions(muon_momentum_warmup_steps=4, muon_momentum_start=0.85, muon_momentum=0.95)
+    assert [ramp.momentum_at(s) for s in range(7)] == pytest.approx(
+        [0.85, 0.875, 0.9, 0.925, 0.95, 0.95, 0.95]
+    )
+    assert ramp.momentum_at(0) == 0.85 and ramp.momentum_at(4) == 0.95  # the ends exactly
+    assert {MuonOptions(muon_momentum=0.9).momentum_at(s) for s in (0, 1, 300)} == {0.9}  # no warm-up
+
+
+def test_muon_momentum_warm_up_follows_the_step_and_resumes_bit_identical(tmp_path: Path) -> None:
+    """The momentum each step runs with (in Muon's param groups, where every --parallel mode's step reads it)
+    follows the warm-up, and a run resumed inside the warm-up sets what the uninterrupted one did (cautious
+    weight decay on, so that it resumes bit-identical too)."""
+    muon = {"muon_momentum_warmup_steps": 4, "muon_weight_decay": 0.1, "muon_cautious_weight_decay": True}
+    opts = dict(optimizer="muon", optimizer_options={"muon": muon}, max_steps=6)
+
+    def momenta(tr: Trainer) -> list[float]:
+        seen: list[float] = []
+        tr.optimizer.register_step_post_hook(lambda opt, *_: seen.append(opt.param_groups[0]["momentum"]))
+        return seen
+
+    ref = trainer(tmp_path / "run", checkpoint_every_steps=2, **opts)
+    ref_momenta = momenta(ref)
+    ref.fit()
+    assert ref_momenta == [MuonOptions(**muon).momentum_at(s) for s in range(6)]
+    assert ref_momenta[0] == 0.85 and ref_momenta[4:] == [0.95, 0.95]
+    assert ref.optimizer.optimizers[0].param_groups[0]["cautious_weight_decay"]
+
+    resumed = trainer(tmp_path / "run", resume=str(tmp_path / "run" / "step_00000002"), **opts)
+    resumed_momenta = momenta(resumed)
+    resumed.fit()
+    assert resumed.step == 6 and resumed_momenta == ref_momenta[2:]
+    assert_equal(weights(resumed.model), weights(ref.model))
+
+
+@pytest.mark.parametrize("ns_dtype", [torch.float32, torch.bfloat16])  # ours; torch's step without the mask
+def test_cautious_weight_decay_spares_the_weights_the_update_pushes_away_from_zero(
+    ns_dtype: torch.dtype,
+) -> None:
+    """A diagonal gradient orthogonalises to a multiple of itself, so the update's signs are the gradient's:
+    with momentum 0, update * weight is [[+, 0], [0, -]] here. The decay applies where that is >= 0
+    (modded-nanogpt's and nanochat's mask) and spares the last weight, which the update moves away from 0."""
+    w0 = torch.tensor([[2.0, -1.0], [3.0, 4.0]])
+    lr, wd = 0.1, 0.5
+
+    def step(cautious: bool) -> torch.Tensor:
+        w = torch.nn.Parameter(w0.clone())
+        w.grad = torch.tensor([[1.0, 0.0], [0.0, -1.0]])
+        opt = Muon(
+            [w], lr=lr, momentum=0.0, weight_decay=wd, ns_dtype=ns_dtype, cautious_weight_decay=cautious
+        )
+        opt.step()
+        return w.detach()
+
+    plain, cautious = step(False), step(True)
+    spared = torch.tensor([[0.0, 0.0], [0.0, 1.0]])
+    torch.testing.assert_close(cautious - plain, lr * wd * w0 * spared)  # [[0, 0], [0, 0.2]]
+    assert torch.equal(cautious[spared == 0], plain[spared == 0])  # decayed as plain decay does, bit for bit
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     shutil.which(os.environ.get("CXX", "g++")) is None, reason="inductor needs a C++ compiler"
@@ -210,6 +277,8 @@ def test_constant_schedule() -> None:
         ({"muon_lr": 0.0}, "--muon-lr"),
         ({"muon_momentum": 1.0}, "--muon-momentum"),
         ({"muon_adjust_lr": "spectral"}, "--muon-adjust-lr"),
+        ({"muon_momentum_warmup_steps": -1}, "--muon-momentum-warmup-steps"),
+        ({"muon_momentum_start": 1.0}, "--muon-momentum-start"),
         ({"early_stop_patience": -1}, "--early-stop-patience"),
     ],
 )
@@ -218,13 +287,31 @@ def test_validation_names_the_flag(options: dict, flag: str) -> None:
         build_config(overrides={"optimizer": "muon", **options})
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_cautious_weight_decay_without_weight_decay_is_refused_naming_both_flags() -> None:
+    with pytest.raises(UserError) as e:
+        build_config(overrides={"optimizer": "muon", "muon_cautious_weight_decay": True})
+    assert str(e.value) == (
+        "--muon-cautious-weight-decay masks --muon-weight-decay, which is 0: give a positive "
+        "--muon-weight-decay, or leave --muon-cautious-weight-decay off"
+    )
+    on = {"optimizer": "muon", "muon_cautious_weight_decay": True, "muon_weight_decay": 0.1}
+    assert build_config(overrides=on).optimizer_options["muon"]["muon_cautious_weight_decay"]
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon", "muon-warmup"])
 def test_wsd_run_extended_from_its_stable_checkpoint_equals_a_longer_run(
     tmp_path: Path, optimizer: str
 ) -> None:
     """8 steps with the last quarter decaying keep step 6 (the end of the stable phase); resumed from there to
-    16 steps, the run ends bit-identical to one planned for 16 steps from the start."""
-    wsd = dict(lr_schedule="wsd", decay_fraction=0.25, optimizer=optimizer)
+    16 steps, the run ends bit-identical to one planned for 16 steps from the start (with Muon's momentum
+    still warming up at step 6 in ``muon-warmup``)."""
+    options = {"muon": {"muon_momentum_warmup_steps": 10}} if optimizer == "muon-warmup" else {}
+    wsd = dict(
+        lr_schedule="wsd",
+        decay_fraction=0.25,
+        optimizer=optimizer.removesuffix("-warmup"),
+        optimizer_options=options,
+    )
     short = trainer(tmp_path / "run", max_steps=8, keep=1, **wsd)
     short.fit()
     stable = tmp_path / "run" / "stable"

@@ -48,9 +48,10 @@ def register_loggers(register: Callable[..., None]) -> None:
 def register_optimizers(register: Callable[..., None]) -> None:
     """Provide optimizers for ``gpt2 train --optimizer NAME`` (and ``gpt2 sft``): call ``register(name, factory)``.
 
-    ``factory`` is an optimizer class as described in ``gpt2_train.optimizers``: an ``Options`` dataclass
-    (its fields become flags, a TOML table and part of each checkpoint's config), the ``parallel`` modes it
-    supports, and ``build(model, config, device)`` returning the optimizer. A plain function
+    ``factory`` is a subclass of ``gpt2_train.optimizers.OptimizerPlugin``, as that module describes: an
+    ``Options`` dataclass (its fields become flags, a TOML table and part of each checkpoint's config), the
+    ``parallel`` modes it supports, ``build(model, config, device)`` returning the optimizer and, where
+    hyperparameters follow the step (Muon's momentum warm-up), ``before_step(optimizer, step)``. A plain function
     ``factory(model, config, device)`` is an optimizer without options.
     """
 

@@ -5,7 +5,9 @@ where ``--precision auto`` trains in fp32) computes those products slowly: there
 (BENCHMARKS.md), in fp32 7% more, as on a CPU with AVX512-BF16. :class:`Muon` runs the iteration in ``ns_dtype``:
 bf16 in one process is torch's own step unchanged; another dtype runs the same algorithm (Keller Jordan's Muon, as torch 2.15
 implements it: Nesterov momentum, the quintic iteration, the learning-rate adjustment, decoupled weight decay)
-in that dtype. The state (each matrix's ``momentum_buffer``) is torch's, so checkpoints load either way.
+in that dtype. The state (each matrix's ``momentum_buffer``) is torch's, so checkpoints load either way. A
+group's ``cautious_weight_decay`` (Chen et al. 2025, "Cautious Weight Decay", arXiv:2510.12402), which torch's
+Muon lacks, takes our step in any dtype.
 
 On several ranks the iteration is split among them (``gpt2_train.muon_owners``): under FSDP2 each update is
 formed on the rank's shard and orthogonalised whole by the matrix's owner rank; under DDP each rank
@@ -62,6 +64,10 @@ class Muon(torch.optim.Muon):
     mesh's group. Whole parameters on several ranks (DDP) name those ranks in ``process_group``: each rank
     keeps every momentum buffer (rank 0 saves them all) and the owners broadcast their results. Either way
     every rank must step with the same parameters having gradients.
+
+    ``cautious_weight_decay`` (a param group's, default False): the decoupled weight decay only where the
+    orthogonalised update and the parameter agree in sign (``update * param >= 0``, as modded-nanogpt and
+    nanochat mask it), elementwise, so on a rank's shard as on the whole matrix.
     """
 
     def __init__(
@@ -70,16 +76,21 @@ class Muon(torch.optim.Muon):
         *,
         ns_dtype: torch.dtype = torch.bfloat16,
         process_group: dist.ProcessGroup | None = None,
+        cautious_weight_decay: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(params, **kwargs)
+        self.defaults["cautious_weight_decay"] = cautious_weight_decay
+        for group in self.param_groups:
+            group.setdefault("cautious_weight_decay", cautious_weight_decay)
         self.ns_dtype = ns_dtype
         self.process_group = process_group
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         sharded = any(isinstance(p, DTensor) for g in self.param_groups for p in g["params"])
-        if not sharded and self.process_group is None and self.ns_dtype == torch.bfloat16:
+        cautious = any(g.get("cautious_weight_decay") for g in self.param_groups)
+        if not sharded and self.process_group is None and self.ns_dtype == torch.bfloat16 and not cautious:
             return super().step(closure)
         loss = None
         if closure is not None:
@@ -103,10 +114,16 @@ class Muon(torch.optim.Muon):
                 results = orthogonalise_replicated(updates, orthogonalise, self.ns_dtype, self.process_group)
             else:
                 results = [orthogonalise(u) for u in updates]
+            decay = 1 - lr * group["weight_decay"]
             for param, result in zip(params, results, strict=True):
-                local = local_tensor(param)
-                local.mul_(1 - lr * group["weight_decay"])
-                local.add_(result.to(param.dtype), alpha=-adjusted_lr(lr, group["adjust_lr_fn"], param.shape))
+                local, update = local_tensor(param), result.to(param.dtype)
+                if group.get("cautious_weight_decay"):
+                    # Where the step (-lr * update) moves the weight towards 0 (or not at all), decay with it;
+                    # elsewhere the decay would pull against the update, and is left out.
+                    local.mul_(torch.where(update * local >= 0, decay, 1.0))
+                else:
+                    local.mul_(decay)
+                local.add_(update, alpha=-adjusted_lr(lr, group["adjust_lr_fn"], param.shape))
         return loss
 
     def _orthogonaliser(self, group: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -109,10 +109,11 @@ def build_muon(
     model: torch.nn.Module, cfg: TrainConfig, options: MuonOptions, device: torch.device
 ) -> Optimizers:
     """``--optimizer muon``: ``torch.optim.Muon`` on the blocks' matrices (:func:`muon_split`) at ``--muon-lr``,
-    ``--muon-momentum`` (Nesterov), ``--muon-weight-decay`` and ``--muon-adjust-lr``, its Newton-Schulz
-    iteration in the run's precision (bf16, or fp32 in an fp32 run: ``gpt2_train.muon``) and split over the
-    ranks when there are several (FSDP's shards, or DDP's whole matrices); AdamW, as ``--optimizer adamw`` sets
-    it up, on the rest at ``--lr``."""
+    ``--muon-momentum`` (Nesterov; the plugin's ``before_step`` warms it up), ``--muon-weight-decay`` (cautious
+    with ``--muon-cautious-weight-decay``) and ``--muon-adjust-lr``, its Newton-Schulz iteration in the run's
+    precision (bf16, or fp32 in an fp32 run: ``gpt2_train.muon``) and split over the ranks when there are
+    several (FSDP's shards, or DDP's whole matrices); AdamW, as ``--optimizer adamw`` sets it up, on the rest
+    at ``--lr``."""
     import torch.distributed as dist
 
     from gpt2_train.muon import Muon
@@ -125,6 +126,7 @@ def build_muon(
         momentum=options.muon_momentum,
         nesterov=True,
         weight_decay=options.muon_weight_decay,
+        cautious_weight_decay=options.muon_cautious_weight_decay,
         adjust_lr_fn=options.muon_adjust_lr,
         ns_dtype=autocast_dtype(cfg.precision, device) or torch.float32,
         process_group=dist.group.WORLD if dist.is_initialized() and dist.get_world_size() > 1 else None,

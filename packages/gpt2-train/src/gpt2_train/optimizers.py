@@ -23,7 +23,10 @@ Field names are flags: a field another optimizer or ``TrainConfig`` already has 
 ``Options``'s ``__post_init__``, as a ``UserError`` naming the flag.
 
 ``parallel`` names the ``--parallel`` modes the optimizer works under (None, the default: all); the run's
-checks ask it rather than inspecting the optimizer built. A plain function ``factory(model, config, device)`` may be registered
+checks ask it rather than inspecting the optimizer built. ``before_step(optimizer, step)``, if a plugin
+overrides it, sets hyperparameters that follow the step (Muon's momentum warm-up) before each optimizer step,
+as the trainer sets the learning rate: a function of the step alone, so a resumed run sets what the
+uninterrupted one did. A plain function ``factory(model, config, device)`` may be registered
 instead of a class: an optimizer without options that works under every mode.
 """
 
@@ -63,6 +66,11 @@ class OptimizerPlugin:
         ``step``, ``zero_grad``, ``state_dict``/``load_state_dict`` and ``register_step_post_hook``
         (``gpt2_train.optim.Optimizers``). ``config`` is the run's: ``config.lr`` is the schedule's peak."""
         raise NotImplementedError
+
+    def before_step(self, optimizer: Any, step: int) -> None:
+        """Set ``optimizer``'s (what ``build`` returned) hyperparameters for optimizer step ``step`` (0-based),
+        from ``step`` and the options alone; the trainer calls it before each step, every rank, next to
+        setting the learning rate (which it does itself: each group's ``lr``). Default: nothing."""
 
 
 @dataclass
@@ -107,8 +115,18 @@ class MuonOptions(AdamWOptions):
     """Peak learning rate of the blocks' matrices (nanochat's matrix_lr); --lr is the rest's, under AdamW."""
     muon_momentum: float = 0.95
     """Nesterov momentum (Keller Jordan's Muon, modded-nanogpt, nanochat)."""
+    muon_momentum_warmup_steps: int = 0
+    """Steps over which the momentum rises linearly from --muon-momentum-start (at step 0) to --muon-momentum,
+    then stays (modded-nanogpt: 0.85 to 0.95 over its first 300 steps); 0, the default: no warm-up."""
+    muon_momentum_start: float = 0.85
+    """The momentum at step 0 of --muon-momentum-warmup-steps (modded-nanogpt's 0.85, the default)."""
     muon_weight_decay: float = 0.0
-    """Decoupled weight decay of the matrices (modded-nanogpt and nanochat: none)."""
+    """Decoupled weight decay of the matrices, p -= lr * wd * p (none in modded-nanogpt's and nanochat's first
+    runs; their later ones decay cautiously: --muon-cautious-weight-decay)."""
+    muon_cautious_weight_decay: bool = False
+    """Cautious weight decay (Chen et al. 2025, "Cautious Weight Decay", arXiv:2510.12402; modded-nanogpt's
+    Muon, nanochat's): --muon-weight-decay only on the weights whose update agrees with it in sign (update x
+    weight >= 0, so the step already moves them towards 0, or not at all). Off by default."""
     muon_adjust_lr: str = "original"
     """torch.optim.Muon's adjust_lr_fn: original (lr * sqrt(max(1, rows/cols)), Keller Jordan's) or
     match_rms_adamw (lr * 0.2 * sqrt(max(rows, cols)), Moonshot's: --muon-lr on AdamW's scale)."""
@@ -119,12 +137,32 @@ class MuonOptions(AdamWOptions):
             raise UserError(f"--muon-lr must be positive, got {self.muon_lr}")
         if not 0 <= self.muon_momentum < 1:
             raise UserError(f"--muon-momentum must be in [0, 1), got {self.muon_momentum}")
+        if self.muon_momentum_warmup_steps < 0:
+            raise UserError(
+                f"--muon-momentum-warmup-steps must be >= 0, got {self.muon_momentum_warmup_steps}"
+            )
+        if not 0 <= self.muon_momentum_start < 1:
+            raise UserError(f"--muon-momentum-start must be in [0, 1), got {self.muon_momentum_start}")
         if self.muon_weight_decay < 0:
             raise UserError(f"--muon-weight-decay must be >= 0, got {self.muon_weight_decay}")
+        if self.muon_cautious_weight_decay and self.muon_weight_decay == 0:
+            raise UserError(
+                "--muon-cautious-weight-decay masks --muon-weight-decay, which is 0: give a positive "
+                "--muon-weight-decay, or leave --muon-cautious-weight-decay off"
+            )
         if self.muon_adjust_lr not in MUON_ADJUST_LR:
             raise UserError(
                 f"--muon-adjust-lr must be {' or '.join(MUON_ADJUST_LR)}, got {self.muon_adjust_lr!r}"
             )
+
+    def momentum_at(self, step: int) -> float:
+        """The momentum of optimizer step ``step`` (0-based): ``muon_momentum_start`` at step 0, rising
+        linearly to ``muon_momentum`` at ``muon_momentum_warmup_steps``, then that (modded-nanogpt's
+        warm-up); ``muon_momentum`` at every step without a warm-up."""
+        if step >= self.muon_momentum_warmup_steps:
+            return self.muon_momentum
+        frac = step / self.muon_momentum_warmup_steps
+        return (1 - frac) * self.muon_momentum_start + frac * self.muon_momentum
 
 
 class Muon(OptimizerPlugin):
@@ -138,6 +176,13 @@ class Muon(OptimizerPlugin):
         from gpt2_train.optim import build_muon
 
         return build_muon(model, config, self.options, device)
+
+    def before_step(self, optimizer: Any, step: int) -> None:
+        """Muon's momentum for ``step`` (:meth:`MuonOptions.momentum_at`) into its param groups, which every
+        ``--parallel`` mode's step reads."""
+        muon, _ = optimizer.optimizers  # build_muon's: Muon's, then AdamW's
+        for group in muon.param_groups:
+            group["momentum"] = self.options.momentum_at(step)
 
 
 def optimizer_registry() -> dict[str, type[OptimizerPlugin]]:

@@ -36,7 +36,7 @@ from gpt2_train.evals import HellaSwagEvaluator, Sampler, Validator, every
 from gpt2_train.loggers import NullLogger, build_loggers
 from gpt2_train.mfu import flops_per_token, peak_flops
 from gpt2_train.optim import lr_at, schedule_summary, schedule_warning, wsd_decay_start
-from gpt2_train.optimizers import build_optimizer, optimizer_plugin
+from gpt2_train.optimizers import optimizer_plugin
 from gpt2_train.parallel import parallelize
 from gpt2_train.precision import autocast_dtype
 from gpt2_train.run_dir import BEST, STABLE, RunDir
@@ -213,8 +213,12 @@ class Trainer:
         """Training FLOPs per token for MFU, of the head the run trains through."""
         self.wrapped = parallelize(model, cfg, self.env, loss_head=head, autocast=self.autocast_dtype)
         """What the step function calls: the loss model with its speed-ups, in DDP or sharded by FSDP."""
+        self.optimizer_plugin = optimizer_plugin(cfg)
+        """The run's optimizer plugin: it builds the optimizer and sets its hyperparameters before each step."""
         # The optimizer runs where the parameters are: in CPU memory when FSDP offloads them there.
-        self.optimizer = build_optimizer(model, cfg, torch.device("cpu") if cfg.fsdp_cpu_offload else dev)
+        self.optimizer = self.optimizer_plugin.build(
+            model, cfg, torch.device("cpu") if cfg.fsdp_cpu_offload else dev
+        )
         if head is not None:
             self.optimizer.register_step_post_hook(lambda *_: head.tie_others())
         self._head = head
@@ -387,6 +391,7 @@ class Trainer:
             self._print_start()
         with _Signals() as signals:
             while self.step < self.total_steps and not early:
+                self.optimizer_plugin.before_step(self.optimizer, self.step)
                 result = train_step(self.train_source, lr_at(self.step, cfg, self.total_steps))
                 self.step += 1
                 self.tokens_seen += self.tokens_per_step
