@@ -5,7 +5,7 @@ the ``gpt2`` architecture's metadata keys (``gpt2.context_length``, ``gpt2.embed
 names as ``gguf.get_tensor_name_map`` gives them for our module names (which are Hugging Face's), the weights
 in ``nn.Linear`` layout (the converter transposes the Conv1D ones back to this), no ``output.weight`` (the head
 is tied to ``token_embd``, which llama.cpp's ``gpt2`` loader then duplicates), and the tokenizer as
-``tokenizer.ggml.*``: GPT-2's byte-level BPE vocabulary and merges (the ``gpt2`` model, pre-tokenizer ``gpt2``),
+``tokenizer.ggml.*``: GPT-2's byte-level BPE vocabulary and merges (the ``gpt2`` model, pre-tokenizer ``gpt-2``),
 special tokens as control tokens, the chat template of an SFT model.
 
 ``--gguf-type`` picks the weights' type as the converter's ``--outtype`` does: ``f32``, ``f16`` (its default)
@@ -149,7 +149,9 @@ def _add_tokenizer(writer: Any, config: GPTConfig, gguf: Any) -> None:
     merges = [line for line in vocab_bpe.read_text(encoding="utf-8").splitlines()[1:] if line.strip()]
 
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt2")
+    # llama.cpp's name for GPT-2's pre-tokenizer regex (llama-vocab.cpp; its converter writes it): it refuses to
+    # load a file naming an unknown one, such as "gpt2".
+    writer.add_tokenizer_pre("gpt-2")
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
