@@ -56,6 +56,17 @@ def test_special_tokens_sit_in_the_padding_with_mean_embeddings() -> None:
     assert not torch.equal(wte[50257], wte[50258])  # the markers can still be told apart
 
 
+def test_an_untied_heads_new_rows_start_at_its_own_mean() -> None:
+    torch.manual_seed(0)
+    model = add_chat_template(GPT(get_preset("nano", tie_word_embeddings=False).padded(64)))
+    assert model.config.vocab_size == 50261 and not model.config.tie_word_embeddings
+    for table in (model.transformer.wte.weight.detach(), model.lm_head.weight.detach()):
+        mean = table[:50257].mean(0)
+        for idx in range(50257, 50261):
+            assert torch.allclose(table[idx], mean, atol=1e-3)
+    assert not torch.equal(model.lm_head.weight, model.transformer.wte.weight)
+
+
 def test_model_without_room_gets_plain_text_markers() -> None:
     model = chat_model(padded=False)
     assert model.config.vocab_size == 50257

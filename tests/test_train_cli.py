@@ -132,6 +132,46 @@ def test_config_file_and_preset(data_dir: Path, tmp_path: Path, capsys) -> None:
     assert saved["info"]["train"]["lr"] == PRESETS["tiny"]["lr"]  # from the tiny preset
 
 
+@pytest.mark.parametrize(("optimizer", "train_vocab"), [("adamw", "full"), ("muon", "data")])
+def test_an_untied_head_from_model_overrides_trains_and_resumes(
+    data_dir: Path, tmp_path: Path, capsys, optimizer: str, train_vocab: str
+) -> None:
+    """``model_overrides = {tie_word_embeddings = false}`` in a TOML file: the run trains a head of its own
+    (under AdamW, Muon's split included; through the data vocabulary too), saves it, and resumes it."""
+    import torch
+    from gpt2_core.model import GPT
+    from safetensors.torch import load_file
+
+    toml = tmp_path / "run.toml"
+    toml.write_text("model_overrides = {tie_word_embeddings = false}\n")
+    run = tmp_path / "run"
+    args = ["train", "--config", toml, *SMALL, *QUIET, "--data-dir", data_dir, "--run-dir", run]
+    args += [
+        "--optimizer",
+        optimizer,
+        "--train-vocab",
+        train_vocab,
+        "--logger",
+        "jsonl",
+        "--warmup-steps",
+        "1",
+    ]
+    code, _, err = gpt2_here(capsys, *args, "--max-steps", "2")
+    assert code == 0, err
+    first = GPT.from_pretrained(run / "latest")
+    assert first.config.tie_word_embeddings is False
+    assert "lm_head.weight" in load_file(run / "latest" / "model.safetensors")
+    assert not torch.equal(first.lm_head.weight, first.transformer.wte.weight)
+
+    code, _, err = gpt2_here(capsys, *args, "--max-steps", "3", "--resume", "latest")
+    assert code == 0 and "resumed from" in err, err
+    assert json.loads((run / "latest" / "config.json").read_text())["tie_word_embeddings"] is False
+    last = GPT.from_pretrained(run / "latest")
+    assert not torch.equal(last.lm_head.weight, first.lm_head.weight)  # the head trained on
+    assert [r["step"] for r in metrics(run) if "train/loss" in r] == [1, 2, 3]
+    assert json.loads((run / "latest" / "state.json").read_text())["config"]["train_vocab"] == train_vocab
+
+
 def test_third_party_logger_and_dataset(fixture_plugin, tmp_path: Path) -> None:
     """Entry-point discovery end to end: a logger and a dataset from packages outside the workspace."""
     fixture_plugin("gpt2-example-logger")

@@ -90,6 +90,8 @@ def test_config_validation_messages() -> None:
         GPTConfig(special_tokens={"<|im_start|>": 50257})
     with pytest.raises(UserError, match="smaller than vocab_size"):
         GPTConfig(padded_vocab_size=100)
+    with pytest.raises(UserError, match="tie_word_embeddings must be true or false"):
+        GPTConfig(tie_word_embeddings="false")  # type: ignore[arg-type]
 
 
 def test_padded_vocab_records_both_sizes() -> None:
@@ -179,3 +181,34 @@ def test_all_positions_without_targets_equals_the_logits_with_targets() -> None:
     assert torch.equal(every, with_targets)
     torch.testing.assert_close(every[:, [-1]], last)  # one row vs nine: the BLAS may block them differently
     assert {"Tokenizer", "SamplingConfig", "generate", "stream"} <= set(gpt2_core.__all__)
+
+
+def test_an_untied_head_is_a_matrix_of_its_own() -> None:
+    """``tie_word_embeddings=False``: the head is its own parameter, initialised as the other matrices, counted
+    in the parameters, and it and the embedding train apart (the lookup's gradient is dense on the CPU too:
+    AdamW refuses a sparse one)."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=16, tie_word_embeddings=False)
+    model = GPT(cfg).train()
+    head, wte = model.lm_head.weight, model.transformer.wte.weight
+    assert head is not wte and not torch.equal(head, wte)
+    assert head.std().item() == pytest.approx(0.02, rel=0.02)
+    tied = GPT(GPTConfig(**{**cfg.to_dict(), "tie_word_embeddings": True}))
+    assert model.num_params() == tied.num_params() + head.numel()
+    assert len(list(model.parameters())) == len(list(tied.parameters())) + 1
+    assert "lm_head.weight" in dict(model.named_parameters())
+
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    idx = torch.randint(0, cfg.vocab_size, (2, 16))
+    _, loss = model(idx, idx)
+    loss.backward()
+    assert head.grad.layout == torch.strided and wte.grad.layout == torch.strided
+    assert not torch.equal(head.grad, wte.grad)
+    torch.optim.AdamW(model.parameters(), lr=1e-3).step()
+    for name, p in model.named_parameters():
+        assert not torch.equal(before[name], p), name
+    assert not torch.equal(head, wte)
+    with torch.no_grad():
+        wte.zero_()  # the head no longer follows the embedding: the logits do not all become equal
+        logits, _ = model.eval()(idx)
+    assert logits.std() > 0

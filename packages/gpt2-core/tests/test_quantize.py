@@ -43,6 +43,24 @@ def test_quantize_swaps_every_linear_and_the_head(nano: GPT) -> None:
     assert kept.lm_head.weight is kept.transformer.wte.weight
 
 
+def test_an_untied_head_is_swapped_like_the_other_linears() -> None:
+    torch.manual_seed(0)
+    model = GPT(get_preset("nano", tie_word_embeddings=False)).eval()
+    idx = torch.randint(0, 50257, (2, 8))
+    with torch.no_grad():
+        expected, _ = model(idx, idx)
+    head = model.lm_head.weight.detach().clone()
+    quantize_int8(model)
+    assert isinstance(model.lm_head, Int8Linear)
+    assert model.lm_head.bias is None
+    assert ((model.lm_head.dequantized() - head).abs() <= 0.51 * model.lm_head.scales.float()[:, None]).all()
+    assert isinstance(model.transformer.wte.weight, nn.Parameter)  # the lookups stay in float
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx, idx)[0], expected, atol=2e-2, rtol=0)
+    kept = quantize_int8(GPT(get_preset("nano", tie_word_embeddings=False)), head=False)
+    assert type(kept.lm_head) is nn.Linear
+
+
 def test_the_loader_quantizes(saved_nano: Path) -> None:
     llm = LLM.load(saved_nano, device="cpu", dtype="float32", quantize="int8")
     assert isinstance(llm.model.lm_head, Int8Linear)

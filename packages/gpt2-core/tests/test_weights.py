@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from gpt2_core import GPT, UserError, get_preset
-from safetensors.torch import load_file
+from gpt2_core.weights import without_tied_head
+from safetensors.torch import load_file, save_file
 
 
 def test_save_and_load_round_trip(nano: GPT, saved_nano: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -32,6 +33,37 @@ def test_save_and_load_round_trip(nano: GPT, saved_nano: Path, monkeypatch: pyte
         assert torch.equal(a, b), k
     idx = torch.randint(0, 50257, (1, 9))
     torch.testing.assert_close(loaded(idx)[0], nano(idx)[0], rtol=0, atol=0)
+
+
+def untied_nano() -> GPT:
+    torch.manual_seed(0)
+    return GPT(get_preset("nano", tie_word_embeddings=False).padded()).eval()
+
+
+def test_untied_head_round_trip(tmp_path: Path) -> None:
+    model = untied_nano()
+    model.save_pretrained(tmp_path / "m")
+    stored = load_file(tmp_path / "m" / "model.safetensors")
+    assert torch.equal(stored["lm_head.weight"], model.lm_head.weight)  # the padding rows too
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["tie_word_embeddings"] is False
+    loaded = GPT.from_pretrained(tmp_path / "m")
+    assert loaded.config == model.config
+    assert loaded.lm_head.weight is not loaded.transformer.wte.weight
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    del stored["lm_head.weight"]  # a file without the head does not pass for an untied model
+    save_file(stored, tmp_path / "m" / "model.safetensors")
+    with pytest.raises(UserError, match=r"missing \['lm_head.weight'\]"):
+        GPT.from_pretrained(tmp_path / "m")
+
+
+def test_a_model_saved_before_tie_word_embeddings_loads_tied(saved_nano: Path) -> None:
+    config = json.loads((saved_nano / "config.json").read_text())
+    del config["tie_word_embeddings"]  # as every model directory written before the field was
+    (saved_nano / "config.json").write_text(json.dumps(config))
+    loaded = GPT.from_pretrained(saved_nano)
+    assert loaded.config.tie_word_embeddings
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
 
 
 def test_padded_vocab_round_trip(tmp_path: Path) -> None:
@@ -60,6 +92,26 @@ def hf_model():  # noqa: ANN201
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
     return model
+
+
+def test_import_an_untied_hugging_face_model(tmp_path: Path) -> None:
+    """A GPT2Config with tie_word_embeddings false: its lm_head.weight is in the file, and ours reads it."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(
+        vocab_size=50257, n_positions=64, n_embd=32, n_layer=2, n_head=4, tie_word_embeddings=False
+    )
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():
+        hf.lm_head.weight.normal_(0, 0.5)
+    assert hf.lm_head.weight is not hf.transformer.wte.weight
+    hf.save_pretrained(tmp_path)
+    ours = GPT.from_pretrained(tmp_path)
+    assert not ours.config.tie_word_embeddings
+    assert torch.equal(ours.lm_head.weight, hf.lm_head.weight)
+    idx = torch.randint(0, 50257, (2, 20))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(idx, idx)[0], hf(idx).logits, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "bin"])
@@ -175,7 +227,7 @@ def _save_sharded(model: GPT, out: Path) -> None:
 
     out.mkdir()
     save_config(model.config, out)
-    weights = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    weights = without_tied_head(model.state_dict(), model.config)
     state = {"model": weights, "optimizer": {"step": torch.tensor(3.0)}}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
@@ -188,6 +240,14 @@ def test_sharded_checkpoint_loads_as_one_model(nano: GPT, tmp_path: Path) -> Non
     assert loaded.lm_head.weight is loaded.transformer.wte.weight
     for (k, a), (_, b) in zip(nano.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), k
+
+
+def test_sharded_checkpoint_of_an_untied_model(tmp_path: Path) -> None:
+    model = untied_nano()
+    _save_sharded(model, tmp_path / "ckpt")
+    loaded = GPT.from_pretrained(tmp_path / "ckpt")
+    assert loaded.lm_head.weight is not loaded.transformer.wte.weight
+    assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
 
 
 def test_sharded_checkpoint_of_another_shape_is_refused(tmp_path: Path) -> None:

@@ -139,17 +139,18 @@ def test_staged_output_makes_ordinary_files(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "a").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_state_dict_to_hf_inverts_from_hf(make_model, bias: bool) -> None:
-    model = make_model(bias=bias, padded_vocab_size=50304)
+@pytest.mark.parametrize(("bias", "tied"), [(True, True), (False, True), (True, False)])
+def test_state_dict_to_hf_inverts_from_hf(make_model, bias: bool, tied: bool) -> None:
+    model = make_model(bias=bias, padded_vocab_size=50304, tie_word_embeddings=tied)
     ours = model_state_dict(model)
     hf = state_dict_to_hf(ours, model.config)
     assert hf["transformer.wte.weight"].shape == (50257, 32)  # padding rows cut
     assert hf["transformer.h.0.attn.c_attn.weight"].shape == (32, 96)  # Conv1D: (in, out)
-    assert "lm_head.weight" not in hf
+    assert ("lm_head.weight" in hf) == (not tied)  # a tied head is wte; an untied one, padding cut too
+    assert tied or hf["lm_head.weight"].shape == (50257, 32)
     back = state_dict_from_hf(hf)
     for key, value in ours.items():
-        expected = value[:50257] if key == "transformer.wte.weight" else value
+        expected = value[:50257] if key in ("transformer.wte.weight", "lm_head.weight") else value
         assert torch.equal(back[key], expected), key
     extra = set(back) - set(ours)
     assert bool(extra) == (not bias)
@@ -163,6 +164,10 @@ def test_config_to_hf_inverts_from_hf(make_model) -> None:
     back = config_from_hf(hf)
     assert (back.n_layer, back.n_head, back.n_embd, back.block_size, back.vocab_size) == (2, 2, 32, 64, 50257)
     assert hf["torch_dtype"] == "bfloat16"
+    assert back.tie_word_embeddings and hf["tie_word_embeddings"] is True
+    untied = make_model(tie_word_embeddings=False).config
+    assert config_to_hf(untied)["tie_word_embeddings"] is False
+    assert not config_from_hf(config_to_hf(untied)).tie_word_embeddings
 
 
 def test_a_hugging_face_dir_is_a_source_too(model_dir, tmp_path: Path, recorder) -> None:

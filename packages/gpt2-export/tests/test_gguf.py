@@ -165,6 +165,25 @@ def test_other_context_lengths_need_n_positions(make_model, tmp_path: Path) -> N
         torch.testing.assert_close(theirs(ids).logits, model(ids, targets=ids)[0], atol=1e-5, rtol=0)
 
 
+def test_an_untied_head_is_the_output_tensor(make_model, tmp_path: Path) -> None:
+    """An untied head is written as ``output.weight`` (llama.cpp's gpt2 loader reads it when present, else
+    duplicates ``token_embd``), its padding rows cut; transformers' GGUF loader reads it as an untied
+    ``lm_head`` (``tie_word_embeddings`` false when the file has ``output.weight``) and gives our logits."""
+    model = make_model(padded_vocab_size=50304, tie_word_embeddings=False)
+    src = save_model(model, tmp_path / "model")
+    out = _export(src, tmp_path / "m.gguf", "f32")
+    tensors = {t.name: t for t in gguf.GGUFReader(out).tensors}
+    assert tensors["output.weight"].data.shape == (50257, 32)
+    assert torch.equal(torch.from_numpy(tensors["output.weight"].data.copy()), model.lm_head.weight[:50257])
+    theirs = _load(out, n_positions=64)
+    assert not theirs.config.tie_word_embeddings
+    assert theirs.lm_head.weight is not theirs.transformer.wte.weight
+    ids = torch.randint(0, 50257, (2, 64), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        mine = model(ids, targets=ids)[0][..., :50257]
+        torch.testing.assert_close(theirs(ids).logits, mine, atol=1e-5, rtol=0)
+
+
 def test_out_is_a_file(model_dir, tmp_path: Path) -> None:
     src = model_dir()
     (tmp_path / "dir").mkdir()

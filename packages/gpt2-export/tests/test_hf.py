@@ -14,6 +14,7 @@ from gpt2_core.tokenizer import Tokenizer
 from gpt2_core.weights import model_state_dict, save_model
 from gpt2_export.exporters import run_export
 from gpt2_export.hf import HFExporter, import_from_hf
+from safetensors.torch import load_file
 
 transformers = pytest.importorskip("transformers")
 
@@ -57,6 +58,30 @@ def test_transformers_loads_it_with_equal_logits(exported: tuple[GPT, Path]) -> 
         mine = ours(ids, targets=ids)[0][..., :50257]
     assert theirs.shape == (2, 64, 50257)  # padding rows trimmed
     torch.testing.assert_close(theirs, mine, atol=1e-4, rtol=0)
+
+
+def test_an_untied_head_is_exported_and_read_by_transformers(make_model, tmp_path: Path) -> None:
+    """``tie_word_embeddings: false`` and ``lm_head.weight`` (its padding rows cut): transformers builds an
+    untied GPT2LMHeadModel from them, with our logits; importing it back gives our head again."""
+    model = make_model(padded_vocab_size=50304, tie_word_embeddings=False)
+    src = save_model(model, tmp_path / "model")
+    out = run_export("hf", src, tmp_path / "hf", registry=REGISTRY)
+    assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is False
+    assert load_file(out / "model.safetensors")["lm_head.weight"].shape == (50257, 32)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    assert hf.lm_head.weight is not hf.transformer.wte.weight
+    assert torch.equal(hf.lm_head.weight, model.lm_head.weight[:50257])
+    ids = torch.randint(0, 50257, (2, 64), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        theirs = hf(ids).logits
+        mine = model(ids, targets=ids)[0][..., :50257]
+    torch.testing.assert_close(theirs, mine, atol=1e-4, rtol=0)
+
+    back = import_from_hf(out)
+    assert back.config == model.config and back.lm_head.weight is not back.transformer.wte.weight
+    for key in ("lm_head.weight", "transformer.wte.weight"):
+        assert torch.equal(back.state_dict()[key][:50257], model.state_dict()[key][:50257]), key
+        assert not back.state_dict()[key][50257:].any()  # padding rows: zeros, never read
 
 
 def test_greedy_generation_matches_ours(exported: tuple[GPT, Path]) -> None:
@@ -168,8 +193,9 @@ def test_chat_model_tokens_and_template(make_model, tmp_path: Path) -> None:
     assert torch.equal(back.transformer.wte.weight[:50260], model.transformer.wte.weight[:50260])
 
 
-def test_export_then_import_gives_identical_tensors(make_model, tmp_path: Path) -> None:
-    model = make_model(seed=3)
+@pytest.mark.parametrize("tied", [True, False])
+def test_export_then_import_gives_identical_tensors(make_model, tmp_path: Path, tied: bool) -> None:
+    model = make_model(seed=3, tie_word_embeddings=tied)
     src = save_model(model, tmp_path / "model")
     out = run_export("hf", src, tmp_path / "hf", registry=REGISTRY)
     back = import_from_hf(out)

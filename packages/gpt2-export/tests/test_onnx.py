@@ -74,6 +74,21 @@ def test_onnx_export_writes_tokenizer_and_readme(exported: tuple[GPT, Path]) -> 
     assert "`past.{i}.value`" in (out / "README.md").read_text()
 
 
+def test_an_untied_head_is_the_graphs_head(make_model, tmp_path: Path) -> None:
+    """The graph's head is the untied head's real rows (a tied model's copies the embedding's)."""
+    import onnx
+
+    model = make_model(padded_vocab_size=50304, tie_word_embeddings=False)
+    out = run_export("onnx", save_model(model, tmp_path / "model"), tmp_path / "onnx", registry=REGISTRY)
+    ids = torch.randint(0, 50257, (2, 9), generator=torch.Generator().manual_seed(5))
+    logits = _session(out).run(None, {"input_ids": ids.numpy(), **_empty_past(model, 2)})[0]
+    with torch.no_grad():
+        mine = model(ids, targets=ids)[0][..., :50257].numpy()
+    np.testing.assert_allclose(logits, mine, atol=1e-4, rtol=0)
+    shapes = [tuple(i.dims) for i in onnx.load(str(out / ONNX_FILE)).graph.initializer]
+    assert shapes.count((32, 50257)) == 1 and shapes.count((50304, 32)) == 1  # the head; the embedding
+
+
 def test_bfloat16_is_refused(model_dir, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="--dtype 'bfloat16'.*float32, float16"):
         run_export("onnx", model_dir(), tmp_path / "out", dtype="bfloat16", registry=REGISTRY)

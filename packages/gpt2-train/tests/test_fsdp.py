@@ -33,14 +33,15 @@ def leave_the_group() -> Iterator[None]:
         dist.destroy_process_group()
 
 
-def trainer(run_dir: Path, **overrides: object) -> Trainer:
-    """A 2-layer model, 2 micro-batches a step, checkpoints every 2 steps; under --parallel fsdp in a process
-    group of one, which the test ends (``leave_the_group``)."""
+def trainer(run_dir: Path, tied: bool = True, **overrides: object) -> Trainer:
+    """A 2-layer model (its head tied or not), 2 micro-batches a step, checkpoints every 2 steps; under
+    --parallel fsdp in a process group of one, which the test ends (``leave_the_group``)."""
     values: dict = dict(max_steps=4, checkpoint_every_steps=2)
     values.update(overrides)
     cfg = small_config(run_dir, **values)
     env = setup_distributed(cfg.device, group_of_one=cfg.parallel == "fsdp")
-    return Trainer(cfg, model=small_model(n_layer=2), train_source=CountingSource(4, 16, seed=1), env=env)
+    model = small_model(n_layer=2, tie_word_embeddings=tied)
+    return Trainer(cfg, model=model, train_source=CountingSource(4, 16, seed=1), env=env)
 
 
 def losses(run_dir: Path) -> dict[int, float]:
@@ -158,6 +159,31 @@ def test_muon_under_fsdp_trains_and_resumes_as_one_process(
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     assert all(abs(a[s] - b[s]) < 1e-6 for s in a), (a, b)
     assert_close(full_weights(resumed.model), ref)
+
+
+@pytest.mark.parametrize(("first", "then"), [("fsdp", "fsdp"), ("fsdp", "ddp"), ("ddp", "fsdp")])
+def test_an_untied_head_is_sharded_saved_and_resumed(tmp_path: Path, first: str, then: str) -> None:
+    """An untied head is one more parameter of the root's group, under Muon's AdamW: its checkpoints of either
+    layout hold it, load as one model and resume either kind of run to the uninterrupted run's weights."""
+    opts = dict(tied=False, optimizer="muon", precision="fp32")
+    ref = trainer(tmp_path / "ref", **opts)
+    ref.fit()
+    trainer(tmp_path / "run", parallel=first, max_steps=2, **opts).fit()
+    half = GPT.from_pretrained(tmp_path / "run" / "latest")
+    assert not half.config.tie_word_embeddings
+    assert not torch.equal(half.lm_head.weight, half.transformer.wte.weight)
+    resumed = trainer(tmp_path / "run", parallel=then, resume="latest", **opts)
+    resumed.start()
+    model = resumed.model
+    assert model.lm_head.weight is not model.transformer.wte.weight
+    params = [p for g in resumed.optimizer.param_groups for p in g["params"]]
+    assert len({id(p) for p in params}) == len(params) == len(list(model.parameters()))
+    resumed.fit()
+    a, b = losses(tmp_path / "run"), losses(tmp_path / "ref")
+    assert all(abs(a[s] - b[s]) < 1e-6 for s in a), (a, b)
+    reference = full_weights(ref.model)
+    assert_close(full_weights(resumed.model), reference)
+    assert_close(full_weights(GPT.from_pretrained(tmp_path / "run" / "latest")), reference)
 
 
 @pytest.mark.parametrize(

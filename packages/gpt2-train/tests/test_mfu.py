@@ -22,6 +22,16 @@ def test_a_data_vocabulary_head_counts_only_its_rows() -> None:
     assert mfu.flops_per_token(model, 64, head_rows=1000) == mfu.flops_per_token(model, 64) - 6 * dropped
 
 
+def test_an_untied_model_counts_its_head_not_its_lookup() -> None:
+    """Untied, the token embedding is a lookup (no FLOPs) and the head the matmul: N is the tied model's
+    parameters plus nothing, and a data-vocabulary head cuts the head's rows as before."""
+    tied = GPT(get_preset("nano"))
+    untied = GPT(get_preset("nano", tie_word_embeddings=False))
+    assert untied.num_params() == tied.num_params() + tied.transformer.wte.weight.numel()
+    assert mfu.flops_per_token(untied, 64) == mfu.flops_per_token(tied, 64)
+    assert mfu.flops_per_token(untied, 64, head_rows=1000) == mfu.flops_per_token(tied, 64, head_rows=1000)
+
+
 @pytest.mark.parametrize(
     ("caps", "factor"), [({}, 1), ({"avx512_bf16": True}, 2), ({"amx_bf16": True, "avx512_bf16": True}, None)]
 )

@@ -384,3 +384,19 @@ def test_muon_in_another_dtype_is_torchs_algorithm(monkeypatch: pytest.MonkeyPat
         for a, b in zip(ours_params, torch_params, strict=True):
             assert torch.equal(a, b), adjust
         theirs.load_state_dict(ours.state_dict())
+
+
+def test_an_untied_head_goes_to_adamw_and_is_weight_decayed() -> None:
+    """modded-nanogpt and nanochat give their untied head to AdamW; it is a matrix, so it is decayed."""
+    model = small_model(n_layer=2, tie_word_embeddings=False)
+    names = {id(p): n for n, p in model.named_parameters()}
+    muon, adamw = muon_split(model)
+    assert "lm_head.weight" not in {names[id(p)] for p in muon}
+    assert {"lm_head.weight", "transformer.wte.weight"} <= {names[id(p)] for p in adamw}
+    assert len(muon) + len(adamw) == len(list(model.parameters()))
+    for optimizer in ("adamw", "muon"):
+        built = build_optimizer(model, TrainConfig(optimizer=optimizer), torch.device("cpu"))
+        adam = built.optimizers[-1] if isinstance(built, Optimizers) else built
+        decayed, plain = adam.param_groups
+        assert decayed["weight_decay"] > 0 and plain["weight_decay"] == 0
+        assert "lm_head.weight" in {names[id(p)] for p in decayed["params"]}, optimizer

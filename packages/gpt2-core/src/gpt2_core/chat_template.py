@@ -221,17 +221,21 @@ def add_chat_template(model: GPT, kind: str = "auto") -> GPT:
     """Give ``model`` the chat template of :func:`chat_config` (in place) and return it.
 
     New token embeddings start at the mean of the existing ones plus a little noise: an "average token"
-    the model already handles, with the new tokens still telling each other apart.
+    the model already handles, with the new tokens still telling each other apart. An untied head's new rows
+    start the same way from its own rows.
     """
     import torch
 
     old, config = model.config, chat_config(model.config, kind)
     if config.vocab_size > old.vocab_size:
+        tables = [model.transformer.wte.weight]
+        if not old.tie_word_embeddings:
+            tables.append(model.lm_head.weight)
         with torch.no_grad():
-            wte = model.transformer.wte.weight
-            n, start = config.vocab_size - old.vocab_size, old.vocab_size
-            seen = wte[:start]
-            noise = torch.randn(n, seen.size(1), generator=torch.Generator().manual_seed(0))
-            wte[start : start + n] = seen.mean(0) + 0.01 * seen.std(0) * noise.to(wte)
+            for table in tables:
+                n, start = config.vocab_size - old.vocab_size, old.vocab_size
+                seen = table[:start]
+                noise = torch.randn(n, seen.size(1), generator=torch.Generator().manual_seed(0))
+                table[start : start + n] = seen.mean(0) + 0.01 * seen.std(0) * noise.to(table)
     model.config = config
     return model

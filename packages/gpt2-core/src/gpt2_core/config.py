@@ -32,6 +32,9 @@ class GPTConfig:
     """Dropout on attention weights and residual branches (0 for pre-training, as GPT-2 reproductions do)."""
     bias: bool = True
     """Biases in Linear layers and LayerNorms (True matches GPT-2)."""
+    tie_word_embeddings: bool = True
+    """The LM head is the token embedding (True matches GPT-2); False gives the head a weight of its own, as
+    modded-nanogpt's speedrun does. Hugging Face's GPT2Config name for the same switch."""
     special_tokens: dict[str, int] = field(default_factory=lambda: {EOT_TOKEN: EOT_ID})
     """Special tokens of the tokenizer, name -> id; ids above 50256 (chat markers) must be < vocab_size."""
     chat_template: dict[str, Any] | None = None
@@ -51,6 +54,10 @@ class GPTConfig:
             raise UserError(
                 f"model config: padded_vocab_size ({self.padded_vocab_size}) "
                 f"is smaller than vocab_size ({self.vocab_size})"
+            )
+        if not isinstance(self.tie_word_embeddings, bool):  # a string "false" would tie silently
+            raise UserError(
+                f"model config: tie_word_embeddings must be true or false, got {self.tie_word_embeddings!r}"
             )
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"model config: dropout must be in [0, 1), got {self.dropout}")

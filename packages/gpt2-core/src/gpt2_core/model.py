@@ -93,14 +93,16 @@ class GPT(nn.Module):
             )
         )
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
         # Recompute each block's activations during backward instead of storing them (trainer flag).
         self.activation_checkpointing = False
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
         # GPT-2: normal(0, 0.02); projections into the residual stream scaled by 1/sqrt(2 * n_layer)
-        # because each block adds two of them.
+        # because each block adds two of them. An untied head is a Linear like the others: normal(0, 0.02),
+        # as transformers' GPT-2 initialises its lm_head (modded-nanogpt zeroes its untied head instead).
         if isinstance(module, nn.Linear):
             std = 0.02
             if getattr(module, "RESIDUAL_SCALE_INIT", False):
@@ -112,7 +114,8 @@ class GPT(nn.Module):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_params(self, non_embedding: bool = False) -> int:
-        """Parameter count; the tied lm_head is counted once. non_embedding drops the position table."""
+        """Parameter count; a tied lm_head is counted once (it is the token embedding), an untied one as the
+        matrix of its own it is. non_embedding drops the position table."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
             n -= self.transformer.wpe.weight.numel()
@@ -138,8 +141,11 @@ class GPT(nn.Module):
         # autograd adds them into the tied head's dense gradient instead of allocating, zero-filling,
         # scattering into and adding a second vocab-sized matrix (154 MB for gpt2). GPUs do that at memory
         # speed (and deterministically), compiled graphs fuse it. The module's own `sparse` flag stays off:
-        # DDP would then expect a sparse gradient, and the tied weight's total gradient is dense.
-        sparse = idx.device.type == "cpu" and not torch.compiler.is_compiling()
+        # DDP would then expect a sparse gradient, and the tied weight's total gradient is dense. An untied
+        # embedding's gradient would stay sparse, which AdamW and DDP refuse: it keeps the dense lookup.
+        sparse = (
+            self.config.tie_word_embeddings and idx.device.type == "cpu" and not torch.compiler.is_compiling()
+        )
         tok = F.embedding(idx, self.transformer.wte.weight, sparse=sparse)
         x = self.transformer.drop(tok + self.transformer.wpe(pos))
         for block in self.transformer.h:

@@ -12,9 +12,10 @@ floating point.
   than fp32 at 1-4 rows, on AVX-512 and under ``ATEN_CPU_CAPABILITY=avx2`` alike (BENCHMARKS.md).
 - Elsewhere (CUDA, MPS) it is gpt-fast's ``F.linear(x, w.to(x.dtype)) * scales`` in the model's dtype.
 
-The head is tied to the token embedding; it gets an int8 copy of its own (the embedding stays in the model's
+A tied head (GPT-2's: the token embedding) gets an int8 copy of its own (the embedding stays in the model's
 dtype for the lookups, which read one row per token), since the head is the largest single read of a decode
-step (38.6M of gpt2's 124M weights). Position embeddings and LayerNorms stay as they are.
+step (38.6M of gpt2's 124M weights); an untied head is a plain Linear and is swapped like the others.
+Position embeddings and LayerNorms stay as they are.
 
 Quality measured on a trained tiny model and the figures are in BENCHMARKS.md; ``quantize_int8`` is for
 inference only (the buffers have no gradient).
@@ -103,7 +104,8 @@ def check_mode(mode: str) -> None:
 
 def quantize_int8(model: nn.Module, head: bool = True) -> nn.Module:
     """Swap every ``nn.Linear`` of ``model`` (a ``GPT``) for an :class:`Int8Linear`, in place; with ``head``,
-    the tied head too (an int8 copy; the embedding keeps its float weight). Returns ``model`` (eval mode).
+    the head too (tied: an int8 copy, the embedding keeps its float weight; untied: swapped as the others are).
+    Returns ``model`` (eval mode).
 
     Biases stay in the model's dtype.
     """

@@ -41,6 +41,10 @@ SHARDED_METADATA = ".metadata"
 """DCP's index of a sharded checkpoint: every entry's shape, dtype and which file holds which part."""
 FORMAT = "gpt2-core/1"
 
+HEAD = "lm_head.weight"
+"""The head's key: stored only when the head is untied (a tied one is ``transformer.wte.weight``)."""
+EMBEDDING = "transformer.wte.weight"
+
 # Hugging Face stores these four as Conv1D weights, shaped (in, out): ours are nn.Linear, (out, in).
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
@@ -54,10 +58,21 @@ def save_state_dict(
     os.replace(tmp, path)
 
 
+def without_tied_head(state: dict[str, Any], config: GPTConfig) -> dict[str, Any]:
+    """``state`` (a state dict, or anything keyed by its names) as it is stored: without :data:`HEAD` when the
+    head is tied, since it is the token embedding, stored once; an untied head is a tensor of its own."""
+    return {k: v for k, v in state.items() if k != HEAD or not config.tie_word_embeddings}
+
+
+def with_tied_head(state: dict[str, Any], config: GPTConfig) -> dict[str, Any]:
+    """The inverse of :func:`without_tied_head`: a tied head's :data:`HEAD` entry is the embedding's again."""
+    return {**state, HEAD: state[EMBEDDING]} if config.tie_word_embeddings else state
+
+
 def model_state_dict(model: GPT) -> dict[str, torch.Tensor]:
-    """The model's tensors to save: the tied ``lm_head.weight`` is the embedding, stored once."""
+    """The model's tensors to save: a tied ``lm_head.weight`` is the embedding, stored once."""
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
-    return {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    return without_tied_head(model.state_dict(), model.config)
 
 
 def save_model(model: GPT, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
@@ -109,7 +124,6 @@ def config_from_hf(cfg: dict[str, Any], source: str = CONFIG_FILE) -> GPTConfig:
         "scale_attn_weights": (True,),
         "scale_attn_by_inverse_layer_idx": (False,),
         "reorder_and_upcast_attn": (False,),
-        "tie_word_embeddings": (True,),
     }
     for key, allowed in unsupported.items():
         if key in cfg and cfg[key] not in allowed:
@@ -121,6 +135,8 @@ def config_from_hf(cfg: dict[str, Any], source: str = CONFIG_FILE) -> GPTConfig:
             n_layer=cfg["n_layer"],
             n_head=cfg["n_head"],
             n_embd=cfg["n_embd"],
+            # False: lm_head.weight is in the weights file, a matrix of its own.
+            tie_word_embeddings=cfg.get("tie_word_embeddings", True),
         )
     except KeyError as e:
         raise UserError(f"{source}: missing key {e.args[0]!r} of a GPT-2 config") from e
@@ -167,7 +183,7 @@ def config_to_hf(config: GPTConfig, dtype: str = "float32") -> dict[str, Any]:
         "use_cache": True,
         "bos_token_id": EOT_ID,
         "eos_token_id": EOT_ID,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": config.tie_word_embeddings,
         "torch_dtype": dtype,
     }
 
@@ -175,15 +191,13 @@ def config_to_hf(config: GPTConfig, dtype: str = "float32") -> dict[str, Any]:
 def state_dict_to_hf(sd: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
     """Our tensors as a Hugging Face ``GPT2LMHeadModel``'s: the inverse of :func:`state_dict_from_hf`.
 
-    The four Conv1D weights are transposed, the embedding's padding rows (ids >= ``vocab_size``) are cut,
-    the tied ``lm_head.weight`` is left out (transformers ties it to ``wte``), and a model without biases
-    gets zero biases, which compute exactly the same function in GPT-2's biased layers.
+    The four Conv1D weights are transposed, the embedding's and an untied head's padding rows (ids >=
+    ``vocab_size``) are cut, a tied ``lm_head.weight`` is left out (transformers ties it to ``wte``), and a
+    model without biases gets zero biases, which compute exactly the same function in GPT-2's biased layers.
     """
     out = {}
-    for key, value in sd.items():
-        if key == "lm_head.weight":
-            continue
-        if key == "transformer.wte.weight":
+    for key, value in without_tied_head(sd, config).items():
+        if key in (EMBEDDING, HEAD):
             value = value[: config.vocab_size]
         out[key] = value.t().contiguous() if key.endswith(CONV1D_SUFFIXES) else value
     if not config.bias:
@@ -241,9 +255,10 @@ def read_weights_into(model: GPT, weights: Path, hf: bool) -> None:
 
 def load_weights(model: GPT, sd: dict[str, torch.Tensor], source: str) -> None:
     """Copy ``sd`` into ``model``, refusing missing, unexpected or wrongly shaped tensors by name."""
-    own = model.state_dict()
-    sd = {k: v for k, v in sd.items() if k != "lm_head.weight"}  # tied to wte
-    missing = sorted(set(own) - set(sd) - {"lm_head.weight"})
+    # A tied head's lm_head.weight (Hugging Face files may hold one) is the embedding: not read.
+    own = without_tied_head(model.state_dict(), model.config)
+    sd = without_tied_head(sd, model.config)
+    missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     if missing or unexpected:
         raise UserError(
@@ -305,7 +320,7 @@ def load_sharded_weights(model: GPT, path: Path) -> None:
     import torch.distributed.checkpoint as dcp
 
     stored = read_sharded_metadata(path).state_dict_metadata  # checked before DCP unpickles it
-    own = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied to wte
+    own = without_tied_head(model.state_dict(), model.config)
     missing = sorted(k for k in own if SHARDED_PREFIX + k not in stored)
     if missing:
         raise UserError(f"{path}: does not match the config (missing {missing[:3]})")

@@ -3,8 +3,9 @@
 The file is what llama.cpp's ``convert_hf_to_gguf.py`` makes of our Hugging Face export (its ``GPT2Model``):
 the ``gpt2`` architecture's metadata keys (``gpt2.context_length``, ``gpt2.embedding_length``, ...), its tensor
 names as ``gguf.get_tensor_name_map`` gives them for our module names (which are Hugging Face's), the weights
-in ``nn.Linear`` layout (the converter transposes the Conv1D ones back to this), no ``output.weight`` (the head
-is tied to ``token_embd``, which llama.cpp's ``gpt2`` loader then duplicates), and the tokenizer as
+in ``nn.Linear`` layout (the converter transposes the Conv1D ones back to this), ``output.weight`` only for an
+untied head (llama.cpp's ``gpt2`` loader reads ``output`` when the file has it and otherwise duplicates
+``token_embd``, GPT-2's tied head), and the tokenizer as
 ``tokenizer.ggml.*``: GPT-2's byte-level BPE vocabulary and merges (the ``gpt2`` model, pre-tokenizer ``gpt-2``),
 special tokens as control tokens, the chat template of an SFT model.
 
@@ -97,7 +98,8 @@ def _tensors(model: Any, gguf_type: str, gguf: Any) -> list[tuple[str, np.ndarra
 
     config = model.config
     # Through the Hugging Face tensors, as the converter reads them: padding rows cut, zero biases for a
-    # bias-free model (llama.cpp's gpt2 loader requires biases), the tied head left out.
+    # bias-free model (llama.cpp's gpt2 loader requires biases), a tied head left out (an untied one is
+    # lm_head, which the gpt2 architecture's name map calls output).
     hf = state_dict_to_hf({k: v.float() for k, v in model_state_dict(model).items()}, config)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GPT2, config.n_layer)
     out = []

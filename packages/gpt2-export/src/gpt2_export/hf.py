@@ -74,7 +74,14 @@ def import_from_hf(hf_dir: Path) -> GPT:
     template is not imported, since ``gpt2 chat`` needs its own kind of template.
     """
     from gpt2_core.model import GPT
-    from gpt2_core.weights import CONFIG_FILE, is_hf_config, load_config
+    from gpt2_core.weights import (
+        CONFIG_FILE,
+        EMBEDDING,
+        HEAD,
+        is_hf_config,
+        load_config,
+        model_state_dict,
+    )
 
     if not hf_dir.is_dir():
         raise UserError(f"--from-hf {hf_dir}: no such directory")
@@ -97,10 +104,12 @@ def import_from_hf(hf_dir: Path) -> GPT:
         return model
     padded = GPT(GPTConfig.from_dict(fields, str(hf_dir / CONFIG_FILE)))
     with torch.no_grad():
-        sd = model.state_dict()
-        wte = sd["transformer.wte.weight"]
-        sd["transformer.wte.weight"] = torch.cat(
-            [wte, wte.new_zeros(padded.config.padded_vocab_size - wte.size(0), wte.size(1))]
-        )
-        padded.load_state_dict({k: v for k, v in sd.items() if k != "lm_head.weight"}, strict=False)
+        sd = model_state_dict(model)  # an untied head's rows are padded as the embedding's are
+        for key in (EMBEDDING, HEAD):
+            if key in sd:
+                rows = sd[key]
+                sd[key] = torch.cat(
+                    [rows, rows.new_zeros(padded.config.padded_vocab_size - rows.size(0), rows.size(1))]
+                )
+        padded.load_state_dict(sd, strict=False)
     return padded.eval()

@@ -56,10 +56,10 @@ class CachedGPT(nn.Module):
     """A GPT's forward pass as a pure function of (input_ids, past keys/values): what ONNX can trace.
 
     The model's own forward, with :class:`PastCache` for its cache; logits cover every new position. The head
-    is ``head``, a copy of the tied embedding's real rows transposed, (n_embd, vocab_size): the graph ends in a
-    plain MatMul against an initializer of its own, which onnxruntime's ``quantize_dynamic`` quantizes, where
-    the tied table reached through a Transpose was left in float (only its Gather was quantized). The file
-    holds the table twice for it.
+    is ``head``, a copy of the head's real rows transposed, (n_embd, vocab_size): the graph ends in a plain
+    MatMul against an initializer of its own, which onnxruntime's ``quantize_dynamic`` quantizes, where the
+    tied table reached through a Transpose was left in float (only its Gather was quantized). A tied model's
+    file holds the table twice for it; an untied head is its own table anyway.
     """
 
     def __init__(self, gpt: GPT) -> None:

@@ -41,8 +41,8 @@ def check(cfg: TrainConfig, device: torch.device) -> None:
 
 
 def _fp8_filter(module: torch.nn.Module, fqn: str) -> bool:
-    # Only the blocks' matmuls: the LM head shares its weight with the embedding, and float8 GEMMs
-    # need both dimensions divisible by 16.
+    # Only the blocks' matmuls: a tied LM head shares its weight with the embedding (and torchtitan keeps
+    # even an untied output layer out of float8), and float8 GEMMs need both dimensions divisible by 16.
     return (
         fqn.startswith("transformer.h.")
         and isinstance(module, torch.nn.Linear)

@@ -9,7 +9,7 @@
 
 or, in the ``dcp`` layout (``--parallel fsdp``: no rank ever holds the whole state)
 
-- ``sharded/``: a ``torch.distributed.checkpoint`` directory of the weights (``model.``, the tied head stored
+- ``sharded/``: a ``torch.distributed.checkpoint`` directory of the weights (``model.``, a tied head stored
   once as the token embedding) and the optimizer's state (``optimizer.``, keyed by parameter name: AdamW's, or
   Muon's momentum and AdamW's state side by side, their groups in one list); every rank writes
   the parts it holds, one ``__R_0.distcp`` file per rank, and rank 0 DCP's index, ``.metadata``;
@@ -76,6 +76,8 @@ from gpt2_core.weights import (
     read_sharded_metadata,
     save_config,
     save_model,
+    with_tied_head,
+    without_tied_head,
 )
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -188,7 +190,7 @@ def write_sharded(
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     model_state, optimizer_state = get_state_dict(model, torch_optimizers(optimizer))
-    del model_state["lm_head.weight"]  # tied: the token embedding, stored once
+    model_state = without_tied_head(model_state, model.config)  # tied: the token embedding, stored once
     # Collective: returns once every rank's files are written and fsynced and rank 0 wrote the index.
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp / SHARDED_DIR)
     if not is_main:
@@ -294,12 +296,12 @@ def _load_sharded(path: Path, model: GPT, optimizer: torch.optim.Optimizer | Opt
     # holds this rank's shards, a whole model's whole tensors.
     optimizers = torch_optimizers(optimizer)
     model_state, optimizer_state = get_state_dict(model, optimizers)
-    del model_state["lm_head.weight"]  # stored once, as the token embedding
+    model_state = without_tied_head(model_state, model.config)  # tied: stored once, as the token embedding
     with warnings.catch_warnings():
         # Without a process group (one process, not sharded) DCP warns that it reads alone: it is meant to.
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.load({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=path)
-    model_state["lm_head.weight"] = model_state["transformer.wte.weight"]
+    model_state = with_tied_head(model_state, model.config)
     set_state_dict(model, optimizers, model_state_dict=model_state, optim_state_dict=optimizer_state)
 
 
@@ -324,7 +326,7 @@ def _load_full_into_sharded(
         by_name["param_groups"] += [
             {**g, "params": [order[i] for i in g["params"]]} for g in state["param_groups"]
         ]
-    weights = {**model_state, "lm_head.weight": model_state["transformer.wte.weight"]}
+    weights = with_tied_head(model_state, model.config)
     set_state_dict(
         model,
         optimizers,

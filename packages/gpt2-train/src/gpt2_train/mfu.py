@@ -29,11 +29,15 @@ def flops_per_token(model: GPT, seq_len: int, head_rows: int | None = None) -> f
     """Forward + backward FLOPs per trained token: 6N for the weights plus 12 * L * C * T for attention.
 
     N counts every parameter once (the tied embedding too, since it is also the output matmul), as
-    nanoGPT's ``estimate_mfu`` does (PaLM's appendix B). ``head_rows``: the output layer scores only that
-    many rows (``--train-vocab data``), so only those count for the head.
+    nanoGPT's ``estimate_mfu`` does (PaLM's appendix B). An untied model's token embedding is left out: its
+    lookup does no matmul, its head does (nanochat's ``estimate_flops`` leaves it out the same way).
+    ``head_rows``: the output layer scores only that many rows (``--train-vocab data``), so only those count
+    for the head.
     """
     cfg = model.config
     n = model.num_params()
+    if not cfg.tie_word_embeddings:
+        n -= model.transformer.wte.weight.numel()
     if head_rows is not None:
         n -= (cfg.padded_vocab_size - head_rows) * cfg.n_embd
     return 6.0 * n + 12.0 * cfg.n_layer * cfg.n_embd * seq_len

@@ -47,9 +47,11 @@ def build_adamw(
 def muon_split(model: torch.nn.Module) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
     """``model``'s trainable parameters as (Muon's, AdamW's): the 2-D weight matrices inside the transformer
     blocks (``transformer.h.*``: attention's fused QKV and output projections, the MLP's two) go to Muon;
-    the token and position embeddings (the tied head with them), LayerNorms and biases to AdamW. This is
-    modded-nanogpt's and nanochat's split; their QKV matrices are separate, ours is GPT-2's fused ``c_attn``,
-    orthogonalised as one (3C, C) matrix (torch.optim.Muon takes 2-D parameters only)."""
+    the token and position embeddings, the head (tied: the token embedding; untied: a matrix outside the
+    blocks, weight-decayed as AdamW's other matrices), LayerNorms and biases to AdamW. This is
+    modded-nanogpt's and nanochat's split (both untie the head and give it to AdamW); their QKV matrices are
+    separate, ours is GPT-2's fused ``c_attn``, orthogonalised as one (3C, C) matrix (torch.optim.Muon takes
+    2-D parameters only)."""
     muon, adamw = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:

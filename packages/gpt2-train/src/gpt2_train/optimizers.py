@@ -166,9 +166,9 @@ class MuonOptions(AdamWOptions):
 
 
 class Muon(OptimizerPlugin):
-    """Muon on the blocks' 2-D matrices, AdamW on embeddings, LayerNorms and biases (modded-nanogpt's and
-    nanochat's split); on several ranks each rank orthogonalises its share of the matrices, whole under DDP
-    or gathered from FSDP's shards."""
+    """Muon on the blocks' 2-D matrices, AdamW on embeddings, the head, LayerNorms and biases (modded-nanogpt's
+    and nanochat's split); on several ranks each rank orthogonalises its share of the matrices, whole under
+    DDP or gathered from FSDP's shards."""
 
     Options = MuonOptions
 

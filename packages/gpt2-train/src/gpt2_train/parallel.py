@@ -5,8 +5,9 @@
 ``fsdp``: each rank holds 1/N of every parameter (a ``DTensor`` sharded on dim 0), of its gradient and of the
 AdamW state. Each transformer block is a group whose parameters are all-gathered just before its forward and
 again before its backward, and whose gradients are reduce-scattered right after; the root group holds the
-embeddings, the final LayerNorm and the head. The head's weight *is* the token embedding (tied): one
-parameter, in the root's group, sharded once, and the optimizer sees it once.
+embeddings, the final LayerNorm and the head. A tied head's weight *is* the token embedding: one parameter,
+in the root's group, sharded once, and the optimizer sees it once; an untied head is one more parameter of
+the root's group.
 
 On GPUs, a bf16 run (``--precision``) all-gathers parameters in bf16 and reduce-scatters gradients in fp32
 (``MixedPrecisionPolicy``); the shards, and so AdamW, stay fp32. Every activation is then bf16, the residual
@@ -77,7 +78,7 @@ def shard(model: GPT, env: DistEnv, *, compute_dtype: torch.dtype | None, cpu_of
     )
     for block in model.transformer.h:
         fully_shard(block, **options)
-    # The root takes what no block holds: both embeddings (the token one is also the head), ln_f.
+    # The root takes what no block holds: both embeddings (the token one is also a tied head), ln_f, the head.
     fully_shard(model, **options)
     return model
 

@@ -321,7 +321,7 @@ class Trainer:
         cfg = self.cfg
         resumed = bool(cfg.resume) and self.checkpointer.resume(cfg.resume) is not None
         if resumed and self._head is not None:
-            self._head.tie_others()  # a checkpoint of a full-vocabulary run has them untied
+            self._head.tie_others()  # a checkpoint of a full-vocabulary run has its other rows apart
         if not resumed and cfg.overwrite and self.checkpointer.checkpoints():
             if self.env.is_main:
                 self.checkpointer.clear()

@@ -12,6 +12,8 @@ full-vocabulary GPT-2 whose softmax is exactly the one trained:
 which is the shared row's logit with ``log U`` added, the one extra class of the training softmax. After
 every optimizer step the shared row is copied to every other id's row (the representative, the first other
 id, is the only one that receives gradient), so checkpoints, val loss and samples all see the same model.
+The rows are the head's: the token embedding's when tied (GPT-2), an untied head's own otherwise; an untied
+model's input embedding is left as it is (the other ids are never looked up in training, as in a full run).
 Ids that never occur in the training data are never targets in training; in held-out data such an id costs
 ``log U`` more than the shared class, which the loss adds, so val loss through this head is the full model's.
 
@@ -54,7 +56,7 @@ class DataVocabHead(torch.nn.Module):
         super().__init__()
         self.model = model
         rows = model.config.padded_vocab_size
-        weight = model.transformer.wte.weight
+        weight = model.lm_head.weight
         seen = torch.zeros(rows, dtype=torch.bool)
         seen[torch.as_tensor(ids, dtype=torch.long)] = True
         others = torch.nonzero(~seen).squeeze(1)
@@ -77,8 +79,8 @@ class DataVocabHead(torch.nn.Module):
 
     @torch.no_grad()
     def tie_others(self) -> None:
-        """Copy the shared row (the first other id's) to every other id's embedding row."""
-        weight = self.model.transformer.wte.weight
+        """Copy the shared row (the first other id's) to every other id's row of the head."""
+        weight = self.model.lm_head.weight
         weight[self.others] = weight[self.others[0]].clone()
 
     def forward(
@@ -88,7 +90,7 @@ class DataVocabHead(torch.nn.Module):
         if targets is None:
             return self.model(idx)
         h = self.model.hidden(idx)
-        head = self.model.transformer.wte.weight[self.rows]
+        head = self.model.lm_head.weight[self.rows]
         # The head's product takes the route measured for the model's own head (gpt2_core.cpu_matmul).
         linear = onednn_linear if isinstance(self.model.lm_head, OneDNNLinear) else F.linear
         logits = linear(h, head, self.bias.to(h.dtype))
