@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import pytest
@@ -29,6 +30,23 @@ def test_greedy_with_cache_equals_without(nano: GPT, tokenizer: Tokenizer, n: in
     assert len(cached) == n and len(cached[0]) == 30
     assert cached == ids_of(nano, prompt, cfg, use_cache=False)
     assert all(row == cached[0] for row in cached)
+
+
+def test_a_bf16_model_on_a_cpu_attends_in_fp32_through_its_cache(nano: GPT) -> None:
+    """On a CPU the cache holds fp32 keys and values whatever the model's dtype (``cache_dtype``: torch's bf16
+    attention is the slower there); the model sees its own dtype back, and decoding through the cache gives
+    the logits of a forward pass without one, within bf16 rounding."""
+    model = copy.deepcopy(nano).to(torch.bfloat16).eval()
+    cache = KVCache(model.config, 2, "cpu", torch.bfloat16)
+    assert cache.k.dtype == cache.v.dtype == torch.float32
+    ids = torch.randint(0, 50257, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        model(ids[:, :8], kv_cache=cache)
+        stepped = [model(ids[:, t : t + 1], kv_cache=cache)[0] for t in range(8, 12)]
+        uncached = [model(ids[:, : t + 1])[0] for t in range(8, 12)]  # attention in bf16
+    for logits, reference in zip(stepped, uncached, strict=True):
+        assert logits.dtype == torch.bfloat16
+        torch.testing.assert_close(logits.float(), reference.float(), atol=0.1, rtol=0.05)
 
 
 def test_same_seed_same_text(nano: GPT, tokenizer: Tokenizer) -> None:

@@ -23,6 +23,14 @@ import torch.nn.functional as F
 from gpt2_core.config import GPTConfig
 
 
+def cache_dtype(dtype: torch.dtype, device: torch.device | str) -> torch.dtype:
+    """The dtype a cache keeps keys and values in, and attends in, for a model of ``dtype`` on ``device``:
+    float32 on a CPU, else ``dtype``. torch's CPU attention in bf16 is 4-8x slower than in fp32 for the
+    one-query rows of decoding (and no faster for a prompt; BENCHMARKS.md, "Decode attention"), while its cost in
+    memory is the cache's, a few MB a sequence for ``gpt2``."""
+    return torch.float32 if torch.device(device).type == "cpu" else dtype
+
+
 class Cache(Protocol):
     """What a block's attention calls during inference. Shapes: q, k, v and the result are
     (B, n_head, T, head_dim) for the ``idx`` (B, T) of the pass."""
@@ -58,8 +66,8 @@ class KVCache:
         self.max_len = max_len or config.block_size
         hd = config.n_embd // config.n_head
         shape = (config.n_layer, batch_size, config.n_head, self.max_len, hd)
-        self.k = torch.empty(shape, device=device, dtype=dtype)
-        self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.k = torch.empty(shape, device=device, dtype=cache_dtype(dtype, device))
+        self.v = torch.empty(shape, device=device, dtype=cache_dtype(dtype, device))
         self.length = 0
         self._T = 0
         self._mask: torch.Tensor | None = None
@@ -81,13 +89,14 @@ class KVCache:
         end = self.length + self._T
         self.k[layer, :, :, self.length : end] = k
         self.v[layer, :, :, self.length : end] = v
-        return F.scaled_dot_product_attention(
-            q,
+        y = F.scaled_dot_product_attention(
+            q.to(self.k.dtype),
             self.k[layer, :, :, :end],
             self.v[layer, :, :, :end],
             attn_mask=self._mask,
             is_causal=self._mask is None and self._T > 1,
         )
+        return y.to(q.dtype)
 
     def end(self) -> None:
         self.length += self._T

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from gpt2_core.config import GPTConfig
+from gpt2_core.kv_cache import cache_dtype
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,10 @@ class SlotCache:
         self.n_head = config.n_head
         self.head_dim = config.n_embd // config.n_head
         shape = (config.n_layer, slots + 1, config.n_head, config.block_size, self.head_dim)
-        # Zeros, not empty: a padding row reads key 0 of its slot, which must be a finite number.
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        # Zeros, not empty: a padding row reads key 0 of its slot, which must be a finite number. fp32 on a CPU
+        # (gpt2_core.kv_cache.cache_dtype: its bf16 attention is the slower).
+        self.k = torch.zeros(shape, device=device, dtype=cache_dtype(dtype, device))
+        self.v = torch.zeros(shape, device=device, dtype=cache_dtype(dtype, device))
         self.device = torch.device(device)
         self.lengths = torch.zeros(slots + 1, dtype=torch.long, device=device)
         self.host_lengths = [0] * slots
@@ -112,8 +114,9 @@ class SlotCache:
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         _, H, N, hd = q.shape
-        self.k[layer].view(-1, hd).index_copy_(0, self._index, k[0].reshape(H * N, hd))
-        self.v[layer].view(-1, hd).index_copy_(0, self._index, v[0].reshape(H * N, hd))
+        dtype, q = q.dtype, q.to(self.k.dtype)
+        self.k[layer].view(-1, hd).index_copy_(0, self._index, k[0].reshape(H * N, hd).to(self.k.dtype))
+        self.v[layer].view(-1, hd).index_copy_(0, self._index, v[0].reshape(H * N, hd).to(self.k.dtype))
         lo, hi = self._lo, self._hi
         out = []
         if hi > lo:
@@ -134,7 +137,7 @@ class SlotCache:
             )
             out.append(y[0])
             at += c.count
-        return torch.cat(out, dim=1)[None] if len(out) > 1 else out[0][None]
+        return (torch.cat(out, dim=1)[None] if len(out) > 1 else out[0][None]).to(dtype)
 
     def end(self) -> None:
         lo, hi = self._lo, self._hi
