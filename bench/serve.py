@@ -1,7 +1,7 @@
 """`gpt2 serve` under load, beside the machine's limits, an older engine and transformers' continuous batching.
 
     uv run python bench/serve.py [--clients 1 4 8 16] [--tokens 64] [--rounds 2] [--threads 2]
-        [--dtypes float32 auto] [--old DIR] [--no-peer] [--long-prompt 1000] [--url URL --model NAME]
+        [--dtypes float32 auto] [--quantize none int8] [--old DIR] [--no-peer] [--long-prompt 1000] [--url URL --model NAME]
 
 Without --url it saves a 124M model (`gpt2` preset, random weights: speed does not depend on what the
 weights say) with the chat template, and for each dtype:
@@ -81,16 +81,16 @@ def _time(fn) -> float:  # noqa: ANN001
     return time.perf_counter() - start
 
 
-def bare_decode_ms(model_dir: Path, dtype: str, prompt: list[int], tokens: int, threads: int) -> float:
-    """Median per-token time of greedy decoding of one sequence (after its first token)."""
-    import torch
-    from gpt2_core.device import pick_dtype
+def bare_decode_ms(
+    model_dir: Path, dtype: str, quantize: str, prompt: list[int], tokens: int, threads: int
+) -> float:
+    """Median per-token time of greedy decoding of one sequence (after its first token), the model loaded
+    as the server loads it (``gpt2_core.LLM``)."""
+    from gpt2_core import LLM
     from gpt2_core.generation import generate_ids
-    from gpt2_core.model import GPT
     from gpt2_core.sampling import SamplingConfig
 
-    torch.set_num_threads(threads)
-    model = GPT.from_pretrained(model_dir, dtype=pick_dtype(dtype, torch.device("cpu")))
+    model = LLM.load(model_dir, device="cpu", dtype=dtype, quantize=quantize, threads=threads).model
     cfg = SamplingConfig(max_new_tokens=tokens, temperature=0, stop_at_eot=False)
     gaps: list[float] = []
     for _ in range(2):
@@ -183,7 +183,7 @@ async def _tokens(url: str) -> int:
 
 
 def start_server(
-    model_dir: Path, dtype: str, threads: int, source: Path | None, step_tokens: int | None
+    model_dir: Path, dtype: str, threads: int, source: Path | None, step_tokens: int | None, quantize: str
 ) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -192,6 +192,8 @@ def start_server(
     cmd += ["--max-batch", "16", "--dtype", dtype, "--threads", str(threads), "--model-name", MODEL]
     if step_tokens:
         cmd += ["--step-tokens", str(step_tokens)]
+    if quantize != "none":
+        cmd += ["--quantize", quantize]
     env = dict(os.environ)
     if source is not None:  # an older checkout's sources shadow the installed (editable) packages
         srcs = [str(p) for p in sorted((source / "packages").glob("*/src"))]
@@ -303,6 +305,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the servers and of this process")
     ap.add_argument("--dtypes", nargs="+", default=["float32", "auto"])
+    ap.add_argument(
+        "--quantize",
+        nargs="+",
+        default=["none"],
+        choices=["none", "int8"],
+        help="our servers' --quantize, one run per value and dtype (transformers' peer stays in the dtype)",
+    )
     ap.add_argument("--old", type=Path, help="a checkout of an older commit, benched beside this one")
     ap.add_argument("--no-peer", action="store_true", help="skip transformers' continuous batching")
     ap.add_argument(
@@ -345,13 +354,15 @@ def main() -> None:
         )
         params = gpt.num_params()
         del gpt
-        for dtype in args.dtypes:
+        peered: set[str] = set()
+        for dtype, quantize in [(d, q) for q in args.quantize for d in args.dtypes]:
             resolved = pick_dtype(dtype, torch.device("cpu"))
-            size = torch.finfo(resolved).bits // 8
+            size = 1 if quantize == "int8" else torch.finfo(resolved).bits // 8
             bound = params * size / (lim["read_gbs"] * 1e9) * 1000
-            bare = bare_decode_ms(model_dir, dtype, prompt, args.tokens, args.threads)
+            bare = bare_decode_ms(model_dir, dtype, quantize, prompt, args.tokens, args.threads)
+            weights = "" if quantize == "none" else f", --quantize {quantize}"
             print(
-                f"\n## --dtype {dtype} ({str(resolved).removeprefix('torch.')}): weight-read bound of a step "
+                f"\n## --dtype {dtype} ({str(resolved).removeprefix('torch.')}{weights}): weight-read bound of a step "
                 f"{bound:.1f} ms ({params * size / 1e6:.0f} MB at {lim['read_gbs']:.1f} GB/s); bare decode "
                 f"{bare:.1f} ms a token ({bare / bound:.2f}x the bound)",
                 flush=True,
@@ -368,7 +379,9 @@ def main() -> None:
             for label, source in [("new", None), ("old", args.old)]:
                 if label == "old" and source is None:
                     continue
-                server, url = start_server(model_dir, dtype, args.threads, source, args.step_tokens or None)
+                server, url = start_server(
+                    model_dir, dtype, args.threads, source, args.step_tokens or None, quantize
+                )
                 try:
                     bench_server(url, MODEL, args, label, bound)
                     if args.long_prompt:
@@ -379,7 +392,8 @@ def main() -> None:
                 finally:
                     server.terminate()
                     server.wait(30)
-            if not args.no_peer:
+            if not args.no_peer and dtype not in peered:  # once per dtype: its --quantize runs compare to it
+                peered.add(dtype)
                 hf_dir = Path(tmp) / f"hf-{dtype}"
                 export = "float32" if resolved == torch.float32 else "bfloat16"
                 subprocess.run(
