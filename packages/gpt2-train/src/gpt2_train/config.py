@@ -261,6 +261,24 @@ PRESETS: dict[str, dict[str, Any]] = {
         sample_every=250,
         run_dir="runs/gpt2-124m-fineweb",
     ),
+    # GPT-2 124M on FineWeb-Edu with what bench/token_efficiency.py measured (BENCHMARKS.md, "A 124M recipe": each
+    # value's source). Muon + WSD, planned for 0.40 of build-nanogpt's 19,073 steps (a run planned that short
+    # ended below AdamW + cosine's final val loss at widths 128 and 384); the schedule's shape as measured
+    # there; Muon's lr and momentum from peers' 124M runs (nanochat's matrix lr, modded-nanogpt's warm-up),
+    # which runs of 512-token steps cannot measure; AdamW's part at build-nanogpt's lr.
+    "gpt2-124m-speedrun": dict(
+        data_dir="data/fineweb-edu-10b",
+        max_steps=7_629,
+        optimizer="muon",
+        muon=dict(muon_momentum_warmup_steps=300),
+        lr_schedule="wsd",
+        decay_fraction=0.4,
+        min_lr_ratio=0.0,
+        log_every=10,
+        hellaswag_every=250,
+        sample_every=250,
+        run_dir="runs/gpt2-124m-speedrun",
+    ),
     # A few minutes on 2 CPU cores, on the built-in Shakespeare corpus (gpt2-data's shakespeare dataset,
     # 1.47M training tokens); bench/first_run.py measures it. Tuned there for the lowest val loss in a fixed
     # number of tokens: small steps (more updates per token), a lower peak lr, decay to zero, beta2 0.99.
