@@ -23,8 +23,11 @@ each), and the fraction a planned run needs is interpolated between those runs' 
 question the modded-nanogpt speedrun asks: how many tokens does a run need to reach the target loss).
 
 ``--variant NAME="FLAGS"`` (repeatable) runs that best Muon + WSD setting with FLAGS added, planned for each
-``--shorter`` fraction too: one technique on its own (``momentum-warmup="--muon-momentum-warmup-steps 100"``),
-or several together. Each variant's final val losses are printed beside the plain setting's, budget by budget.
+``--variant-fractions`` fraction of the budget (0.4 by default): one technique on its own
+(``momentum-warmup="--muon-momentum-warmup-steps 100"``), or several together; ``{out}`` in FLAGS is ``--out``,
+where ``wide-untied.toml`` (the wide model with an untied head) is written. Each variant's final val losses are
+printed beside the plain setting's, budget by budget. ``--planned-muon-lr`` runs the shorter and variant runs at
+that Muon lr instead of the sweep's best (the name of each run says its lr).
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ from _machine import machine  # noqa: E402
 
 WIDE_TOML = """[train]
 model_overrides = {n_layer = 6, n_head = 6, n_embd = 384}
+"""
+WIDE_UNTIED_TOML = """[train]
+model_overrides = {n_layer = 6, n_head = 6, n_embd = 384, tie_word_embeddings = false}
 """
 
 
@@ -144,17 +150,24 @@ def main() -> None:
         action="append",
         default=[],
         metavar='NAME="FLAGS"',
-        help="The best Muon + WSD setting with these gpt2 train flags added, at every --shorter budget.",
+        help="The best Muon + WSD setting with these gpt2 train flags added, at each --variant-fractions budget.",
+    )
+    ap.add_argument("--variant-fractions", type=float, nargs="+", default=[0.4])
+    ap.add_argument(
+        "--planned-muon-lr", type=float, help="Muon lr of the shorter and variant runs (default: the best)"
     )
     args = ap.parse_args()
     variants = dict(v.split("=", 1) for v in args.variant)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "wide.toml").write_text(WIDE_TOML)
+    (args.out / "wide-untied.toml").write_text(WIDE_UNTIED_TOML)
     runs = runs_for(args)
     with ThreadPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(lambda r: train(r, args.out), runs))
 
     best_muon = min((r for r in runs if r.recipe == "muon+wsd"), key=lambda r: r.curve[-1][1])
+    if args.planned_muon_lr is not None:
+        best_muon = next(r for r in runs if r.name == f"{args.scale}-muon-wsd-mlr{args.planned_muon_lr:g}")
     lr = float(best_muon.flags[best_muon.flags.index("--muon-lr") + 1])
     shorter = []
     for frac in args.shorter:
@@ -162,10 +175,11 @@ def main() -> None:
         name = f"{best_muon.name}-steps{steps}"
         shorter.append(Run(name, "muon+wsd", flags_for(args, "muon+wsd", lr, steps)))
     for variant, extra in variants.items():
-        for frac in [*args.shorter, 1.0]:
+        for frac in args.variant_fractions:
             steps = round(frac * args.steps)
             name = f"{best_muon.name}-{variant}-steps{steps}"
-            shorter.append(Run(name, variant, flags_for(args, "muon+wsd", lr, steps) + extra.split()))
+            flags = extra.format(out=args.out).split()
+            shorter.append(Run(name, variant, flags_for(args, "muon+wsd", lr, steps) + flags))
     with ThreadPoolExecutor(args.jobs) as pool:
         shorter = list(pool.map(lambda r: train(r, args.out), shorter))
 
@@ -198,7 +212,7 @@ def main() -> None:
         print(
             f"\nvariants of {best_muon.name}: final val loss planned for each budget (plain: no flags added)"
         )
-        fracs = [*args.shorter, 1.0]
+        fracs = sorted({*args.shorter, *args.variant_fractions, 1.0})
         print(f"{'variant':24} " + " ".join(f"{f:>8.2f}" for f in fracs) + "   flags")
         finals = {(r.recipe, r.curve[-1][0]): r.curve[-1][1] for r in shorter}
         finals.update({("muon+wsd", t): v for t, v in budgets})

@@ -261,19 +261,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         sample_every=250,
         run_dir="runs/gpt2-124m-fineweb",
     ),
-    # GPT-2 124M on FineWeb-Edu with what bench/token_efficiency.py measured (BENCHMARKS.md, "A 124M recipe": each
-    # value's source). Muon + WSD, planned for 0.40 of build-nanogpt's 19,073 steps (a run planned that short
-    # ended below AdamW + cosine's final val loss at widths 128 and 384); the schedule's shape as measured
-    # there; Muon's lr and momentum from peers' 124M runs (nanochat's matrix lr, modded-nanogpt's warm-up),
-    # which runs of 512-token steps cannot measure; AdamW's part at build-nanogpt's lr.
+    # GPT-2 124M on FineWeb-Edu with what bench/token_efficiency.py measured (BENCHMARKS.md, "A 124M recipe", gives
+    # each value's source): Muon + WSD planned for 0.40 of build-nanogpt's 19,073 steps (runs planned that short
+    # ended below AdamW + cosine's final val loss at widths 128 and 384), decaying over the last 40% to 10% of the
+    # peak, and an untied head: both measured gains on the 6 x 384 model. Muon's lr and momentum warm-up are
+    # peers' 124M settings (nanochat's 0.02, modded-nanogpt's 0.85 -> 0.95 over 300 steps), which runs of
+    # 512-token steps cannot measure; the rest keeps build-nanogpt's values (the defaults).
     "gpt2-124m-speedrun": dict(
+        model_overrides={"tie_word_embeddings": False},
         data_dir="data/fineweb-edu-10b",
         max_steps=7_629,
         optimizer="muon",
         muon=dict(muon_momentum_warmup_steps=300),
         lr_schedule="wsd",
         decay_fraction=0.4,
-        min_lr_ratio=0.0,
         log_every=10,
         hellaswag_every=250,
         sample_every=250,
