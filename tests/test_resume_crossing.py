@@ -143,6 +143,14 @@ def test_killed_and_extended_runs_end_as_their_twins(
     planned += ["--checkpoint-every-seconds", "0", *(x for name in LOGGERS for x in ("--logger", name))]
     if parallel == "fsdp":
         planned += ["--parallel", "fsdp"]
+    if optimizer == "muon":
+        # Muon's step-dependent and sharded options, and the untied head, across the kill (step 5) and the
+        # stable point (step 6): the momentum warm-up runs past both; the head is a tensor of its own in every
+        # checkpoint layout. The extension names none of them: the checkpoint carries them.
+        untied = tmp_path / "untied.toml"
+        untied.write_text("[train]\nmodel_overrides = {tie_word_embeddings = false}\n")
+        planned += ["--config", str(untied), "--muon-momentum-warmup-steps", "8"]
+        planned += ["--muon-weight-decay", "0.1", "--muon-cautious-weight-decay"]
     # A cosine run: SIGKILLed after step 5 (checkpoint 4), then the same command line (a requeued job),
     # against its twin. A WSD run: the same, then trained longer from the end of its stable phase (step 6) as
     # gpt2-train's README types it (everything else is the run's own), against a run planned that long.
@@ -158,3 +166,9 @@ def test_killed_and_extended_runs_end_as_their_twins(
         extend = ["--run-dir", str(killed), "--resume", str(killed / "stable"), "--max-steps", str(LONGER)]
         run(parallel, extend, env)
     assert_same_run(killed, twin, planned_steps, wandb_lost=KILL_AT - 1)
+    if optimizer == "muon":
+        from gpt2_core.model import GPT
+
+        resumed = GPT.from_pretrained(killed / "latest")
+        assert not resumed.config.tie_word_embeddings
+        assert resumed.lm_head.weight.data_ptr() != resumed.transformer.wte.weight.data_ptr()

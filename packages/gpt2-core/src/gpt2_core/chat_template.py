@@ -231,9 +231,9 @@ def add_chat_template(model: GPT, kind: str = "auto") -> GPT:
         tables = [model.transformer.wte.weight]
         if not old.tie_word_embeddings:
             tables.append(model.lm_head.weight)
+        n, start = config.vocab_size - old.vocab_size, old.vocab_size
         with torch.no_grad():
             for table in tables:
-                n, start = config.vocab_size - old.vocab_size, old.vocab_size
                 seen = table[:start]
                 noise = torch.randn(n, seen.size(1), generator=torch.Generator().manual_seed(0))
                 table[start : start + n] = seen.mean(0) + 0.01 * seen.std(0) * noise.to(table)

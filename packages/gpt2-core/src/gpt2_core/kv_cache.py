@@ -26,7 +26,7 @@ from gpt2_core.config import GPTConfig
 def cache_dtype(dtype: torch.dtype, device: torch.device | str) -> torch.dtype:
     """The dtype a cache keeps keys and values in, and attends in, for a model of ``dtype`` on ``device``:
     float32 on a CPU, else ``dtype``. torch's CPU attention in bf16 is 4-8x slower than in fp32 for the
-    one-query rows of decoding (and no faster for a prompt; BENCHMARKS.md, "Decode attention"), while its cost in
+    one-query rows of decoding (and no faster for a prompt; BENCHMARKS.md, "Inference on a CPU, side by side"), while its cost in
     memory is the cache's, a few MB a sequence for ``gpt2``."""
     return torch.float32 if torch.device(device).type == "cpu" else dtype
 
@@ -66,8 +66,9 @@ class KVCache:
         self.max_len = max_len or config.block_size
         hd = config.n_embd // config.n_head
         shape = (config.n_layer, batch_size, config.n_head, self.max_len, hd)
-        self.k = torch.empty(shape, device=device, dtype=cache_dtype(dtype, device))
-        self.v = torch.empty(shape, device=device, dtype=cache_dtype(dtype, device))
+        dtype = cache_dtype(dtype, device)
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
         self.length = 0
         self._T = 0
         self._mask: torch.Tensor | None = None

@@ -47,8 +47,9 @@ class SlotCache:
         shape = (config.n_layer, slots + 1, config.n_head, config.block_size, self.head_dim)
         # Zeros, not empty: a padding row reads key 0 of its slot, which must be a finite number. fp32 on a CPU
         # (gpt2_core.kv_cache.cache_dtype: its bf16 attention is the slower).
-        self.k = torch.zeros(shape, device=device, dtype=cache_dtype(dtype, device))
-        self.v = torch.zeros(shape, device=device, dtype=cache_dtype(dtype, device))
+        dtype = cache_dtype(dtype, device)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.device = torch.device(device)
         self.lengths = torch.zeros(slots + 1, dtype=torch.long, device=device)
         self.host_lengths = [0] * slots

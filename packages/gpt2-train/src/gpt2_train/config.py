@@ -261,8 +261,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         sample_every=250,
         run_dir="runs/gpt2-124m-fineweb",
     ),
-    # GPT-2 124M on FineWeb-Edu with what bench/token_efficiency.py measured (BENCHMARKS.md, "A 124M recipe", gives
-    # each value's source): Muon + WSD planned for 0.40 of build-nanogpt's 19,073 steps (runs planned that short
+    # GPT-2 124M on FineWeb-Edu with what bench/token_efficiency.py measured (BENCHMARKS.md, "On paper: 8 x H100",
+    # gives each value's source): Muon + WSD planned for 0.40 of build-nanogpt's 19,073 steps (runs planned that short
     # ended below AdamW + cosine's final val loss at widths 128 and 384), decaying over the last 40% to 10% of the
     # peak, and an untied head: both measured gains on the 6 x 384 model. Muon's lr and momentum warm-up are
     # peers' 124M settings (nanochat's 0.02, modded-nanogpt's 0.85 -> 0.95 over 300 steps), which runs of
