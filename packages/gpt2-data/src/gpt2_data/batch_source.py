@@ -10,6 +10,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
+from gpt2_core.errors import UserError
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -40,6 +42,14 @@ class BatchSource(ABC):
         """The distinct token ids the source can yield, sorted (int64); None when it cannot list them
         (``--train-vocab data`` then refuses)."""
         return None
+
+    def set_shape(self, batch_size: int, seq_len: int) -> None:
+        """Yield ``(batch_size, seq_len)`` batches from the next one on (gpt2-train's batch-size and
+        sequence-length warm-ups). By default the shape is fixed: ``UserError``."""
+        raise UserError(
+            f"{type(self).__name__} yields batches of one shape; the batch-size and sequence-length warm-ups "
+            "need one that can change it (gpt2 train's token shards)"
+        )
 
     def reset(self) -> None:  # noqa: B027 (optional: a source that cannot restart goes on)
         """Back to the first batch, so a val loss reads the same batches each time; by default nothing."""

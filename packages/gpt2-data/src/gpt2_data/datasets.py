@@ -152,16 +152,20 @@ class Shakespeare(TextDataset):
     @dataclass
     class Options:
         document: str = "scene"
-        """What one document is: a scene (about 750 of them) or a play (38)."""
+        """What one document is: a scene (about 750 of them), a play (38) or a speech (about 31,000)."""
         stage_directions: bool = True
         """Keep stage directions ([Enter Ghost]) between the speeches."""
 
     def documents(self) -> Iterator[str]:
-        from gpt2_data.shakespeare import render_scene, scenes
+        from gpt2_data.shakespeare import render_scene, render_speeches, scenes
 
         opts = self.options
-        if opts.document not in ("scene", "play"):
-            raise UserError(f"--document {opts.document!r}: choose scene or play")
+        if opts.document not in ("scene", "play", "speech"):
+            raise UserError(f"--document {opts.document!r}: choose scene, play or speech")
+        if opts.document == "speech":
+            for scene in scenes():
+                yield from render_speeches(scene, directions=opts.stage_directions)
+            return
         if opts.document == "scene":
             for scene in scenes():
                 yield render_scene(scene, directions=opts.stage_directions)

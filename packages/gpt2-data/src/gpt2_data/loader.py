@@ -13,11 +13,18 @@ permuted with a seed from ``(seed, epoch, shard)`` and the loader reads their co
 would read the shard: same length, same steps, same rank slices. Only an index of window offsets is built per
 shard (by scanning the memory map in chunks), so memory stays bounded.
 
+With ``align_documents``, every sequence starts at a document start instead (modded-nanogpt's BOS-aligned
+batches: no sequence opens mid-document, without its context): a step's ``world_size * batch_size`` sequences
+are taken in order, each at the first document start at or after the previous one's end, so the document a
+sequence's end cuts is not continued and its rest is skipped. A step whose sequences do not all fit in the
+rest of a shard moves to the next shard, as an unaligned one does. It reads the same stream (windows included),
+only skipping tokens, so an epoch's number of steps is not known without reading it.
+
 The position (epoch, shard order, shard index, offset) is shared by all ranks, and each rank adds its own
 slice, so ``state_dict()`` of any rank resumes every rank at its very next batch. Resuming with another world
 size (or batch shape) is a documented re-split: training continues from the same point of the token stream,
-divided among the new ranks. Window shuffling is part of the stream: resuming with other window settings or
-another seed is refused while it is on.
+divided among the new ranks. Window shuffling and document alignment are part of the stream: resuming with
+other window or alignment settings, or another seed while windows are shuffled, is refused.
 """
 
 from __future__ import annotations
@@ -68,7 +75,7 @@ class ShardLoader(BatchSource):
     ``tokens_seen`` the tokens consumed by all ranks together. ``reset()`` goes back to the start, so an
     evaluation reads the same batches every time (use ``shuffle=False`` for validation).
     ``shuffle_windows`` also shuffles document-aligned windows of at least ``window_tokens`` tokens within each
-    shard (see the module docstring).
+    shard, and ``align_documents`` starts every sequence at a document start (see the module docstring).
     """
 
     def __init__(
@@ -85,6 +92,7 @@ class ShardLoader(BatchSource):
         verify: bool = False,
         shuffle_windows: bool = False,
         window_tokens: int = 1024,
+        align_documents: bool = False,
     ) -> None:
         if batch_size < 1 or seq_len < 1:
             raise UserError(f"batch size and sequence length must be >= 1 (got {batch_size}, {seq_len})")
@@ -100,6 +108,7 @@ class ShardLoader(BatchSource):
         self.rank, self.world_size = rank, world_size
         self.seed, self.shuffle = seed, shuffle
         self.shuffle_windows, self.window_tokens = shuffle_windows, window_tokens
+        self.align_documents = align_documents
         self.vocab_size = vocab_size
         self.paths = find_shards(self.data_dir, split)
         self.names = [p.name for p in self.paths]
@@ -115,6 +124,9 @@ class ShardLoader(BatchSource):
         # The window layout of the shard being read: (shard, epoch) -> (starts, ends, virtual offsets).
         self._layout_key: tuple[int, int] | None = None
         self._layout: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        # The document starts of the stream being read, in stream offsets: (shard, epoch) -> sorted offsets.
+        self._starts_key: tuple[int, int] | None = None
+        self._starts: np.ndarray | None = None
         self.reset()
 
     @property
@@ -135,8 +147,11 @@ class ShardLoader(BatchSource):
             return list(range(len(self.paths)))
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.paths)).tolist()
 
-    def batches_per_epoch(self) -> int:
-        """``next_batch`` calls in one pass over the split on each rank (every shard's whole steps)."""
+    def batches_per_epoch(self) -> int | None:
+        """``next_batch`` calls in one pass over the split on each rank (every shard's whole steps); None with
+        ``align_documents``, whose skipped tokens are only known by reading the stream."""
+        if self.align_documents:
+            return None
         return sum((length - 1) // self._step for length in self.lengths)
 
     def token_ids(self) -> np.ndarray:
@@ -151,14 +166,18 @@ class ShardLoader(BatchSource):
             self._open[shard] = open_shard(self.paths[shard], vocab_size=self.vocab_size)
         return self._open[shard]
 
-    def _doc_windows(self, shard: int) -> np.ndarray:
-        """Window start offsets of ``shard`` in file order (the first is 0), from its document starts."""
+    def _doc_starts(self, shard: int) -> np.ndarray:
+        """Offsets of ``shard``'s document starts (its ``<|endoftext|>`` tokens) in file order (int64)."""
         tokens = self._tokens(shard)
         found = [
             np.flatnonzero(tokens[i : i + _SCAN_TOKENS] == EOT_ID) + i
             for i in range(0, len(tokens), _SCAN_TOKENS)
         ]
-        starts = np.concatenate([np.zeros(1, np.int64), *found]).astype(np.int64)
+        return np.concatenate([np.zeros(0, np.int64), *found]).astype(np.int64)
+
+    def _doc_windows(self, shard: int) -> np.ndarray:
+        """Window start offsets of ``shard`` in file order (the first is 0), from its document starts."""
+        starts = np.concatenate([np.zeros(1, np.int64), self._doc_starts(shard)])
         cuts = [0]
         # Greedy: one searchsorted per window (not per document) finds the next start far enough away.
         while (i := int(np.searchsorted(starts, cuts[-1] + self.window_tokens))) < len(starts):
@@ -197,6 +216,51 @@ class ShardLoader(BatchSource):
             i += 1
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
+    def _stream_doc_starts(self, shard: int) -> np.ndarray:
+        """The document starts of the stream read from ``shard`` this epoch, as offsets into that stream."""
+        if self._starts_key != (shard, self.epoch):
+            starts = self._doc_starts(shard)
+            if self.shuffle_windows:
+                w = self.windows(shard, self.epoch)
+                virtual = np.concatenate([[0], np.cumsum(w[:, 1] - w[:, 0])[:-1]])
+                lo, hi = np.searchsorted(starts, w[:, 0]), np.searchsorted(starts, w[:, 1])
+                starts = np.concatenate(
+                    [starts[a:b] - s + v for a, b, s, v in zip(lo, hi, w[:, 0], virtual)]
+                ).astype(np.int64)
+            self._starts, self._starts_key = starts, (shard, self.epoch)
+        return self._starts
+
+    def _aligned_rows(self, shard: int) -> tuple[list[int], int] | None:
+        """The start offsets of this step's ``world_size * batch_size`` sequences in ``shard``'s stream from
+        ``self.offset``, and the offset after them; None when they do not fit in the shard."""
+        starts = self._stream_doc_starts(shard)
+        rows, pos = [], self.offset
+        for _ in range(self.world_size * self.batch_size):
+            i = int(np.searchsorted(starts, pos))
+            if i == len(starts) or starts[i] + self.seq_len + 1 > self.lengths[shard]:
+                return None
+            rows.append(int(starts[i]))
+            pos = rows[-1] + self.seq_len
+        return rows, pos
+
+    def _next_shard(self) -> None:
+        self.shard_index += 1
+        self.offset = 0
+        if self.shard_index == len(self.order):
+            self.epoch += 1
+            self.order = self._order(self.epoch)
+            self.shard_index = 0
+
+    def set_shape(self, batch_size: int, seq_len: int) -> None:
+        """Batches of ``batch_size x seq_len`` from the next one on, from the same position of the stream (as a
+        resume with another shape re-splits it). ``UserError`` when a step of that shape fits in no shard."""
+        if max(self.lengths) < self.world_size * batch_size * seq_len + 1:
+            raise UserError(
+                f"{self.data_dir}: the largest {self.split} shard holds {max(self.lengths)} tokens, fewer than "
+                f"one step of {self.world_size} x {batch_size} x {seq_len} + 1; use smaller batches or more data"
+            )
+        self.batch_size, self.seq_len = batch_size, seq_len
+
     def reset(self) -> None:
         """Back to the first batch of epoch 0."""
         self.epoch = 0
@@ -206,20 +270,36 @@ class ShardLoader(BatchSource):
         self.tokens_seen = 0
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.align_documents:
+            return self._next_aligned_batch()
         step = self._step
         while self.offset + step + 1 > self.lengths[self.order[self.shard_index]]:
-            self.shard_index += 1
-            self.offset = 0
-            if self.shard_index == len(self.order):
-                self.epoch += 1
-                self.order = self._order(self.epoch)
-                self.shard_index = 0
+            self._next_shard()
         start = self.offset + self.rank * self.batch_size * self.seq_len
         n = self.batch_size * self.seq_len
         buf = torch.from_numpy(self._read(self.order[self.shard_index], start, n + 1).astype(np.int64))
         self.offset += step
         self.tokens_seen += step
         return buf[:-1].view(self.batch_size, self.seq_len), buf[1:].view(self.batch_size, self.seq_len)
+
+    def _next_aligned_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        for _ in range(len(self.order) + 1):
+            found = self._aligned_rows(self.order[self.shard_index])
+            if found is not None:
+                break
+            self._next_shard()
+        else:
+            raise UserError(
+                f"{self.data_dir}: no {self.split} shard holds a step of {self.world_size * self.batch_size} "
+                f"sequences of {self.seq_len} tokens that start at documents; use smaller batches or more data"
+            )
+        rows, self.offset = found
+        shard, mine = self.order[self.shard_index], rows[self.rank * self.batch_size :][: self.batch_size]
+        buf = torch.from_numpy(
+            np.stack([self._read(shard, r, self.seq_len + 1) for r in mine]).astype(np.int64)
+        )
+        self.tokens_seen += self._step
+        return buf[:, :-1].contiguous(), buf[:, 1:].contiguous()
 
     def __iter__(self) -> ShardLoader:
         return self
@@ -237,6 +317,7 @@ class ShardLoader(BatchSource):
             "shuffle": self.shuffle,
             "shuffle_windows": self.shuffle_windows,
             "window_tokens": self.window_tokens,
+            "align_documents": self.align_documents,
             "epoch": self.epoch,
             "order": [self.names[i] for i in self.order],
             "shard_index": self.shard_index,
@@ -268,6 +349,11 @@ class ShardLoader(BatchSource):
             diff = ", ".join(f"{k} {s!r} (now {m!r})" for k, s, m in zip(names, saved, mine) if s != m)
             raise UserError(
                 f"the checkpoint's loader state has {diff}; resume with the settings it was saved with"
+            )
+        if state.get("align_documents", False) != self.align_documents:
+            raise UserError(
+                f"the checkpoint's loader state has align_documents {state.get('align_documents', False)!r} "
+                f"(now {self.align_documents!r}); resume with the setting it was saved with"
             )
         index = {name: i for i, name in enumerate(self.names)}
         self.epoch = int(state["epoch"])

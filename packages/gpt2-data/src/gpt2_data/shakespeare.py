@@ -17,7 +17,7 @@ Here the Markdown becomes the layout of nanoGPT's tiny Shakespeare, which is wha
     Who's there?
 
 A document is a scene (the default: ~750 documents, so that a held-out share of them is spread over the
-plays) or a whole play.
+plays), a whole play, or a speech (~31,000 short documents, each with the stage directions before it).
 """
 
 from __future__ import annotations
@@ -138,15 +138,29 @@ def parse_play(markdown: str, title: str) -> list[Scene]:
     return scenes
 
 
+def _render(part: Speech | Direction) -> str:
+    if isinstance(part, Speech):
+        return f"{part.speaker}:\n" + "\n".join(part.lines)
+    return part.text if part.text.startswith("[") else f"[{part.text}]"
+
+
 def render_scene(scene: Scene, heading: bool = True, directions: bool = True) -> str:
     """``scene`` as plain text: its play and title lines, then each speech as ``SPEAKER:`` and its lines."""
     blocks = [f"{scene.play}\n{scene.title()}"] if heading else []
-    for part in scene.parts:
-        if isinstance(part, Speech):
-            blocks.append(f"{part.speaker}:\n" + "\n".join(part.lines))
-        elif directions:
-            blocks.append(part.text if part.text.startswith("[") else f"[{part.text}]")
+    blocks += [_render(p) for p in scene.parts if directions or isinstance(p, Speech)]
     return "\n\n".join(blocks) + "\n"
+
+
+def render_speeches(scene: Scene, directions: bool = True) -> Iterator[str]:
+    """``scene`` as one text per speech, laid out as :func:`render_scene` lays it out, each with the stage
+    directions before it (those after the last speech are a text of their own)."""
+    blocks: list[str] = []
+    for part in scene.parts:
+        if directions or isinstance(part, Speech):
+            blocks.append(_render(part))
+        if isinstance(part, Speech) or (part is scene.parts[-1] and blocks):
+            yield "\n\n".join(blocks) + "\n"
+            blocks = []
 
 
 def play_files() -> list[Path]:

@@ -133,6 +133,11 @@ NOT_FOR_SFT = (
     "sample_every",
     "sample_prompt",
     "sample_tokens",
+    "align_documents",
+    "batch_warmup_steps",
+    "batch_warmup_start",
+    "seq_len_warmup_steps",
+    "seq_len_start",
 )
 
 

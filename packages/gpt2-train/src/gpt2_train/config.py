@@ -52,6 +52,10 @@ class TrainConfig:
     shuffle_windows: bool = False
     """Also read each training shard in a shuffled order of document-aligned windows (runs of whole documents
     of at least 1024 tokens), reshuffled every epoch; resuming needs the same setting."""
+    align_documents: bool = False
+    """Start every training sequence at a document start (<|endoftext|>), as modded-nanogpt's batches do: the
+    document a sequence's end cuts is not continued, its rest skipped. Needs --max-steps; val batches stay as they
+    are; resuming needs the same setting."""
 
     # --- batch and length ---
     total_batch_tokens: int = 524288
@@ -64,6 +68,16 @@ class TrainConfig:
     """Optimizer steps to train (0: derive from --epochs)."""
     epochs: float = 1.0
     """Passes over the training tokens, used when --max-steps is 0."""
+    batch_warmup_steps: int = 0
+    """Grow each micro-batch from --batch-warmup-start of its sequences to all of them, linearly over this many
+    steps (GPT-3's batch-size warm-up; 0: off)."""
+    batch_warmup_start: float = 0.25
+    """The share of --micro-batch's sequences the batch-size warm-up starts from (rounded up)."""
+    seq_len_warmup_steps: int = 0
+    """Start sequences at --seq-len-start tokens, doubling at equal intervals to --seq-len over this many steps,
+    with as many more per micro-batch as they are shorter (Li et al. 2022's sequence-length warm-up; 0: off)."""
+    seq_len_start: int = 128
+    """The sequence length the sequence-length warm-up starts from (--seq-len divided by a power of two)."""
 
     # --- optimizer and schedule ---
     optimizer: str = "adamw"
@@ -183,6 +197,8 @@ class TrainConfig:
             "epochs",
             "warmup_steps",
             "decay_steps",
+            "batch_warmup_steps",
+            "seq_len_warmup_steps",
             "grad_clip",
             "eval_every",
             "hellaswag_every",
@@ -214,6 +230,19 @@ class TrainConfig:
             )
         if self.max_steps == 0 and self.epochs == 0:
             raise UserError("give --max-steps or --epochs (both are 0)")
+        if not 0 < self.batch_warmup_start <= 1:
+            raise UserError(f"--batch-warmup-start must be in (0, 1], got {self.batch_warmup_start}")
+        ratio = self.seq_len // self.seq_len_start if 0 < self.seq_len_start <= self.seq_len else 0
+        if self.seq_len_warmup_steps and (ratio * self.seq_len_start != self.seq_len or ratio & (ratio - 1)):
+            raise UserError(
+                f"--seq-len-start must be --seq-len ({self.seq_len}) divided by a power of two (1, 2, 4, ...), "
+                f"got {self.seq_len_start}"
+            )
+        if self.align_documents and self.max_steps == 0:
+            raise UserError(
+                "--align-documents skips the rest of each document a sequence cuts, so an epoch's steps are only "
+                "known by reading it: give --max-steps"
+            )
         if self.precision not in ("auto", "bf16", "fp32"):
             raise UserError(f"--precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.train_vocab not in ("full", "data"):

@@ -92,7 +92,13 @@ def shard_sources(cfg: TrainConfig, env: DistEnv) -> tuple[ShardLoader, ShardLoa
     data_dir = prepare_data(cfg, env)
     common = dict(batch_size=cfg.micro_batch, seq_len=cfg.seq_len, rank=env.rank, world_size=env.world_size)
     train = ShardLoader(
-        data_dir, split="train", seed=cfg.seed, shuffle=True, shuffle_windows=cfg.shuffle_windows, **common
+        data_dir,
+        split="train",
+        seed=cfg.seed,
+        shuffle=True,
+        shuffle_windows=cfg.shuffle_windows,
+        align_documents=cfg.align_documents,
+        **common,
     )
     val = ShardLoader(data_dir, split="val", shuffle=False, **common) if cfg.eval_every else None
     return train, val

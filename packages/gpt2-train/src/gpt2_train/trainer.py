@@ -29,6 +29,7 @@ from gpt2_data.batch_source import BatchSource
 
 from gpt2_train import accel
 from gpt2_train.allocator import restore_malloc_defaults, retain_freed_memory
+from gpt2_train.batch_schedule import BatchShape, shape_at, warms_up
 from gpt2_train.checkpointer import Checkpointer, CheckpointParts, ResumeInfo
 from gpt2_train.config import TrainConfig, known_fields
 from gpt2_train.distributed import DistEnv, any_rank, barrier
@@ -197,6 +198,10 @@ class Trainer:
         self._retains_memory = setup_device(dev)
         self.autocast_dtype = autocast_dtype(cfg.precision, dev)
         self.train_source = train_source
+        self.shape = BatchShape(cfg.micro_batch, cfg.seq_len)
+        """The micro-batch shape the train source yields now (the warm-ups change it: gpt2_train.batch_schedule)."""
+        if warms_up(cfg):
+            train_source.set_shape(cfg.micro_batch, cfg.seq_len)  # UserError from a source that cannot
         self.total_steps = cfg.max_steps or self._steps_for_epochs()
 
         head = None
@@ -207,10 +212,9 @@ class Trainer:
         self.loss_model: torch.nn.Module = head if head is not None else model
         """What computes the loss: the model, or the data-vocabulary head around it. Val loss goes through the
         same head: the same value as the full model's, for a fraction of the work."""
-        self.flops_per_token = flops_per_token(
-            model, cfg.seq_len, head_rows=len(head.rows) if head is not None else None
-        )
-        """Training FLOPs per token for MFU, of the head the run trains through."""
+        self._head_rows = len(head.rows) if head is not None else None
+        self.flops_per_token = flops_per_token(model, cfg.seq_len, head_rows=self._head_rows)
+        """Training FLOPs per token for MFU, of the head the run trains through, at the current length."""
         self.wrapped = parallelize(model, cfg, self.env, loss_head=head, autocast=self.autocast_dtype)
         """What the step function calls: the loss model with its speed-ups, in DDP or sharded by FSDP."""
         self.optimizer_plugin = optimizer_plugin(cfg)
@@ -379,7 +383,7 @@ class Trainer:
     def _fit(self) -> TrainResult:
         cfg, env = self.cfg, self.env
         train_step = self.start()
-        self._log_clock = (time.perf_counter(), self.step)
+        self._log_clock = (time.perf_counter(), self.tokens_seen)
         last_loss: float | None = None
         written: Path | None = None
         streak = torch.zeros((), dtype=torch.int64, device=env.device)
@@ -392,9 +396,10 @@ class Trainer:
         with _Signals() as signals:
             while self.step < self.total_steps and not early:
                 self.optimizer_plugin.before_step(self.optimizer, self.step)
+                tokens = self._set_shape(shape_at(self.step, cfg))
                 result = train_step(self.train_source, lr_at(self.step, cfg, self.total_steps))
                 self.step += 1
-                self.tokens_seen += self.tokens_per_step
+                self.tokens_seen += tokens
                 last = self.step == self.total_steps
                 if result.targets == 0:
                     self._warn(f"step {self.step}: no counted target in any micro-batch, step skipped")
@@ -425,7 +430,7 @@ class Trainer:
                 if due or improved or last or stop or early or stable:
                     written = self.checkpointer.save(val_loss=val, stable=stable)
                 if val is not None or due or improved:
-                    self._log_clock = (time.perf_counter(), self.step)  # tokens/s: training only
+                    self._log_clock = (time.perf_counter(), self.tokens_seen)  # tokens/s: training only
                 if early:
                     self._say_early_stop()
                 if stop:
@@ -439,6 +444,15 @@ class Trainer:
             stopped_by=signals.received,
             stopped_early=early,
         )
+
+    def _set_shape(self, shape: BatchShape) -> int:
+        """Have the train source yield ``shape`` from now on; the tokens of a step of that shape (all ranks)."""
+        if shape != self.shape:
+            self.train_source.set_shape(shape.micro_batch, shape.seq_len)
+            if shape.seq_len != self.shape.seq_len:
+                self.flops_per_token = flops_per_token(self.model, shape.seq_len, head_rows=self._head_rows)
+            self.shape = shape
+        return shape.micro_batch * shape.seq_len * self.grad_accum * self.env.world_size
 
     def _stable_end(self) -> bool:
         """Whether this step ends a WSD run's stable phase (its checkpoint is the one to train longer from)."""
@@ -505,11 +519,16 @@ class Trainer:
         n = self.model.num_params()
         matmul = f" (cpu matmul: {route_of(self.model)})" if self.env.device.type == "cpu" else ""
         sharded = " sharded (fsdp)" if self.sharded else ""
+        cfg, warmups = self.cfg, ""
+        if cfg.batch_warmup_steps:
+            warmups += f", batch warm-up from {cfg.batch_warmup_start:g} over {cfg.batch_warmup_steps} steps"
+        if cfg.seq_len_warmup_steps:
+            warmups += f", length warm-up from {cfg.seq_len_start} over {cfg.seq_len_warmup_steps} steps"
         print(
             f"training {n / 1e6:.1f}M parameters on {self.device_desc}{matmul}, {self.env.world_size} rank(s)"
             f"{sharded}: "
             f"steps {self.step}..{self.total_steps}, {self.tokens_per_step:,} tokens/step "
-            f"(micro-batch {self.cfg.micro_batch} x {self.cfg.seq_len}, accumulation {self.grad_accum}); "
+            f"(micro-batch {self.cfg.micro_batch} x {self.cfg.seq_len}, accumulation {self.grad_accum}{warmups}); "
             f"{schedule_summary(self.cfg, self.total_steps)}",
             file=sys.stderr,
         )
@@ -518,16 +537,17 @@ class Trainer:
             self._warn(warning)
 
     def _log_step(self, result: StepResult) -> float:
-        since, since_step = self._log_clock
+        since, since_tokens = self._log_clock
         now = time.perf_counter()
-        self._log_clock = (now, self.step)
+        self._log_clock = (now, self.tokens_seen)
         loss = float(result.loss)
-        tps = (self.step - since_step) * self.tokens_per_step / max(now - since, 1e-9)
+        tps = (self.tokens_seen - since_tokens) / max(now - since, 1e-9)
         metrics = {
             "train/loss": loss,
             **self._learning_rates(),
             "train/grad_norm": float(result.grad_norm),
             "train/tokens_per_sec": tps,
+            "train/tokens": self.tokens_seen,
         }
         if self.peak:
             metrics["train/mfu"] = tps * self.flops_per_token / (self.peak * self.env.world_size)
