@@ -31,6 +31,7 @@ from gpt2_core.generation import sample_rows
 from gpt2_core.model import GPT
 from gpt2_core.sampling import SamplingConfig
 
+from gpt2_serve.openmp import release_openmp_threads
 from gpt2_serve.slot_cache import Chunk, SlotCache
 
 log = logging.getLogger("gpt2_serve")
@@ -164,6 +165,9 @@ class Engine:
         return self.cache.slots
 
     def start(self) -> None:
+        """Start the decoding thread. Call it from the thread that loaded the model: its OpenMP threads are
+        handed back first (``gpt2_serve.openmp``), so the decoding thread's steps run at full speed."""
+        release_openmp_threads()
         self._thread.start()
 
     def stop(self) -> None:
