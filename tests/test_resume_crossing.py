@@ -1,7 +1,7 @@
 """Resume and extension crossed with the other features a user combines them with: each optimizer x schedule x
 parallelism, killed (SIGKILL, then the same command with ``--resume auto``) and, for WSD, the finished run
-extended from ``RUN_DIR/stable`` as gpt2-train's README types it; every logger on, rows aligned to documents, the
-batch and sequence length warming up. Each ends as its planned, uninterrupted twin does, bit for bit; ``latest``
+extended from ``RUN_DIR/stable`` as gpt2-train's README types it; every logger on; the AdamW runs with rows aligned
+to documents and the batch and sequence length warming up, the Muon runs with Muon's step-dependent options. Each ends as its planned, uninterrupted twin does, bit for bit; ``latest``
 is its newest checkpoint; jsonl, TensorBoard and wandb (offline) each hold every step once, with the twin's
 values. The suite runs a pairwise cover of the product (``PAIRWISE``);
 ``GPT2_FULL_CROSSING=1`` runs all of it."""
@@ -142,10 +142,12 @@ def test_killed_and_extended_runs_end_as_their_twins(
     planned += ["--optimizer", optimizer, "--lr-schedule", schedule, "--warmup-steps", "2", "--lr", "3e-3"]
     planned += ["--eval-every", "4", "--eval-batches", "2", "--checkpoint-every-steps", "2"]
     planned += ["--checkpoint-every-seconds", "0", *(x for name in LOGGERS for x in ("--logger", name))]
-    # The data's step-dependent options across the kill and the stable point: rows start at documents, and the
-    # batch and sequence-length warm-ups run until step 6 (8 tokens x 8 rows, 16 x 4, then 32 x 2 a rank).
-    planned += ["--align-documents", "--seq-len-warmup-steps", "6", "--seq-len-start", "8"]
-    planned += ["--batch-warmup-steps", "6", "--batch-warmup-start", "0.5"]
+    if optimizer == "adamw":
+        # The data's step-dependent options across the kill and the stable point (the Muon runs keep the plain
+        # stream): rows start at documents, and the batch and sequence-length warm-ups run until step 6 (rows of
+        # 8 tokens, 4 to 6 of them a rank; of 16, 3 to 4; then 2 of 32).
+        planned += ["--align-documents", "--seq-len-warmup-steps", "6", "--seq-len-start", "8"]
+        planned += ["--batch-warmup-steps", "6", "--batch-warmup-start", "0.5"]
     if parallel == "fsdp":
         planned += ["--parallel", "fsdp"]
     if optimizer == "muon":

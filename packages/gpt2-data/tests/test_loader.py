@@ -291,3 +291,17 @@ def test_aligned_setting_must_match_on_resume(prepared: Path) -> None:
     most = (max(ShardLoader(prepared, batch_size=B, seq_len=T).lengths) - 1) // T
     with pytest.raises(UserError, match=f"no train shard holds a step of {most} sequences of {T} tokens"):
         ShardLoader(prepared, batch_size=most, seq_len=T, align_documents=True).next_batch()
+
+
+def test_aligned_reading_tries_every_shard_from_its_start(tmp_path: Path) -> None:
+    # Only the big shard holds an aligned step; part-way through it, the next epoch may order it after the small
+    # one: the loader must still come back to its start rather than give up.
+    big = np.tile(np.r_[50256, np.arange(1, 40)], 10).astype(np.uint16)  # a document every 40 tokens
+    write_shard(tmp_path / "data_train_000000.bin", big)
+    write_shard(tmp_path / "data_train_000001.bin", np.arange(1, 101, dtype=np.uint16))  # no document start
+    for seed in range(4):
+        loader = ShardLoader(tmp_path, "train", batch_size=4, seq_len=16, seed=seed, align_documents=True)
+        for _ in range(12):  # several epochs: each reads the big shard's two steps
+            x, _ = loader.next_batch()
+            assert (x[:, 0] == 50256).all()
+        assert loader.epoch >= 4

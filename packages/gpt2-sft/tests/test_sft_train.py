@@ -13,9 +13,11 @@ from cli_helpers import metrics
 from gpt2_cli.main import main
 from gpt2_core.chat_template import ChatTemplate, chat_config
 from gpt2_core.config import GPTConfig
+from gpt2_core.errors import UserError
 from gpt2_core.loss import IGNORE_INDEX as IGNORE
 from gpt2_core.model import GPT
 from gpt2_core.tokenizer import Tokenizer
+from gpt2_sft.config import SFTConfig
 from gpt2_sft.examples import Examples, load_split, prepare
 from gpt2_sft.loader import SFTLoader
 
@@ -272,3 +274,8 @@ def test_sft_under_torchrun_two_gloo_ranks(setup: dict[str, Path]) -> None:
     )
     for k in theirs:
         torch.testing.assert_close(mine[k], theirs[k], rtol=0, atol=1e-5, msg=k)
+
+
+def test_token_shard_options_are_refused_in_one_line() -> None:
+    with pytest.raises(UserError, match="align_documents is gpt2 train's"):
+        SFTConfig(align_documents=True)  # from a TOML: the flag itself is not offered

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from gpt2_core.errors import UserError
 from gpt2_train.batch_schedule import BatchShape, shape_at
+from gpt2_train.plot import plot_runs
 from gpt2_train.trainer import Trainer
 
 from .conftest import CountingSource, small_config, small_model
@@ -51,6 +51,8 @@ def test_batch_grows_linearly_from_its_start_share(tmp_path: Path) -> None:
             "--seq-len-start must be --seq-len .16. divided by a power",
         ),
         (dict(seq_len_warmup_steps=4, seq_len_start=32), "got 32"),
+        (dict(seq_len_warmup_steps=4, seq_len_start=16), "got 16"),  # --seq-len itself: nothing to warm up
+        (dict(batch_warmup_steps=4, micro_batch=1), "needs --micro-batch >= 2"),
         (dict(seq_len_warmup_steps=4, seq_len_start=0), "got 0"),
         (dict(batch_warmup_steps=4, batch_warmup_start=0), r"--batch-warmup-start must be in \(0, 1\]"),
         (dict(batch_warmup_steps=-1), "--batch-warmup-steps must be >= 0"),
@@ -90,11 +92,14 @@ def test_a_run_trains_on_each_steps_shape_and_counts_its_tokens(tmp_path: Path) 
     expected = 2 * (8 * 4 + 12 * 4) + 4 * 128  # the warm-ups' two short steps, then four of 128
     assert result.tokens_seen == expected
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["train/tokens"] for r in rows if "train/tokens" in r][-1] == expected
+    logged = [r["train/tokens"] for r in rows if "train/tokens" in r]
+    assert logged == [64, 160, 288, 416, 544, 672]
+    # gpt2 plot draws the run against the tokens it trained on, not steps x --total-batch-tokens.
+    (line,) = plot_runs([tmp_path / "run"]).axes[0].get_lines()
+    assert list(line.get_xdata()) == logged
 
 
 def test_a_source_of_one_shape_is_refused(tmp_path: Path) -> None:
     cfg = small_config(tmp_path, batch_warmup_steps=2)
     with pytest.raises(UserError, match="CountingSource yields batches of one shape"):
         Trainer(cfg, model=small_model(), train_source=CountingSource())
-    assert torch.is_tensor(CountingSource().next_batch()[0])

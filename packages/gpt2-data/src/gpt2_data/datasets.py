@@ -152,7 +152,7 @@ class Shakespeare(TextDataset):
     @dataclass
     class Options:
         document: str = "scene"
-        """What one document is: a scene (about 750 of them), a play (38) or a speech (about 31,000)."""
+        """What one document is: a scene (about 750 of them), a play (38) or a speech (about 33,000)."""
         stage_directions: bool = True
         """Keep stage directions ([Enter Ghost]) between the speeches."""
 

@@ -253,7 +253,8 @@ class ShardLoader(BatchSource):
 
     def set_shape(self, batch_size: int, seq_len: int) -> None:
         """Batches of ``batch_size x seq_len`` from the next one on, from the same position of the stream (as a
-        resume with another shape re-splits it). ``UserError`` when a step of that shape fits in no shard."""
+        resume with another shape re-splits it). ``UserError`` when a step of that shape fits in no shard (an
+        aligned step's document starts are only known as it is read: ``next_batch`` says when none fits)."""
         if max(self.lengths) < self.world_size * batch_size * seq_len + 1:
             raise UserError(
                 f"{self.data_dir}: the largest {self.split} shard holds {max(self.lengths)} tokens, fewer than "
@@ -283,7 +284,8 @@ class ShardLoader(BatchSource):
         return buf[:-1].view(self.batch_size, self.seq_len), buf[1:].view(self.batch_size, self.seq_len)
 
     def _next_aligned_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        for _ in range(len(self.order) + 1):
+        # The rest of this epoch's shards and all of the next epoch's: every shard is tried from its start.
+        for _ in range(2 * len(self.order) + 1):
             found = self._aligned_rows(self.order[self.shard_index])
             if found is not None:
                 break

@@ -17,7 +17,7 @@ Here the Markdown becomes the layout of nanoGPT's tiny Shakespeare, which is wha
     Who's there?
 
 A document is a scene (the default: ~750 documents, so that a held-out share of them is spread over the
-plays), a whole play, or a speech (~31,000 short documents, each with the stage directions before it).
+plays), a whole play, or a speech (~33,000 short documents, each with the stage directions before it).
 """
 
 from __future__ import annotations

@@ -83,6 +83,8 @@ class SFTConfig(TrainConfig):
     POSITIVE: ClassVar[tuple[str, ...]] = tuple(f for f in TrainConfig.POSITIVE if f != "seq_len")
 
     def __post_init__(self) -> None:
+        if self.align_documents:
+            raise UserError("align_documents is gpt2 train's (token shards); gpt2 sft reads whole examples")
         super().__post_init__()
         if self.seq_len < 0:
             raise UserError(f"--seq-len must be >= 0 (0: the model's context window), got {self.seq_len}")

@@ -10,8 +10,11 @@ micro-batch, as always.
 - **Sequence-length warm-up** (``--seq-len-warmup-steps N``): sequences start at ``--seq-len-start`` tokens and
   double at equal intervals over the first N steps (``--seq-len`` itself from step N on), the micro-batch holding
   as many more sequences as they are shorter, so a step's tokens stay the same (Li et al. 2022, "The
-  Stability-Efficiency Dilemma": sequence-length warm-up; doubling keeps the number of shapes, and so of
-  compilations, small).
+  Stability-Efficiency Dilemma": sequence-length warm-up).
+
+Under ``--compile`` a changed shape recompiles the model once with dynamic sizes, which it then keeps (torch's
+automatic dynamic shapes); what that costs a GPU run after the warm-up is not measured here. ``--epochs`` counts
+full-size steps, so a run with a batch-size warm-up trains on fewer tokens than its epochs hold.
 
 A pure function of the step and the config: every rank, a resumed run and a ``RUN/stable`` extension take the
 same shapes at the same steps.

@@ -77,7 +77,7 @@ class TrainConfig:
     """Start sequences at --seq-len-start tokens, doubling at equal intervals to --seq-len over this many steps,
     with as many more per micro-batch as they are shorter (Li et al. 2022's sequence-length warm-up; 0: off)."""
     seq_len_start: int = 128
-    """The sequence length the sequence-length warm-up starts from (--seq-len divided by a power of two)."""
+    """The sequence length the sequence-length warm-up starts from (--seq-len divided by 2, 4, 8, ...)."""
 
     # --- optimizer and schedule ---
     optimizer: str = "adamw"
@@ -232,10 +232,14 @@ class TrainConfig:
             raise UserError("give --max-steps or --epochs (both are 0)")
         if not 0 < self.batch_warmup_start <= 1:
             raise UserError(f"--batch-warmup-start must be in (0, 1], got {self.batch_warmup_start}")
-        ratio = self.seq_len // self.seq_len_start if 0 < self.seq_len_start <= self.seq_len else 0
+        if self.batch_warmup_steps and self.micro_batch < 2:
+            raise UserError(
+                "--batch-warmup-steps grows each micro-batch's sequences: it needs --micro-batch >= 2"
+            )
+        ratio = self.seq_len // self.seq_len_start if 0 < self.seq_len_start < self.seq_len else 0
         if self.seq_len_warmup_steps and (ratio * self.seq_len_start != self.seq_len or ratio & (ratio - 1)):
             raise UserError(
-                f"--seq-len-start must be --seq-len ({self.seq_len}) divided by a power of two (1, 2, 4, ...), "
+                f"--seq-len-start must be --seq-len ({self.seq_len}) divided by a power of two (2, 4, 8, ...), "
                 f"got {self.seq_len_start}"
             )
         if self.align_documents and self.max_steps == 0:

@@ -55,8 +55,11 @@ def tokens_per_step(run: Path) -> int | None:
 
 
 def series(rows: list[dict[str, float]], key: str, scale: int) -> tuple[list[float], list[float]]:
-    """(x, y) of ``key`` over the rows that hold it: x is the step times ``scale`` (tokens per step)."""
-    points = [(r["step"] * scale, r[key]) for r in rows if key in r]
+    """(x, y) of ``key`` over the rows that hold it: x is the step times ``scale`` (tokens per step), or, counting
+    tokens (``scale`` > 1), the tokens trained by that step where the run logged them (``train/tokens``: fewer
+    than steps x batch during a batch-size warm-up)."""
+    logged = {r["step"]: r["train/tokens"] for r in rows if "train/tokens" in r} if scale > 1 else {}
+    points = [(logged.get(r["step"], r["step"] * scale), r[key]) for r in rows if key in r]
     return [p[0] for p in points], [p[1] for p in points]
 
 

@@ -383,7 +383,9 @@ class Trainer:
     def _fit(self) -> TrainResult:
         cfg, env = self.cfg, self.env
         train_step = self.start()
-        self._log_clock = (time.perf_counter(), self.tokens_seen)
+        self._flops = 0.0
+        """Training FLOPs since this process started (MFU over a logging interval, whatever its lengths)."""
+        self._log_clock = (time.perf_counter(), self.tokens_seen, self._flops)
         last_loss: float | None = None
         written: Path | None = None
         streak = torch.zeros((), dtype=torch.int64, device=env.device)
@@ -400,6 +402,7 @@ class Trainer:
                 result = train_step(self.train_source, lr_at(self.step, cfg, self.total_steps))
                 self.step += 1
                 self.tokens_seen += tokens
+                self._flops += tokens * self.flops_per_token
                 last = self.step == self.total_steps
                 if result.targets == 0:
                     self._warn(f"step {self.step}: no counted target in any micro-batch, step skipped")
@@ -430,7 +433,7 @@ class Trainer:
                 if due or improved or last or stop or early or stable:
                     written = self.checkpointer.save(val_loss=val, stable=stable)
                 if val is not None or due or improved:
-                    self._log_clock = (time.perf_counter(), self.tokens_seen)  # tokens/s: training only
+                    self._log_clock = (time.perf_counter(), self.tokens_seen, self._flops)  # training only
                 if early:
                     self._say_early_stop()
                 if stop:
@@ -537,11 +540,12 @@ class Trainer:
             self._warn(warning)
 
     def _log_step(self, result: StepResult) -> float:
-        since, since_tokens = self._log_clock
+        since, since_tokens, since_flops = self._log_clock
         now = time.perf_counter()
-        self._log_clock = (now, self.tokens_seen)
+        self._log_clock = (now, self.tokens_seen, self._flops)
         loss = float(result.loss)
-        tps = (self.tokens_seen - since_tokens) / max(now - since, 1e-9)
+        elapsed = max(now - since, 1e-9)
+        tps = (self.tokens_seen - since_tokens) / elapsed
         metrics = {
             "train/loss": loss,
             **self._learning_rates(),
@@ -550,7 +554,7 @@ class Trainer:
             "train/tokens": self.tokens_seen,
         }
         if self.peak:
-            metrics["train/mfu"] = tps * self.flops_per_token / (self.peak * self.env.world_size)
+            metrics["train/mfu"] = (self._flops - since_flops) / elapsed / (self.peak * self.env.world_size)
         self.logger.log(metrics, self.step)
         return loss
 
