@@ -115,11 +115,7 @@ class ShardLoader(BatchSource):
         if verify:
             self.verify()
         self.lengths = [read_header(p) for p in self.paths]
-        if max(self.lengths) < self._step + 1:
-            raise UserError(
-                f"{self.data_dir}: the largest {split} shard holds {max(self.lengths)} tokens, fewer than one step "
-                f"of world_size x batch_size x seq_len + 1 = {self._step + 1}; use smaller batches or more data"
-            )
+        self.set_shape(batch_size, seq_len)  # refuses a step no shard can hold
         self._open: dict[int, np.ndarray] = {}
         # The window layout of the shard being read: (shard, epoch) -> (starts, ends, virtual offsets).
         self._layout_key: tuple[int, int] | None = None
