@@ -120,6 +120,8 @@ class ShardLoader(BatchSource):
         # The window layout of the shard being read: (shard, epoch) -> (starts, ends, virtual offsets).
         self._layout_key: tuple[int, int] | None = None
         self._layout: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        # The document starts of the shard scanned last (windows and aligned rows both need them).
+        self._scanned: tuple[int, np.ndarray] | None = None
         # The document starts of the stream being read, in stream offsets: (shard, epoch) -> sorted offsets.
         self._starts_key: tuple[int, int] | None = None
         self._starts: np.ndarray | None = None
@@ -163,13 +165,16 @@ class ShardLoader(BatchSource):
         return self._open[shard]
 
     def _doc_starts(self, shard: int) -> np.ndarray:
-        """Offsets of ``shard``'s document starts (its ``<|endoftext|>`` tokens) in file order (int64)."""
-        tokens = self._tokens(shard)
-        found = [
-            np.flatnonzero(tokens[i : i + _SCAN_TOKENS] == EOT_ID) + i
-            for i in range(0, len(tokens), _SCAN_TOKENS)
-        ]
-        return np.concatenate([np.zeros(0, np.int64), *found]).astype(np.int64)
+        """Offsets of ``shard``'s document starts (its ``<|endoftext|>`` tokens) in file order (int64); the
+        last shard's are kept, so its windows and aligned rows scan it once."""
+        if self._scanned is None or self._scanned[0] != shard:
+            tokens = self._tokens(shard)
+            found = [
+                np.flatnonzero(tokens[i : i + _SCAN_TOKENS] == EOT_ID) + i
+                for i in range(0, len(tokens), _SCAN_TOKENS)
+            ]
+            self._scanned = (shard, np.concatenate([np.zeros(0, np.int64), *found]).astype(np.int64))
+        return self._scanned[1]
 
     def _doc_windows(self, shard: int) -> np.ndarray:
         """Window start offsets of ``shard`` in file order (the first is 0), from its document starts."""
@@ -192,16 +197,21 @@ class ShardLoader(BatchSource):
         perm = np.random.default_rng([self.seed, epoch, shard]).permutation(len(starts))
         return np.stack([starts[perm], ends[perm]], axis=1)
 
+    def _window_layout(self, shard: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``shard``'s windows this epoch, in reading order: file starts, file ends, and stream offsets (one more
+        than windows: the last is the stream's length). Kept for the shard being read."""
+        if self._layout_key != (shard, self.epoch):
+            w = self.windows(shard, self.epoch)
+            self._layout = (w[:, 0], w[:, 1], np.concatenate([[0], np.cumsum(w[:, 1] - w[:, 0])]))
+            self._layout_key = (shard, self.epoch)
+        return self._layout
+
     def _read(self, shard: int, start: int, n: int) -> np.ndarray:
         """Tokens ``[start, start + n)`` of the stream read from ``shard`` this epoch (its windows in order)."""
         tokens = self._tokens(shard)
         if not self.shuffle_windows:
             return tokens[start : start + n]
-        if self._layout_key != (shard, self.epoch):
-            w = self.windows(shard, self.epoch)
-            self._layout = (w[:, 0], w[:, 1], np.concatenate([[0], np.cumsum(w[:, 1] - w[:, 0])]))
-            self._layout_key = (shard, self.epoch)
-        starts, ends, virtual = self._layout
+        starts, ends, virtual = self._window_layout(shard)
         i = int(np.searchsorted(virtual, start, side="right")) - 1
         pieces, pos = [], start
         while pos < start + n:
@@ -217,11 +227,10 @@ class ShardLoader(BatchSource):
         if self._starts_key != (shard, self.epoch):
             starts = self._doc_starts(shard)
             if self.shuffle_windows:
-                w = self.windows(shard, self.epoch)
-                virtual = np.concatenate([[0], np.cumsum(w[:, 1] - w[:, 0])[:-1]])
-                lo, hi = np.searchsorted(starts, w[:, 0]), np.searchsorted(starts, w[:, 1])
+                first, last, virtual = self._window_layout(shard)
+                lo, hi = np.searchsorted(starts, first), np.searchsorted(starts, last)
                 starts = np.concatenate(
-                    [starts[a:b] - s + v for a, b, s, v in zip(lo, hi, w[:, 0], virtual)]
+                    [starts[a:b] - s + v for a, b, s, v in zip(lo, hi, first, virtual)]
                 ).astype(np.int64)
             self._starts, self._starts_key = starts, (shard, self.epoch)
         return self._starts
