@@ -103,3 +103,16 @@ def test_a_source_of_one_shape_is_refused(tmp_path: Path) -> None:
     cfg = small_config(tmp_path, batch_warmup_steps=2)
     with pytest.raises(UserError, match="CountingSource yields batches of one shape"):
         Trainer(cfg, model=small_model(), train_source=CountingSource())
+
+
+def test_a_resumed_run_takes_its_new_warm_up_from_the_resumed_step(tmp_path: Path) -> None:
+    first = small_config(tmp_path / "run", max_steps=2, seq_len_warmup_steps=4, seq_len_start=4)
+    Trainer(first, model=small_model(), train_source=ShapedSource()).fit()
+    # Resumed at step 2 with a warm-up twice as long: step 2 is at length 4 again (the old one had reached 8).
+    longer = small_config(
+        tmp_path / "run", max_steps=6, seq_len_warmup_steps=8, seq_len_start=4, resume="latest"
+    )
+    source = ShapedSource()
+    result = Trainer(longer, model=small_model(), train_source=source).fit()
+    assert source.shapes == [(4, 16), (16, 4), (8, 8)]
+    assert result.step == 6 and result.tokens_seen == 6 * 128
